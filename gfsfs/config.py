@@ -1,0 +1,195 @@
+"""Configuration as data: ``configs/config.toml`` parsed into frozen dataclasses.
+
+Sections ``[master]``, ``[chunk_server]``, ``[client]``. Every key has a default
+(documented beside it here and in configs/config.toml); every key can be
+overridden on the command line with ``--set SECTION.KEY=VALUE`` (VALUE is read as
+a TOML value, falling back to a string). An unknown section or key, or a value
+of the wrong type or range, raises :class:`ConfigError` naming it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("configs/config.toml")
+MIB = 1 << 20
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    host: str = "localhost"            # address the master listens on
+    port: int = 5000                   # port the master listens on
+    data_dir: str = "data/master"      # op log and checkpoints
+    log_dir: str = "logs"              # logs/master_YYYY-MM-DD.log
+    log_level: str = "INFO"            # DEBUG, INFO, WARNING, ERROR
+    chunk_size: int = 64 * MIB         # bytes per chunk (fixed once files exist)
+    replication_factor: int = 3        # default goal (replicas per chunk) of new files
+    heartbeat_interval: float = 2.0    # seconds between chunkd heartbeats
+    dead_after_heartbeats: int = 3     # a chunkd missing this many heartbeats is dead
+    lease_seconds: float = 60.0        # primary lease length (GFS §3.1)
+    checkpoint_every: int = 50000      # op log records between automatic checkpoints
+    trash_time: float = 86400.0        # seconds a deleted file waits in trash
+    max_request_bytes: int = 16 * MIB  # largest msgpack request body accepted
+
+
+@dataclass(frozen=True)
+class ChunkServerConfig:
+    host: str = "127.0.0.1"            # address this chunkd listens on and registers
+    port: int = 0                      # 0 = pick a free port (persisted in server_info)
+    base_port: int = 5001              # first port `make run` gives its chunkds (+0, +1, +2)
+    data_dir: str = "data/chunks"      # chunks live in DATA_DIR/<server id>/
+    log_dir: str = "logs"              # logs/chunk_server_YYYY-MM-DD.log
+    log_level: str = "INFO"
+    master_url: str = "http://localhost:5000"   # where to register and heartbeat
+    heartbeat_interval: float = 2.0    # seconds between heartbeats
+    server_info_file: str = "server_info"       # id, port, master: restart as the same server
+    rack: str = "default"              # placement spreads replicas over racks
+    capacity_bytes: int = 0            # advertised capacity; 0 = the disk's size
+    reserve_bytes: int = 64 * MIB      # kept free on disk; beyond it writes get ENOSPC
+    push_buffer_ttl: float = 120.0     # seconds pushed data waits for its commit
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    master_url: str = "http://localhost:5000"   # the master to talk to
+    log_dir: str = "logs"              # logs/client_YYYY-MM-DD.log
+    log_level: str = "INFO"
+    upload_chunk_size: int = 8 * MIB   # bytes buffered per file before a write is sent
+    attr_timeout: float = 1.0          # seconds the kernel caches attributes
+    entry_timeout: float = 1.0         # seconds the kernel caches name lookups
+    location_timeout: float = 30.0     # seconds chunk locations are cached
+    readahead_bytes: int = 8 * MIB     # bytes read ahead of a sequential reader
+    readahead_pieces: int = 4          # ranges in flight while reading ahead
+    request_timeout: float = 30.0      # seconds before a chunkd/master request fails over
+    retries: int = 5                   # attempts before an operation gives EIO
+
+
+SECTIONS: dict[str, type] = {
+    "master": MasterConfig,
+    "chunk_server": ChunkServerConfig,
+    "client": ClientConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    master: MasterConfig = dataclasses.field(default_factory=MasterConfig)
+    chunk_server: ChunkServerConfig = dataclasses.field(default_factory=ChunkServerConfig)
+    client: ClientConfig = dataclasses.field(default_factory=ClientConfig)
+
+
+def _coerce(where: str, typ: str, value: Any) -> Any:
+    if typ == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    expected = {"str": str, "int": int, "float": float, "bool": bool}[typ]
+    if isinstance(value, bool) and expected is not bool:
+        raise ConfigError(f"{where}: expected {typ}, got a boolean")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{where}: expected {typ}, got {type(value).__name__} {value!r}")
+    if expected in (int, float) and value < 0:
+        raise ConfigError(f"{where}: must not be negative, got {value}")
+    return value
+
+
+def _section(name: str, raw: dict[str, Any]) -> Any:
+    cls = SECTIONS[name]
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown key [{name}] {key!r}; known keys: {', '.join(known)}")
+        values[key] = _coerce(f"[{name}] {key}", str(known[key].type), value)
+    obj = cls(**values)
+    _validate(name, obj)
+    return obj
+
+
+def _validate(name: str, obj: Any) -> None:
+    if name == "master":
+        cs = obj.chunk_size
+        if cs < 64 * 1024 or cs % (64 * 1024):
+            raise ConfigError(f"[master] chunk_size: must be a multiple of 65536, got {cs}")
+        if not 1 <= obj.replication_factor <= 16:
+            raise ConfigError(f"[master] replication_factor: must be 1..16, got {obj.replication_factor}")
+    for f in fields(obj):
+        if f.name == "log_level" and getattr(obj, f.name).upper() not in (
+                "DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"[{name}] log_level: must be DEBUG, INFO, WARNING or ERROR")
+        if f.name.endswith("port") and getattr(obj, f.name) > 65535:
+            raise ConfigError(f"[{name}] {f.name}: must be 0..65535")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``SECTION.KEY=VALUE`` -> (section, key, value)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"override {text!r}: expected SECTION.KEY=VALUE")
+    lhs, rhs = text.split("=", 1)
+    section, key = lhs.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {rhs}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = rhs
+    return section, key, value
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (default configs/config.toml if it exists) plus overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None or DEFAULT_PATH.exists():
+        p = Path(path) if path is not None else DEFAULT_PATH
+        try:
+            raw = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p}: {exc}") from None
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown section [{name}]; known: {', '.join(SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] must be a table")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in SECTIONS:
+            raise ConfigError(f"override {text!r}: unknown section [{section}]")
+        raw.setdefault(section, {})[key] = value
+    return Config(**{name: _section(name, raw.get(name, {})) for name in SECTIONS})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML config file (default: configs/config.toml if present)")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        dest="overrides", help="override one config key (repeatable)")
+
+
+def from_args(args: argparse.Namespace, extra: list[str] | None = None) -> Config:
+    """The config named by ``--config``/``--set`` plus ``extra`` overrides."""
+    return load(args.config, list(args.overrides) + list(extra or []))
+
+
+def render_defaults() -> str:
+    """configs/config.toml with every key at its default (used to check the file)."""
+    out: list[str] = []
+    for name, cls in SECTIONS.items():
+        out.append(f"[{name}]")
+        for f in fields(cls):
+            out.append(f"{f.name} = {_toml(f.default)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)

@@ -1,0 +1,294 @@
+"""msgpack-over-HTTP plumbing shared by the master and chunkd (server side) and
+the client library (client side).
+
+Server side: :class:`App` is a small ASGI application (served by hypercorn's trio
+worker). Control messages are ``POST /rpc/<name>`` with a msgpack map body and a
+msgpack map reply; handlers are plain ``async def handler(req: dict) -> dict``.
+Other routes (chunk data, the web page, /metrics) are registered with
+:meth:`App.route` and get a :class:`Request` they can stream from.
+
+Every failure becomes ``{"error": {"code", "message"}}`` with the status from
+:mod:`gfsfs.errors`; an unexpected exception is logged and answered with 500
+INTERNAL, and the daemon keeps serving.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgpack
+import trio
+
+from .errors import GFSError
+
+log = logging.getLogger(__name__)
+
+MSGPACK = "application/msgpack"
+OCTETS = "application/octet-stream"
+PROTOCOL_VERSION = 1
+
+RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def pack(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+# ---------------------------------------------------------------- validation
+
+def need(req: dict[str, Any], name: str, typ: type | tuple[type, ...]) -> Any:
+    """``req[name]``, which must exist and be of ``typ`` (BADREQ otherwise)."""
+    if name not in req:
+        raise GFSError("BADREQ", f"missing field {name!r}")
+    return check(name, req[name], typ)
+
+
+def opt(req: dict[str, Any], name: str, typ: type | tuple[type, ...],
+        default: Any = None) -> Any:
+    """``req.get(name, default)``, type-checked when present and not None."""
+    value = req.get(name)
+    if value is None:
+        return default
+    return check(name, value, typ)
+
+
+def check(name: str, value: Any, typ: type | tuple[type, ...]) -> Any:
+    if isinstance(value, bool) and typ in (int, (int,)):
+        raise GFSError("BADREQ", f"field {name!r} must be an integer")
+    if not isinstance(value, typ):
+        tname = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise GFSError("BADREQ", f"field {name!r} must be {tname}, got {type(value).__name__}")
+    return value
+
+
+# ---------------------------------------------------------------- server side
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    client: str
+    _receive: Callable[[], Awaitable[dict[str, Any]]]
+    max_body: int
+    _done: bool = False
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body, piece by piece as it arrives, at most ``max_body`` bytes."""
+        seen = 0
+        while not self._done:
+            msg = await self._receive()
+            if msg["type"] == "http.disconnect":
+                raise GFSError("UNAVAILABLE", "client went away")
+            body = msg.get("body", b"")
+            self._done = not msg.get("more_body", False)
+            seen += len(body)
+            if seen > self.max_body:
+                raise GFSError("TOOBIG", f"body over {self.max_body} bytes")
+            if body:
+                yield body
+
+    async def body(self) -> bytes:
+        parts = [p async for p in self.stream()]
+        return b"".join(parts)
+
+    def query_int(self, name: str, default: int | None = None) -> int:
+        raw = self.query.get(name)
+        if raw is None:
+            if default is None:
+                raise GFSError("BADREQ", f"missing query parameter {name!r}")
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise GFSError("BADREQ", f"query parameter {name!r} must be an integer") from None
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes | AsyncIterator[bytes] = b""
+    content_type: str = MSGPACK
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def msgpack(cls, obj: object, status: int = 200) -> Response:
+        return cls(status, pack(obj), MSGPACK)
+
+
+RouteHandler = Callable[[Request], Awaitable[Response]]
+
+
+class App:
+    """An ASGI app: ``/rpc/<name>`` msgpack handlers plus raw routes."""
+
+    def __init__(self, name: str, max_rpc_body: int = 16 << 20,
+                 max_raw_body: int = 80 << 20) -> None:
+        self.name = name
+        self.rpcs: dict[str, RpcHandler] = {}
+        self.routes: list[tuple[str, str, RouteHandler]] = []
+        self.max_rpc_body = max_rpc_body
+        self.max_raw_body = max_raw_body
+        self.observers: list[Callable[[str, int, float], None]] = []
+
+    def rpc(self, name: str, handler: RpcHandler) -> None:
+        self.rpcs[name] = handler
+
+    def route(self, method: str, prefix: str, handler: RouteHandler) -> None:
+        """``handler`` serves ``method`` on every path starting with ``prefix``."""
+        self.routes.append((method, prefix, handler))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        req = _make_request(scope, receive, self.max_raw_body)
+        start = time.monotonic()
+        route_name, resp = await self._dispatch(req)
+        try:
+            await _send_response(send, resp)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("%s: client went away while answering %s: %s", self.name, req.path, exc)
+        for obs in self.observers:
+            obs(route_name, resp.status, time.monotonic() - start)
+
+    async def _dispatch(self, req: Request) -> tuple[str, Response]:
+        route_name = "unknown"
+        try:
+            if req.path.startswith("/rpc/") and req.method == "POST":
+                route_name = req.path
+                return route_name, await self._call_rpc(req)
+            for method, prefix, handler in self.routes:
+                if req.method == method and req.path.startswith(prefix):
+                    route_name = prefix
+                    return route_name, await handler(req)
+            raise GFSError("NOROUTE", f"no route {req.method} {req.path}")
+        except GFSError as exc:
+            if exc.code == "INTERNAL":
+                log.error("%s %s: %s", req.method, req.path, exc)
+            return route_name, Response.msgpack(exc.to_wire(), exc.status)
+        except Exception as exc:  # the one catch-all: log, answer 500, keep serving
+            log.exception("%s %s failed", req.method, req.path)
+            err = GFSError("INTERNAL", f"{type(exc).__name__}: {exc}")
+            return route_name, Response.msgpack(err.to_wire(), err.status)
+
+    async def _call_rpc(self, req: Request) -> Response:
+        handler = self.rpcs.get(req.path[5:])
+        if handler is None:
+            raise GFSError("NOROUTE", f"no rpc {req.path[5:]!r}")
+        req.max_body = self.max_rpc_body
+        raw = await req.body()
+        try:
+            body = unpack(raw) if raw else {}
+        except Exception as exc:
+            raise GFSError("BADREQ", f"body is not msgpack: {exc}") from None
+        if not isinstance(body, dict):
+            raise GFSError("BADREQ", "body must be a msgpack map")
+        return Response.msgpack(await handler(body))
+
+
+def _make_request(scope: dict[str, Any], receive: Any, max_body: int) -> Request:
+    query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    client = scope.get("client") or ("", 0)
+    return Request(scope["method"], scope["path"], query, headers, str(client[0]),
+                   receive, max_body)
+
+
+async def _send_response(send: Any, resp: Response) -> None:
+    headers = [(b"content-type", resp.content_type.encode())]
+    headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
+    if isinstance(resp.body, bytes):
+        headers.append((b"content-length", str(len(resp.body)).encode()))
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": resp.body})
+        return
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    async for piece in resp.body:
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def serve_forever(app: App, host: str, port: int, shutdown: trio.Event, *,
+                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until ``shutdown`` is set; ``task_status`` gets the bound port."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hserve
+
+    cfg = Config()
+    cfg.bind = [f"{_bracket(host)}:{port}"]
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("hypercorn.error")
+    cfg.keep_alive_timeout = 75
+    cfg.graceful_timeout = 2
+    cfg.backlog = 1024
+
+    async def started(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        await hserve(app, cfg, shutdown_trigger=shutdown.wait, task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(started)
+        bound_port = int(binds[0].rsplit(":", 1)[1])
+        task_status.started(bound_port)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+# ---------------------------------------------------------------- client side
+
+def make_http(timeout: float = 30.0, connections: int = 64) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
+                          keepalive_expiry=60)
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits)
+
+
+async def call(http: httpx.AsyncClient, base_url: str, name: str,
+               body: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+    """``POST base_url/rpc/name`` with a msgpack body; the decoded reply.
+
+    Raises :class:`GFSError` with the server's code, or UNAVAILABLE when the
+    server cannot be reached or does not answer in time.
+    """
+    kwargs: dict[str, Any] = {}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    try:
+        resp = await http.post(f"{base_url}/rpc/{name}", content=pack(body or {}),
+                               headers={"content-type": MSGPACK}, **kwargs)
+    except httpx.TransportError as exc:
+        raise GFSError("UNAVAILABLE", f"{base_url}: {type(exc).__name__}: {exc}") from None
+    return decode_reply(resp.status_code, resp.content)
+
+
+def decode_reply(status: int, content: bytes) -> Any:
+    try:
+        body = unpack(content) if content else {}
+    except Exception:
+        raise GFSError("INTERNAL", f"HTTP {status}: reply is not msgpack") from None
+    if status >= 400:
+        raise GFSError.from_wire(body, status)
+    return body
