@@ -1,0 +1,53 @@
+"""Config parsing: defaults, overrides, and errors that name the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gfsfs import config
+from gfsfs.localcluster import ROOT
+
+
+def test_shipped_config_is_the_defaults() -> None:
+    assert config.load(ROOT / "configs" / "config.toml") == config.Config()
+
+
+def test_every_key_is_documented_in_the_shipped_file() -> None:
+    text = (ROOT / "configs" / "config.toml").read_text()
+    for section, cls in config.SECTIONS.items():
+        assert f"[{section}]" in text
+        for f in config.fields(cls):
+            assert f"\n{f.name} = " in text, f"[{section}] {f.name} missing"
+
+
+def test_overrides_parse_toml_values() -> None:
+    c = config.load(None, ["master.port=6001", "client.master_url=http://h:1",
+                           "master.heartbeat_interval=1"])
+    assert c.master.port == 6001 and c.client.master_url == "http://h:1"
+    assert c.master.heartbeat_interval == 1.0
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[master]\nnope = 1\n", "nope"),
+    ("[master]\nport = 'x'\n", "port"),
+    ("[master]\nport = 70000\n", "port"),
+    ("[master]\nchunk_size = 1000\n", "chunk_size"),
+    ("[chunk_server]\nheartbeat_interval = -2\n", "heartbeat_interval"),
+    ("[client]\nlog_level = 'LOUD'\n", "log_level"),
+    ("[elsewhere]\nx = 1\n", "elsewhere"),
+    ("[master\n", "config.toml"),
+])
+def test_bad_config_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(p)
+    assert needle in str(e.value)
+
+
+def test_bad_override() -> None:
+    with pytest.raises(config.ConfigError, match="SECTION.KEY=VALUE"):
+        config.load(None, ["port=1"])
+    with pytest.raises(config.ConfigError, match="nosection"):
+        config.load(None, ["nosection.port=1"])
