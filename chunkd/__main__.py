@@ -1,0 +1,8 @@
+"""``python -m chunkd``: the chunk server (see :mod:`chunkd.main`)."""
+from __future__ import annotations
+
+import sys
+
+from .main import main
+
+sys.exit(main())

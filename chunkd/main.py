@@ -1,0 +1,173 @@
+"""``gfs-chunkd`` / ``python -m chunkd``: start one chunk server.
+
+The server keeps its chunks and a ``server_info`` file (id, host, port, master)
+in ``<data_dir>/<id>/``. With no ``--id`` a fresh id is made up. A restart with
+the same id and no ``--port`` (or ``--port 0``) binds the port it had before, so
+it comes back as the same server with its chunks; port 0 otherwise means "pick
+a free one". Prints one line ``gfs-chunkd ID listening on http://HOST:PORT``
+once it serves; SIGINT/SIGTERM stop it cleanly (exit 0); a bad configuration
+exits 2 with the reason on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gfsfs import logs
+from gfsfs.config import ChunkServerConfig, ConfigError, add_arguments, from_args
+from gfsfs.rpc import make_http, serve_forever
+
+from .heartbeat import ChunkReports, Heartbeat
+from .server import ChunkServer
+from .diskstore import DiskChunkStore
+
+log = logging.getLogger("chunkd")
+
+SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gfs-chunkd", description="gfsfs chunk server")
+    add_arguments(parser)
+    parser.add_argument("--id", help="server id (default: a new one, cs-XXXXXXXX)")
+    parser.add_argument("--host", help="address to listen on and register [chunk_server.host]")
+    parser.add_argument("--port", type=int,
+                        help="port; 0 or absent = the one this id had, else a free one")
+    parser.add_argument("--data-dir", help="chunks live in DATA_DIR/<id>/ [chunk_server.data_dir]")
+    parser.add_argument("--master", metavar="URL", help="master URL [chunk_server.master_url]")
+    parser.add_argument("--rack", help="rack label for placement [chunk_server.rack]")
+    return parser.parse_args(argv)
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """The flags as ``chunk_server.KEY=VALUE`` config overrides."""
+    out: list[str] = []
+    for flag, key in (("host", "host"), ("data_dir", "data_dir"), ("master", "master_url"),
+                      ("rack", "rack")):
+        value = getattr(args, flag)
+        if value is not None:
+            out.append(f"chunk_server.{key}={json.dumps(value)}")
+    if args.port is not None:
+        out.append(f"chunk_server.port={args.port}")
+    return out
+
+
+def server_id(args: argparse.Namespace) -> str:
+    sid = args.id if args.id is not None else f"cs-{secrets.token_hex(4)}"
+    if not SERVER_ID.fullmatch(sid):
+        raise ConfigError(f"--id {sid!r}: 1-64 of letters, digits, '.', '_', '-' expected")
+    return sid
+
+
+def load_server_info(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable server_info: {exc}") from None
+    return info if isinstance(info, dict) else {}
+
+
+def save_server_info(path: Path, info: dict[str, Any]) -> None:
+    """Written to a temp file, fsync'd and renamed: never half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def choose_port(cfg: ChunkServerConfig, info: dict[str, Any]) -> int:
+    """The configured port, else the persisted one if still free, else 0."""
+    if cfg.port:
+        return cfg.port
+    old = info.get("port")
+    if isinstance(old, int) and 0 < old < 65536 and _port_free(cfg.host, old):
+        return old
+    if old:
+        log.warning("port %s of this server is taken; picking a new one", old)
+    return 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        store = DiskChunkStore(server_dir, cfg.capacity_bytes, cfg.reserve_bytes)
+        await store.open()
+        async with make_http() as http:
+            reports = ChunkReports()
+            server = ChunkServer(store, cfg, http, sid, reports=reports)
+            shutdown = trio.Event()
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(serve_forever, server.app, cfg.host, port, shutdown)
+                server.addr = f"http://{url_host(cfg.host)}:{bound}"
+                save_server_info(server_dir / cfg.server_info_file,
+                                 {"id": sid, "host": cfg.host, "port": bound,
+                                  "master_url": cfg.master_url, "rack": cfg.rack})
+                print(f"gfs-chunkd {sid} listening on {server.addr}", flush=True)
+                log.info("chunkd %s serving %s from %s", sid, server.addr, server_dir)
+                heartbeat = Heartbeat(server_id=sid, addr=server.addr, rack=cfg.rack, store=store,
+                                      http=http, master_url=cfg.master_url,
+                                      interval=cfg.heartbeat_interval, reports=reports)
+                async with trio.open_nursery() as background:
+                    background.start_soon(heartbeat.run_forever)
+                    async for signum in signals:
+                        log.info("chunkd %s: signal %d, stopping", sid, signum)
+                        break
+                    background.cancel_scope.cancel()
+                shutdown.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = from_args(args, overrides(args)).chunk_server
+        sid = server_id(args)
+        server_dir = Path(cfg.data_dir) / sid
+        server_dir.mkdir(parents=True, exist_ok=True)
+        info = load_server_info(server_dir / cfg.server_info_file)
+    except ConfigError as exc:
+        print(f"gfs-chunkd: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"gfs-chunkd: {exc}", file=sys.stderr)
+        return 2
+    logs.setup("chunk_server", cfg.log_dir, cfg.log_level)
+    port = choose_port(cfg, info)
+    try:
+        trio.run(run, cfg, sid, server_dir, port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The chunkd's HTTP face: thin handlers over a :class:`ChunkStore`.
+
+Routes (messages as in :mod:`gfsfs.protocol`):
+
+- ``PUT /data/<data_id>``: push, buffered and forwarded down ``X-GFS-Chain``.
+- ``POST /rpc/commit`` (primary), ``/rpc/apply`` (secondary), ``/rpc/truncate``,
+  ``/rpc/sync``, ``/rpc/set_version``, ``/rpc/delete``.
+- ``GET /chunk/<handle>?offset=&length=&version=``: verified raw bytes.
+- ``GET /status``: a msgpack summary.
+
+Mutation order (GFS §3.1): the primary holds the chunk's *order lock* from the
+moment it applies a mutation locally until every secondary has applied it, so
+mutations of one chunk reach every replica in the primary's order. The store's
+own per-chunk lock only makes single operations atomic.
+
+A CORRUPT replica is never served: it is reported to the master
+(``report_chunks`` corrupt) and deleted here, so the master re-replicates it.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+
+from gfsfs.config import ChunkServerConfig
+from gfsfs.errors import GFSError
+from gfsfs.protocol import CHAIN_HEADER, PROTOCOL_VERSION
+from gfsfs.rpc import OCTETS, App, Request, Response, call, need, opt
+
+from .heartbeat import ChunkReports
+from .push import PushBuffers, check_addr, check_data_id, parse_chain, receive_and_forward
+from .store import ChunkStore, check_handle, check_version
+
+log = logging.getLogger(__name__)
+
+MAX_READ = (64 << 20) + (1 << 20)     # largest single GET /chunk (a chunk plus slack)
+READ_PIECE = 4 << 20                  # reads up to this are answered from memory at once
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """The fields of a commit/apply."""
+    handle: int
+    version: int
+    offset: int
+    data_id: str
+    sync: bool
+
+    @classmethod
+    def parse(cls, req: dict[str, Any]) -> Mutation:
+        offset = need(req, "offset", int)
+        if offset < 0:
+            raise GFSError("BADREQ", f"negative offset {offset}")
+        return cls(check_handle(need(req, "handle", int)), check_version(need(req, "version", int)),
+                   offset, check_data_id(need(req, "data_id", str)), opt(req, "sync", bool, False))
+
+    def wire(self) -> dict[str, Any]:
+        return {"handle": self.handle, "version": self.version, "offset": self.offset,
+                "data_id": self.data_id, "sync": self.sync}
+
+
+class ChunkServer:
+    """One chunkd: its store, push buffers and routes."""
+
+    def __init__(self, store: ChunkStore, cfg: ChunkServerConfig, http: httpx.AsyncClient,
+                 server_id: str, addr: str = "", reports: ChunkReports | None = None) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.http = http
+        self.server_id = server_id
+        self.addr = addr
+        self.reports = reports if reports is not None else ChunkReports()
+        self.buffers = PushBuffers(cfg.push_buffer_ttl)
+        self._order: dict[int, trio.Lock] = {}
+        self.app = App("chunkd", max_raw_body=MAX_READ)
+        self.app.route("PUT", "/data/", self.push)
+        self.app.route("GET", "/chunk/", self.read)
+        self.app.route("GET", "/status", self.status)
+        for name in ("commit", "apply", "truncate", "sync", "set_version", "delete"):
+            self.app.rpc(name, getattr(self, "rpc_" + name))
+
+    # ------------------------------------------------------------ data plane
+
+    async def push(self, req: Request) -> Response:
+        data_id = check_data_id(req.path[len("/data/"):])
+        chain = parse_chain(req.headers.get(CHAIN_HEADER, ""))
+        data, failure = await receive_and_forward(self.http, req.stream(), data_id, chain)
+        self.buffers.put(data_id, data)     # kept even if the rest of the chain failed
+        if failure is not None:
+            raise failure
+        return Response.msgpack({"length": len(data)})
+
+    async def read(self, req: Request) -> Response:
+        handle = _path_handle(req.path[len("/chunk/"):])
+        offset, length = req.query_int("offset", 0), req.query_int("length")
+        version = req.query_int("version", 0)
+        if offset < 0 or length < 0:
+            raise GFSError("BADREQ", "offset and length must not be negative")
+        if length > MAX_READ:
+            raise GFSError("TOOBIG", f"read of {length} bytes; at most {MAX_READ} at once")
+        have = self.store.version(handle)
+        if have is None:
+            raise GFSError("NOCHUNK", f"no chunk {handle:016x}")
+        if have < version:
+            raise GFSError("STALE", f"chunk {handle:016x} is at version {have}, not {version}")
+        first = await self._read(handle, offset, min(length, READ_PIECE))
+        total = max(0, min(offset + length, self.store.length(handle) or 0) - offset)
+        if length <= READ_PIECE or total <= len(first):
+            return Response(200, first, OCTETS)
+        return Response(200, self._read_rest(handle, offset, total, first), OCTETS,
+                        {"content-length": str(total)})
+
+    async def _read_rest(self, handle: int, offset: int, total: int,
+                         first: bytes) -> AsyncIterator[bytes]:
+        """The pieces of a large read; one that fails ends the body short (the
+        content-length tells the reader it did not get it all)."""
+        yield first
+        pos, end = offset + len(first), offset + total
+        while pos < end:
+            piece = await self._read(handle, pos, min(READ_PIECE, end - pos))
+            if not piece:
+                raise GFSError("EIO", f"chunk {handle:016x} shrank during a read")
+            yield piece
+            pos += len(piece)
+
+    async def _read(self, handle: int, offset: int, length: int) -> bytes:
+        try:
+            return await self.store.read(handle, offset, length)
+        except GFSError as exc:
+            if exc.code == "CORRUPT":
+                await self._corrupt(handle, exc)
+            raise
+
+    async def _corrupt(self, handle: int, exc: GFSError) -> None:
+        """Report the bad replica to the master and drop it here."""
+        log.error("chunk %016x is corrupt (%s): reporting and deleting it", handle, exc)
+        self.reports.mark_corrupt(handle)
+        await self.store.delete(handle)
+        self._order.pop(handle, None)
+
+    async def status(self, req: Request) -> Response:
+        cap, used, free = await trio.to_thread.run_sync(self.store.space)
+        return Response.msgpack({
+            "id": self.server_id, "addr": self.addr, "rack": self.cfg.rack,
+            "protocol": PROTOCOL_VERSION, "chunks": self.store.count(),
+            "capacity_bytes": cap, "used_bytes": used, "free_bytes": free,
+            "push_buffers": len(self.buffers), "push_bytes": self.buffers.bytes,
+            "master_url": self.cfg.master_url})
+
+    # ------------------------------------------------------------ mutations
+
+    async def rpc_commit(self, req: dict[str, Any]) -> dict[str, Any]:
+        m = Mutation.parse(req)
+        secondaries = _addrs(opt(req, "secondaries", list, []))
+        data = self.buffers.get(m.data_id)
+        async with self._order_lock(m.handle):
+            await self._apply(m, data)
+            await self._fan_out(secondaries, "apply", m.wire())
+        # every replica has it: the primary's copy is no longer needed (a commit
+        # retried after this answers EAGAIN: push again). Secondaries keep theirs
+        # until push_buffer_ttl, as a retried commit re-sends apply to them.
+        self.buffers.discard(m.data_id)
+        return {"length": len(data)}
+
+    async def rpc_apply(self, req: dict[str, Any]) -> dict[str, Any]:
+        m = Mutation.parse(req)
+        data = self.buffers.get(m.data_id)
+        async with self._order_lock(m.handle):
+            await self._apply(m, data)
+        return {"length": len(data)}
+
+    async def rpc_truncate(self, req: dict[str, Any]) -> dict[str, Any]:
+        handle = check_handle(need(req, "handle", int))
+        version = check_version(need(req, "version", int))
+        length = need(req, "length", int)
+        secondaries = _addrs(opt(req, "secondaries", list, []))
+        async with self._order_lock(handle):
+            await self._guard(handle, self.store.truncate(handle, length, expect_version=version))
+            await self._fan_out(secondaries, "truncate",
+                                {"handle": handle, "version": version, "length": length})
+        return {}
+
+    async def rpc_sync(self, req: dict[str, Any]) -> dict[str, Any]:
+        for h in _handles(need(req, "handles", list)):
+            await self.store.sync(h)
+        return {}
+
+    async def rpc_set_version(self, req: dict[str, Any]) -> dict[str, Any]:
+        handle = check_handle(need(req, "handle", int))
+        version = check_version(need(req, "version", int))
+        if opt(req, "create", bool, False):
+            await self.store.create(handle, version)
+            self.reports.add(handle, version)
+        else:
+            await self.store.set_version(handle, version)
+        return {}
+
+    async def rpc_delete(self, req: dict[str, Any]) -> dict[str, Any]:
+        for h in _handles(need(req, "handles", list)):
+            await self.store.delete(h)
+            self._order.pop(h, None)
+        return {}
+
+    async def _apply(self, m: Mutation, data: bytes) -> None:
+        await self._guard(m.handle, self.store.write(m.handle, m.offset, data,
+                                                     expect_version=m.version))
+        if m.sync:
+            await self.store.sync(m.handle)
+
+    async def _guard(self, handle: int, op: Any) -> Any:
+        """Await a store operation; a CORRUPT replica is reported and dropped."""
+        try:
+            return await op
+        except GFSError as exc:
+            if exc.code == "CORRUPT":
+                await self._corrupt(handle, exc)
+            raise
+
+    async def _fan_out(self, addrs: list[str], name: str, body: dict[str, Any]) -> None:
+        """``name`` on every secondary at once; UNAVAILABLE naming those that failed."""
+        failed: list[str] = []
+
+        async def one(addr: str) -> None:
+            try:
+                await call(self.http, addr, name, body)
+            except GFSError as exc:
+                failed.append(f"{addr} ({exc})")
+            except Exception as exc:
+                log.exception("%s at %s failed", name, addr)
+                failed.append(f"{addr} ({type(exc).__name__}: {exc})")
+
+        async with trio.open_nursery() as nursery:
+            for addr in addrs:
+                nursery.start_soon(one, addr)
+        if failed:
+            raise GFSError("UNAVAILABLE", f"{name} failed on secondaries: {'; '.join(sorted(failed))}")
+
+    def _order_lock(self, handle: int) -> trio.Lock:
+        lock = self._order.get(handle)
+        if lock is None:
+            lock = self._order[handle] = trio.Lock()
+        return lock
+
+
+def _path_handle(text: str) -> int:
+    if not text.isdigit() or not text.isascii() or len(text) > 19:
+        raise GFSError("BADREQ", f"bad chunk handle {text[:40]!r} in path")
+    return check_handle(int(text))
+
+
+def _handles(items: list[Any]) -> list[int]:
+    return [check_handle(h) for h in items]
+
+
+def _addrs(items: list[Any]) -> list[str]:
+    return [check_addr(a) for a in items]
+

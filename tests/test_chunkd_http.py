@@ -1,0 +1,214 @@
+"""chunkd over HTTP, in process: three ChunkServers on memory stores, wired
+together through httpx.ASGITransport (no sockets), plus a fake master."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import msgpack
+import trio
+
+from chunkd.heartbeat import ChunkReports, Heartbeat
+from chunkd.server import ChunkServer
+from chunkd.store import BLOCK_SIZE, MemoryChunkStore
+from gfsfs.config import ChunkServerConfig
+from gfsfs.rpc import App, pack, unpack
+
+ADDRS = ["http://cs1", "http://cs2", "http://cs3"]
+DEAD = "http://127.0.0.1:1"       # nothing listens there: connection refused
+
+
+class Cluster:
+    def __init__(self, master: App | None = None) -> None:
+        cfg = ChunkServerConfig(push_buffer_ttl=30.0)
+        self.servers = [ChunkServer(MemoryChunkStore(), cfg, None, f"cs{i + 1}", addr)  # type: ignore[arg-type]
+                        for i, addr in enumerate(ADDRS)]
+        mounts: dict[str, httpx.AsyncBaseTransport] = {
+            addr: httpx.ASGITransport(app=s.app) for addr, s in zip(ADDRS, self.servers)}
+        if master is not None:
+            mounts["http://master"] = httpx.ASGITransport(app=master)
+        self.http = httpx.AsyncClient(mounts=mounts, timeout=5.0)
+        for s in self.servers:
+            s.http = self.http
+
+    async def rpc(self, addr: str, name: str, body: dict[str, Any]) -> tuple[int, Any]:
+        resp = await self.http.post(f"{addr}/rpc/{name}", content=pack(body))
+        return resp.status_code, unpack(resp.content)
+
+    async def create(self, handle: int, version: int) -> None:
+        for addr in ADDRS:
+            assert await self.rpc(addr, "set_version",
+                                  {"handle": handle, "version": version, "create": True}) == (200, {})
+
+    async def push(self, data_id: str, data: bytes, chain: list[str] = ADDRS) -> tuple[int, Any]:
+        resp = await self.http.put(f"{chain[0]}/data/{data_id}", content=data,
+                                   headers={"x-gfs-chain": ",".join(chain[1:])})
+        return resp.status_code, unpack(resp.content)
+
+    async def read(self, addr: str, handle: int, offset: int, length: int,
+                   version: int = 0) -> httpx.Response:
+        return await self.http.get(f"{addr}/chunk/{handle}",
+                                   params={"offset": offset, "length": length, "version": version})
+
+
+def run(test: Callable[[Cluster], Awaitable[None]], master: App | None = None) -> None:
+    async def main() -> None:
+        cluster = Cluster(master)
+        async with cluster.http:
+            await test(cluster)
+    trio.run(main)
+
+
+def error(reply: Any) -> str:
+    return str(reply["error"]["code"])
+
+
+def test_push_commit_read_on_every_replica() -> None:
+    data = bytes(range(256)) * 1000 + b"tail"     # crosses several 64 KiB blocks
+
+    async def go(c: Cluster) -> None:
+        await c.create(42, 1)
+        assert await c.push("ab12", data) == (200, {"length": len(data)})
+        status, reply = await c.rpc(ADDRS[0], "commit", {
+            "handle": 42, "version": 1, "offset": 100, "data_id": "ab12",
+            "secondaries": ADDRS[1:], "sync": True})
+        assert (status, reply) == (200, {"length": len(data)})
+        for addr in ADDRS:
+            resp = await c.read(addr, 42, 0, 10 << 20, version=1)
+            assert resp.status_code == 200
+            assert resp.content == bytes(100) + data
+            part = await c.read(addr, 42, 100 + BLOCK_SIZE - 3, 10)
+            assert part.content == data[BLOCK_SIZE - 3:BLOCK_SIZE + 7]
+        # truncate through the primary reaches every replica
+        assert await c.rpc(ADDRS[0], "truncate", {"handle": 42, "version": 1, "length": 50,
+                                                 "secondaries": ADDRS[1:]}) == (200, {})
+        for s in c.servers:
+            assert s.store.length(42) == 50
+    run(go)
+
+
+def test_errors_are_typed_and_the_server_keeps_answering() -> None:
+    async def go(c: Cluster) -> None:
+        a = ADDRS[0]
+        resp = await c.http.post(f"{a}/rpc/commit", content=b"\xc1not msgpack")
+        assert resp.status_code == 400 and error(unpack(resp.content)) == "BADREQ"
+        resp = await c.http.get(f"{a}/nowhere")
+        assert resp.status_code == 404 and error(unpack(resp.content)) == "NOROUTE"
+        status, reply = await c.rpc(a, "set_version", {"handle": "7", "version": 1})
+        assert status == 400 and error(reply) == "BADREQ" and "handle" in reply["error"]["message"]
+        status, reply = await c.rpc(a, "set_version", {"handle": -1, "version": 1})
+        assert status == 400 and error(reply) == "BADREQ"
+        resp = await c.read(a, 99, 0, 10)
+        assert resp.status_code == 404 and error(unpack(resp.content)) == "NOCHUNK"
+        resp = await c.http.get(f"{a}/chunk/..%2Fetc%2Fpasswd", params={"length": 1})
+        assert resp.status_code == 400
+        resp = await c.http.put(f"{a}/data/not-hex!", content=b"x")
+        assert resp.status_code == 400
+        await c.create(5, 3)
+        status, reply = await c.rpc(a, "commit", {"handle": 5, "version": 3, "offset": 0,
+                                                  "data_id": "ffff", "secondaries": []})
+        assert status == 503 and error(reply) == "EAGAIN"
+        await c.push("0a", b"hello", [a])
+        status, reply = await c.rpc(a, "commit", {"handle": 5, "version": 2, "offset": 0,
+                                                  "data_id": "0a", "secondaries": []})
+        assert status == 409 and error(reply) == "STALE"
+        resp = await c.read(a, 5, 0, 10, version=4)
+        assert resp.status_code == 409 and error(unpack(resp.content)) == "STALE"
+        resp = await c.http.get(f"{a}/status")
+        status_body = msgpack.unpackb(resp.content)
+        assert resp.status_code == 200 and status_body["id"] == "cs1" and status_body["chunks"] == 1
+    run(go)
+
+
+def test_failed_secondary_and_broken_chain_are_named() -> None:
+    async def go(c: Cluster) -> None:
+        await c.create(8, 1)
+        status, reply = await c.push("beef", b"x" * 1000, [ADDRS[0], ADDRS[1], DEAD])
+        assert status == 503 and error(reply) == "UNAVAILABLE"
+        assert DEAD in reply["error"]["message"]
+        status, reply = await c.rpc(ADDRS[0], "commit", {
+            "handle": 8, "version": 1, "offset": 0, "data_id": "beef",
+            "secondaries": [ADDRS[1], DEAD]})
+        assert status == 503 and error(reply) == "UNAVAILABLE"
+        assert DEAD in reply["error"]["message"] and ADDRS[1] not in reply["error"]["message"]
+        # the primary and the live secondary applied it
+        for addr in ADDRS[:2]:
+            assert (await c.read(addr, 8, 0, 2000)).content == b"x" * 1000
+    run(go)
+
+
+def test_corrupt_replica_is_refused_reported_and_dropped() -> None:
+    async def go(c: Cluster) -> None:
+        await c.create(9, 1)
+        await c.push("01", b"y" * 3 * BLOCK_SIZE, [ADDRS[2]])
+        await c.rpc(ADDRS[2], "commit", {"handle": 9, "version": 1, "offset": 0,
+                                         "data_id": "01", "secondaries": []})
+        store = c.servers[2].store
+        assert isinstance(store, MemoryChunkStore)
+        store.data[9][BLOCK_SIZE + 5] ^= 1
+        assert (await c.read(ADDRS[2], 9, 0, 100)).status_code == 200   # block 0 is fine
+        resp = await c.read(ADDRS[2], 9, 0, 3 * BLOCK_SIZE)
+        assert resp.status_code == 500 and error(unpack(resp.content)) == "CORRUPT"
+        assert c.servers[2].reports.corrupt == {9}
+        assert store.version(9) is None
+        assert (await c.read(ADDRS[2], 9, 0, 1)).status_code == 404
+    run(go)
+
+
+class FakeMaster:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.delete: list[int] = []
+        self.reregister = False
+        self.app = App("master")
+        for name in ("register", "heartbeat", "report_chunks"):
+            self.app.rpc(name, self._handler(name))
+
+    def _handler(self, name: str) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+        async def handle(req: dict[str, Any]) -> dict[str, Any]:
+            self.calls.append((name, req))
+            reply: dict[str, Any] = {"delete": self.delete}
+            self.delete = []
+            if name == "register":
+                reply["heartbeat_interval"] = 0.25
+            if name == "heartbeat":
+                reply["reregister"], self.reregister = self.reregister, False
+            return reply
+        return handle
+
+
+def test_heartbeat_registers_reports_and_obeys_deletes() -> None:
+    master = FakeMaster()
+
+    async def go(c: Cluster) -> None:
+        s = c.servers[0]
+        hb = Heartbeat(server_id="cs1", addr=ADDRS[0], rack="r1", store=s.store, http=c.http,
+                       master_url="http://master", interval=2.0, reports=s.reports)
+        await s.store.create(1, 4)
+        await hb.run_once()
+        name, req = master.calls[-1]
+        assert name == "register" and req["chunks"] == [[1, 4]] and req["rack"] == "r1"
+        assert hb.interval == 0.25
+        await c.rpc(ADDRS[0], "set_version", {"handle": 2, "version": 1, "create": True})
+        master.delete = [1]
+        await hb.run_once()
+        assert [n for n, _ in master.calls] == ["register", "heartbeat", "report_chunks"]
+        assert master.calls[-1][1]["added"] == [[2, 1]]
+        assert s.store.list() == [(2, 1)]
+        master.reregister = True
+        await hb.run_once()
+        assert master.calls[-1][0] == "register" and master.calls[-1][1]["chunks"] == [[2, 1]]
+    run(go, master.app)
+
+
+def test_heartbeat_survives_a_dead_master() -> None:
+    async def go(c: Cluster) -> None:
+        s = c.servers[0]
+        hb = Heartbeat(server_id="cs1", addr=ADDRS[0], rack="r1", store=s.store, http=c.http,
+                       master_url=DEAD, interval=0.1, reports=ChunkReports())
+        with trio.move_on_after(1.5):
+            await hb.run_forever()
+        assert hb.failures >= 1 and not hb.registered
+        assert (await c.http.get(f"{ADDRS[0]}/status")).status_code == 200
+    run(go)
