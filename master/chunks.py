@@ -1,0 +1,228 @@
+"""Chunk servers, replica locations, placement and leases: the master's soft state.
+
+Nothing here is persisted (GFS §2.6.2): locations are rebuilt from ``register``
+and ``report_chunks``; leases simply lapse when the master restarts (a new grant
+raises the chunk version, so an old primary's writes fail as STALE).
+
+Concurrency invariant: every method is synchronous; callers do not await
+between reading this state and changing it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import trio
+
+from gfsfs.errors import GFSError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Chunkd:
+    id: str
+    addr: str
+    rack: str
+    capacity_bytes: int
+    used_bytes: int
+    free_bytes: int
+    last_heartbeat: float
+    chunk_count: int = 0
+    alive: bool = True
+    handles: set[int] = field(default_factory=set)
+
+    def replica(self) -> dict[str, str]:
+        return {"id": self.id, "addr": self.addr}
+
+
+@dataclass
+class Lease:
+    primary: str
+    expires_ns: int
+
+
+class ChunkRegistry:
+    """Chunkd id -> Chunkd; handle -> chunkd ids holding the current version."""
+
+    def __init__(self, chunk_size: int, heartbeat_interval: float, dead_after: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.chunk_size = chunk_size
+        self.heartbeat_interval = heartbeat_interval
+        self.dead_after = dead_after
+        self.clock = clock
+        self.servers: dict[str, Chunkd] = {}
+        self.locations: dict[int, set[str]] = {}
+        self.leases: dict[int, Lease] = {}
+        self.pending_delete: dict[str, set[int]] = {}
+
+    # ------------------------------------------------------------ membership
+
+    def register(self, cid: str, addr: str, rack: str, capacity: int, used: int, free: int,
+                 chunks: Iterable[tuple[int, int]], versions: Mapping[int, list[int]]
+                 ) -> tuple[list[int], list[tuple[int, int]]]:
+        """(handles the chunkd must delete, (handle, version) newer than ours)."""
+        old = self.servers.get(cid)
+        if old is not None:
+            self._forget_replicas(old)
+        srv = Chunkd(cid, addr, rack, capacity, used, free, self.clock())
+        self.servers[cid] = srv
+        self.pending_delete.pop(cid, None)
+        delete, newer = self.add_replicas(srv, chunks, versions)
+        srv.chunk_count = len(srv.handles)
+        log.info("chunkd %s registered at %s (rack %s): %d chunks, %d to delete",
+                 cid, addr, rack, len(srv.handles), len(delete))
+        return delete, newer
+
+    def add_replicas(self, srv: Chunkd, chunks: Iterable[tuple[int, int]],
+                     versions: Mapping[int, list[int]]
+                     ) -> tuple[list[int], list[tuple[int, int]]]:
+        delete, newer = [], []
+        for handle, version in chunks:
+            entry = versions.get(handle)
+            if entry is None or version < entry[0]:
+                delete.append(handle)       # garbage, or a stale replica
+                self.drop_location(handle, srv.id)
+                continue
+            if version > entry[0]:
+                newer.append((handle, version))
+            self.locations.setdefault(handle, set()).add(srv.id)
+            srv.handles.add(handle)
+        return delete, newer
+
+    def heartbeat(self, cid: str, capacity: int, used: int, free: int,
+                  chunk_count: int) -> tuple[list[int], bool]:
+        """(handles to delete, whether the chunkd must register again)."""
+        srv = self.servers.get(cid)
+        if srv is None or not srv.alive:
+            return [], True
+        srv.capacity_bytes, srv.used_bytes, srv.free_bytes = capacity, used, free
+        srv.chunk_count = chunk_count
+        srv.last_heartbeat = self.clock()
+        return sorted(self.pending_delete.pop(cid, ())), False
+
+    def check_liveness(self) -> list[str]:
+        """Declare dead every chunkd silent for ``dead_after`` intervals."""
+        limit = self.clock() - self.heartbeat_interval * self.dead_after
+        dead = [s for s in self.servers.values() if s.alive and s.last_heartbeat < limit]
+        for srv in dead:
+            log.warning("chunkd %s (%s) missed %d heartbeats: dead", srv.id, srv.addr,
+                        self.dead_after)
+            srv.alive = False
+            self._forget_replicas(srv)
+            self.pending_delete.pop(srv.id, None)
+        return [s.id for s in dead]
+
+    def _forget_replicas(self, srv: Chunkd) -> None:
+        for handle in srv.handles:
+            locs = self.locations.get(handle)
+            if locs is not None:
+                locs.discard(srv.id)
+                if not locs:
+                    del self.locations[handle]
+        srv.handles = set()
+        for handle in [h for h, lease in self.leases.items() if lease.primary == srv.id]:
+            del self.leases[handle]
+
+    def drop_location(self, handle: int, cid: str) -> None:
+        locs = self.locations.get(handle)
+        if locs is not None:
+            locs.discard(cid)
+            if not locs:
+                del self.locations[handle]
+        srv = self.servers.get(cid)
+        if srv is not None:
+            srv.handles.discard(handle)
+        lease = self.leases.get(handle)
+        if lease is not None and lease.primary == cid:
+            del self.leases[handle]
+
+    def set_locations(self, handle: int, ids: Iterable[str]) -> None:
+        for cid in list(self.locations.get(handle, ())):
+            self.drop_location(handle, cid)
+        for cid in ids:
+            self.locations.setdefault(handle, set()).add(cid)
+            self.servers[cid].handles.add(handle)
+
+    def collect_garbage(self, handles: Iterable[int]) -> None:
+        """Chunks no file references: queue their deletion on their holders."""
+        for handle in handles:
+            self.leases.pop(handle, None)
+            for cid in self.locations.pop(handle, set()):
+                self.pending_delete.setdefault(cid, set()).add(handle)
+                srv = self.servers.get(cid)
+                if srv is not None:
+                    srv.handles.discard(handle)
+
+    # ------------------------------------------------------------ queries
+
+    def live(self) -> list[Chunkd]:
+        return [s for s in self.servers.values() if s.alive]
+
+    def replicas(self, handle: int) -> list[Chunkd]:
+        """Live chunkds holding the current version, emptiest first."""
+        srvs = [self.servers[c] for c in self.locations.get(handle, ())]
+        return sorted((s for s in srvs if s.alive), key=lambda s: (-s.free_bytes, s.id))
+
+    def place(self, goal: int) -> list[Chunkd]:
+        """Up to ``goal`` distinct live chunkds for a new chunk: emptiest first,
+        one per rack before doubling up on a rack."""
+        live = self.live()
+        if not live:
+            raise GFSError("UNAVAILABLE", "no chunk servers are alive")
+        roomy = [s for s in live if s.free_bytes >= self.chunk_size]
+        pool = roomy or [s for s in live if s.free_bytes > 0]
+        if not pool:
+            raise GFSError("ENOSPC", "every chunk server is full")
+        pool.sort(key=lambda s: (-s.free_bytes, s.id))
+        chosen: list[Chunkd] = []
+        racks: set[str] = set()
+        for srv in pool:
+            if len(chosen) < goal and srv.rack not in racks:
+                chosen.append(srv)
+                racks.add(srv.rack)
+        for srv in pool:
+            if len(chosen) < goal and srv not in chosen:
+                chosen.append(srv)
+        return chosen
+
+    def valid_lease(self, handle: int, now_ns: int) -> Lease | None:
+        lease = self.leases.get(handle)
+        if lease is None or lease.expires_ns <= now_ns:
+            return None
+        srv = self.servers.get(lease.primary)
+        if srv is None or not srv.alive or handle not in srv.handles:
+            return None
+        return lease
+
+    def totals(self) -> dict[str, int]:
+        live = self.live()
+        return {"total_bytes": sum(s.capacity_bytes for s in live),
+                "free_bytes": sum(s.free_bytes for s in live),
+                "used_bytes": sum(s.used_bytes for s in live),
+                "chunkds": len(live)}
+
+    def status(self) -> list[dict[str, object]]:
+        now = self.clock()
+        return [{"id": s.id, "addr": s.addr, "rack": s.rack, "alive": s.alive,
+                 "capacity_bytes": s.capacity_bytes, "used_bytes": s.used_bytes,
+                 "free_bytes": s.free_bytes, "chunks": len(s.handles),
+                 "last_heartbeat_age": round(now - s.last_heartbeat, 3)}
+                for s in sorted(self.servers.values(), key=lambda s: s.id)]
+
+
+class LivenessMonitor:
+    """Background loop: declares chunkds dead after missed heartbeats."""
+
+    def __init__(self, registry: ChunkRegistry) -> None:
+        self.registry = registry
+
+    def run_once(self) -> list[str]:
+        return self.registry.check_liveness()
+
+    async def run_forever(self) -> None:
+        while True:
+            await trio.sleep(self.registry.heartbeat_interval / 2)
+            self.run_once()

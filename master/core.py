@@ -1,0 +1,290 @@
+"""The master: namespace + op log + chunk registry, and the flows that span them.
+
+:meth:`Master.mutate` is the one way state changes: permission check, apply in
+memory, append to the op log -- all synchronous, with no await between the
+check and the mutation -- and then wait for the group-committed fsync. Replies
+to clients are sent only after that wait.
+
+Leases (GFS §3.1): a new grant raises the chunk's version in the op log, then
+calls ``set_version`` on every live replica before answering; replicas that fail
+are dropped from the chunk's locations (they are stale from now on).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import trio
+
+from gfsfs.config import MasterConfig
+from gfsfs.errors import GFSError
+
+from . import image
+from .chunks import Chunkd, ChunkRegistry, Lease
+from .namespace import MAX_FILE_SIZE, Namespace, Record
+from .oplog import OpLog
+from .perms import Ctx, authorize
+
+log = logging.getLogger(__name__)
+
+# (chunkd addr, rpc name, body) -> reply; raises GFSError
+ChunkdCaller = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+
+
+class Master:
+    def __init__(self, cfg: MasterConfig, ns: Namespace, oplog: OpLog,
+                 caller: ChunkdCaller, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.ns = ns
+        self.oplog = oplog
+        self.caller = caller
+        self.registry = ChunkRegistry(cfg.chunk_size, cfg.heartbeat_interval,
+                                      cfg.dead_after_heartbeats, clock)
+        self._locks: dict[tuple[int, int], list[Any]] = {}    # key -> [Lock, users]
+
+    @classmethod
+    def open(cls, cfg: MasterConfig, caller: ChunkdCaller, data_dir: str | Path | None = None,
+             clock: Callable[[], float] = time.monotonic) -> Master:
+        """Recover from ``data_dir`` (checkpoint + op log replay)."""
+        oplog = OpLog(data_dir if data_dir is not None else cfg.data_dir)
+        state, records = oplog.recover()
+        if state is not None:
+            ns = image.from_state(state, cfg.replication_factor)
+            if ns.chunk_size != cfg.chunk_size:
+                log.warning("chunk_size %d in config, %d in the checkpoint: keeping %d",
+                            cfg.chunk_size, ns.chunk_size, ns.chunk_size)
+        else:
+            ns = Namespace(cfg.chunk_size, cfg.replication_factor)
+        for rec in records:
+            try:
+                ns.apply(rec)
+            except GFSError as exc:
+                log.error("op log replay: record %r failed: %s", rec.get("op"), exc)
+        ns.take_garbage()        # chunkds' reports will show what to delete
+        if state is None and not records and oplog.last_seq == 0:
+            rec = {"op": "init", "now": time.time_ns()}
+            ns.apply(rec)
+            oplog.append(rec)
+            oplog.flush_sync()
+        return cls(cfg, ns, oplog, caller, clock)
+
+    def close(self) -> None:
+        self.oplog.close()
+
+    # ------------------------------------------------------------ mutations
+
+    async def mutate(self, rec: Record, ctx: Ctx | None = None) -> int | None:
+        """Check, apply, log; return once the record is durable."""
+        rec = authorize(self.ns, rec, ctx)
+        result = self.ns.apply(rec)
+        seq = self.oplog.append(rec)
+        if self.ns.garbage:
+            self.registry.collect_garbage(self.ns.take_garbage())
+        await self.oplog.commit(seq)
+        return result
+
+    async def mutate_attr(self, rec: Record, ctx: Ctx | None) -> dict[str, Any]:
+        ino = await self.mutate(rec, ctx)
+        assert ino is not None
+        return self.ns.attr(self.ns.get(ino))
+
+    def new_ino_record(self, op: str, **fields: Any) -> Record:
+        return {"op": op, **fields, "ino": self.ns.next_ino, "now": time.time_ns()}
+
+    async def checkpoint(self) -> int:
+        return await self.oplog.checkpoint(lambda: image.to_state(self.ns))
+
+    # ------------------------------------------------------------ data path
+
+    def chunks(self, ino: int, first: int, count: int) -> dict[str, Any]:
+        inode = self.ns.get_file(ino)
+        assert inode.chunks is not None
+        if count <= len(inode.chunks):
+            found = [(i, inode.chunks[i]) for i in range(first, first + count)
+                     if i in inode.chunks]
+        else:
+            found = sorted((i, h) for i, h in inode.chunks.items() if first <= i < first + count)
+        out = []
+        for index, handle in found:
+            out.append({"index": index, "handle": handle, "version": self.ns.chunks[handle][0],
+                        "replicas": [s.replica() for s in self.registry.replicas(handle)]})
+        return {"size": inode.size, "chunk_size": self.ns.chunk_size, "chunks": out}
+
+    async def lease(self, ino: int, index: int) -> dict[str, Any]:
+        if index < 0:
+            raise GFSError("EINVAL", "negative chunk index")
+        if index * self.ns.chunk_size >= MAX_FILE_SIZE:
+            raise GFSError("EFBIG", f"chunk {index} is beyond the largest file size")
+        async with self._chunk_lock((ino, index)):
+            handle = self.ns.chunk_at(ino, index)
+            if handle is None:
+                handle = await self._allocate(ino, index)
+            else:
+                now = time.time_ns()
+                lease = self.registry.valid_lease(handle, now)
+                if lease is not None:           # the primary keeps it: extend
+                    lease.expires_ns = now + self._lease_ns()
+                else:
+                    await self._grant(handle)
+            return self._lease_reply(handle)
+
+    def _lease_ns(self) -> int:
+        return int(self.cfg.lease_seconds * 1e9)
+
+    async def _allocate(self, ino: int, index: int) -> int:
+        goal = self.ns.get_file(ino).goal
+        targets = self.registry.place(goal)
+        handle = self.ns.next_handle
+        await self.mutate({"op": "add_chunk", "ino": ino, "index": index, "handle": handle,
+                           "version": 1})
+        ok = await self._set_version(handle, 1, targets, create=True)
+        if not ok:
+            await self.mutate({"op": "drop_chunk", "ino": ino, "index": index,
+                               "handle": handle})
+            raise GFSError("UNAVAILABLE", f"no chunk server could create chunk {handle}")
+        self._settle(handle, ok)
+        return handle
+
+    async def _grant(self, handle: int) -> None:
+        srvs = self.registry.replicas(handle)
+        if not srvs:
+            raise GFSError("UNAVAILABLE", f"no live replica of chunk {handle}")
+        version = self.ns.chunks[handle][0] + 1
+        await self.mutate({"op": "set_version", "handle": handle, "version": version})
+        ok = await self._set_version(handle, version, srvs, create=False)
+        for srv in srvs:
+            if srv not in ok:
+                self.registry.drop_location(handle, srv.id)
+        if not ok:
+            raise GFSError("UNAVAILABLE", f"no replica of chunk {handle} took version {version}")
+        self._settle(handle, ok)
+
+    def _settle(self, handle: int, ok: list[Chunkd]) -> None:
+        """Record the replicas that took the version; the first is the primary."""
+        self.registry.set_locations(handle, [s.id for s in ok if s.alive])
+        if self.ns.version(handle) is None:     # the file went away meanwhile
+            self.registry.collect_garbage([handle])
+            raise GFSError("ENOENT", f"chunk {handle} was deleted")
+        primary = next((s for s in ok if s.alive), None)
+        if primary is None:
+            raise GFSError("UNAVAILABLE", f"chunk {handle}: replicas died")
+        self.registry.leases[handle] = Lease(primary.id, time.time_ns() + self._lease_ns())
+
+    async def _set_version(self, handle: int, version: int, srvs: list[Chunkd],
+                           create: bool) -> list[Chunkd]:
+        """The chunkds that accepted ``set_version``, in the order given."""
+        done: set[str] = set()
+
+        async def one(srv: Chunkd) -> None:
+            try:
+                await self.caller(srv.addr, "set_version",
+                                  {"handle": handle, "version": version, "create": create})
+                done.add(srv.id)
+            except Exception as exc:
+                log.warning("set_version %d v%d on chunkd %s failed: %s",
+                            handle, version, srv.id, exc)
+
+        async with trio.open_nursery() as nursery:
+            for srv in srvs:
+                nursery.start_soon(one, srv)
+        return [s for s in srvs if s.id in done]
+
+    def _lease_reply(self, handle: int) -> dict[str, Any]:
+        lease = self.registry.leases[handle]
+        replicas = self.registry.replicas(handle)
+        primary = self.registry.servers[lease.primary]
+        return {"handle": handle, "version": self.ns.chunks[handle][0],
+                "primary": primary.replica(),
+                "secondaries": [s.replica() for s in replicas if s.id != primary.id],
+                "expires_ns": lease.expires_ns}
+
+    @asynccontextmanager
+    async def _chunk_lock(self, key: tuple[int, int]) -> AsyncIterator[None]:
+        entry = self._locks.setdefault(key, [trio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[key]
+
+    # ------------------------------------------------------------ chunkds
+
+    async def register(self, cid: str, addr: str, rack: str, capacity: int, used: int,
+                       free: int, chunks: list[tuple[int, int]]) -> dict[str, Any]:
+        delete, newer = self.registry.register(cid, addr, rack, capacity, used, free, chunks,
+                                               self.ns.chunks)
+        await self._adopt(cid, newer)
+        return {"heartbeat_interval": self.cfg.heartbeat_interval, "delete": delete}
+
+    async def report_chunks(self, cid: str, added: list[tuple[int, int]], removed: list[int],
+                            corrupt: list[int]) -> dict[str, Any]:
+        srv = self.registry.servers.get(cid)
+        if srv is None or not srv.alive:
+            return {"delete": []}           # its next heartbeat asks it to register
+        for handle in removed:
+            self.registry.drop_location(handle, cid)
+        for handle in corrupt:
+            log.warning("chunkd %s reports chunk %d corrupt", cid, handle)
+            self.registry.drop_location(handle, cid)
+        delete, newer = self.registry.add_replicas(srv, added, self.ns.chunks)
+        await self._adopt(cid, newer)
+        return {"delete": delete + list(corrupt)}
+
+    async def _adopt(self, cid: str, newer: list[tuple[int, int]]) -> None:
+        """A replica newer than the master knows (GFS §4.5): take its version."""
+        for handle, version in newer:
+            log.warning("chunkd %s has chunk %d at v%d, newer than ours: adopting", cid,
+                        handle, version)
+            try:
+                await self.mutate({"op": "set_version", "handle": handle, "version": version})
+            except GFSError as exc:
+                log.warning("adopting chunk %d failed: %s", handle, exc)
+                continue
+            if self.registry.servers[cid].alive:
+                self.registry.set_locations(handle, [cid])
+
+    # ------------------------------------------------------------ reports
+
+    def statfs(self) -> dict[str, Any]:
+        return {**self.registry.totals(), "files": len(self.ns.inodes),
+                "chunk_size": self.ns.chunk_size}
+
+    def status(self) -> dict[str, Any]:
+        ns, reg = self.ns, self.registry
+        return {"role": "master", "protocol": 1, "inodes": len(ns.inodes),
+                "chunks": len(ns.chunks), "chunk_size": ns.chunk_size,
+                "chunks_without_replicas": sum(1 for h in ns.chunks if h not in reg.locations),
+                "leases": len(reg.leases),
+                "pending_deletes": sum(len(v) for v in reg.pending_delete.values()),
+                "last_seq": self.oplog.last_seq, "durable_seq": self.oplog.durable_seq,
+                "checkpoint_seq": self.oplog.checkpoint_seq, "fsyncs": self.oplog.fsyncs,
+                **self.statfs(), "servers": reg.status()}
+
+
+class CheckpointLoop:
+    """Background loop: a checkpoint every ``checkpoint_every`` records."""
+
+    def __init__(self, master: Master, period: float = 5.0) -> None:
+        self.master = master
+        self.period = period
+
+    async def run_once(self) -> bool:
+        if self.master.oplog.since_checkpoint < max(1, self.master.cfg.checkpoint_every):
+            return False
+        await self.master.checkpoint()
+        return True
+
+    async def run_forever(self) -> None:
+        while True:
+            await trio.sleep(self.period)
+            try:
+                await self.run_once()
+            except (OSError, GFSError) as exc:
+                log.error("checkpoint failed: %s", exc)

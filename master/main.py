@@ -1,0 +1,99 @@
+"""``gfs-master``: recover the namespace, serve RPCs, run the background loops.
+
+Start-up: config -> logs -> op log recovery -> bind -> one readiness line on
+stdout (``gfs-master listening on http://HOST:PORT``). SIGINT/SIGTERM stop it
+gracefully (the op log is already durable; no checkpoint needed) with exit 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import trio
+
+from gfsfs import config, logs, rpc
+from gfsfs.config import ConfigError, MasterConfig
+
+from .chunks import LivenessMonitor
+from .core import CheckpointLoop, ChunkdCaller, Master
+from .server import build_app
+
+log = logging.getLogger("master")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    p = argparse.ArgumentParser(prog="gfs-master",
+                                description="The gfsfs master: namespace, chunk map, leases.")
+    config.add_arguments(p)
+    p.add_argument("--host", help="address to listen on (master.host)")
+    p.add_argument("--port", type=int, help="port to listen on, 0 = any free (master.port)")
+    p.add_argument("--data-dir", help="op log and checkpoints (master.data_dir)")
+    args = p.parse_args(argv)
+    extra = []
+    if args.host is not None:
+        extra.append(f"master.host={json.dumps(args.host)}")
+    if args.port is not None:
+        extra.append(f"master.port={args.port}")
+    if args.data_dir is not None:
+        extra.append(f"master.data_dir={json.dumps(args.data_dir)}")
+    return args, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse_args(argv)
+    try:
+        cfg = config.from_args(args, extra).master
+    except ConfigError as exc:
+        print(f"gfs-master: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logs.setup("master", cfg.log_dir, cfg.log_level)
+    trio.run(serve, cfg)
+    return 0
+
+
+def make_caller(http: Any) -> ChunkdCaller:
+    async def caller(addr: str, name: str, body: dict[str, Any]) -> Any:
+        return await rpc.call(http, addr, name, body, timeout=10.0)
+    return caller
+
+
+async def serve(cfg: MasterConfig) -> None:
+    async with rpc.make_http() as http:
+        master = Master.open(cfg, make_caller(http))
+        try:
+            await _run(cfg, master)
+        finally:
+            master.close()
+    log.info("master stopped")
+
+
+async def _run(cfg: MasterConfig, master: Master) -> None:
+    shutdown = trio.Event()
+    app = build_app(master)
+    async with trio.open_nursery() as loops:
+        loops.start_soon(_signals, shutdown)
+        loops.start_soon(LivenessMonitor(master.registry).run_forever)
+        loops.start_soon(CheckpointLoop(master).run_forever)
+        async with trio.open_nursery() as server:
+            port = await server.start(rpc.serve_forever, app, cfg.host, cfg.port, shutdown)
+            print(f"gfs-master listening on http://{cfg.host}:{port}", flush=True)
+            log.info("listening on %s:%d, %d inodes, %d chunks", cfg.host, port,
+                     len(master.ns.inodes), len(master.ns.chunks))
+        # serve_forever returned: shutdown was set
+        loops.cancel_scope.cancel()
+
+
+async def _signals(shutdown: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal %d: stopping", signum)
+            shutdown.set()
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""The master's HTTP face: thin handlers over :class:`master.core.Master`.
+
+Each handler validates its fields (``need``/``opt``: a missing or mistyped
+field is BADREQ), calls one Master method and returns its reply. Mutations
+return only after their op-log record is fsync'd (``Master.mutate``).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gfsfs.errors import GFSError
+from gfsfs.protocol import MAX_NAME
+from gfsfs.rpc import App, Request, Response, need, opt
+
+from . import image
+from .core import Master
+from .perms import R, X, Ctx, require, xattr_access
+
+Req = dict[str, Any]
+U32 = (1 << 32) - 1
+MAX_READDIR = 4096
+MAX_CHUNKS = 1 << 16
+
+
+def _u32(req: Req, name: str, default: int | None = None) -> int:
+    value = need(req, name, int) if default is None else opt(req, name, int, default)
+    if not 0 <= value <= U32:
+        raise GFSError("EINVAL", f"field {name!r} out of range")
+    return value
+
+
+def _nat(req: Req, name: str, default: int | None = None) -> int:
+    value = need(req, name, int) if default is None else opt(req, name, int, default)
+    if value < 0:
+        raise GFSError("EINVAL", f"field {name!r} must not be negative")
+    return value
+
+
+def _name(req: Req, name: str = "name") -> bytes:
+    value = need(req, name, (bytes, str))
+    return value.encode() if isinstance(value, str) else value
+
+
+def _ctx(req: Req) -> Ctx | None:
+    raw = opt(req, "ctx", dict)
+    if raw is None:
+        return None
+    gids = opt(raw, "gids", list, [])
+    for g in gids:
+        if isinstance(g, bool) or not isinstance(g, int):
+            raise GFSError("BADREQ", "ctx.gids must be integers")
+    return Ctx(_u32(raw, "uid"), _u32(raw, "gid"), frozenset(gids))
+
+
+def _pairs(req: Req, name: str) -> list[tuple[int, int]]:
+    out = []
+    for item in opt(req, name, list, []):
+        if (not isinstance(item, (list, tuple)) or len(item) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
+            raise GFSError("BADREQ", f"{name} must be [[handle, version], ...]")
+        out.append((item[0], item[1]))
+    return out
+
+
+def _ints(req: Req, name: str) -> list[int]:
+    items = opt(req, name, list, [])
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+        raise GFSError("BADREQ", f"{name} must be a list of integers")
+    return items
+
+
+class Handlers:
+    def __init__(self, master: Master) -> None:
+        self.m = master
+
+    # ------------------------------------------------------------ namespace reads
+
+    async def lookup(self, req: Req) -> Req:
+        parent, name, ctx = need(req, "parent", int), _name(req), _ctx(req)
+        if len(name) > MAX_NAME:
+            raise GFSError("ENAMETOOLONG", "name too long")
+        require(self.m.ns.get_dir(parent), ctx, X)
+        return self.m.ns.attr(self.m.ns.lookup(parent, name))
+
+    async def getattr(self, req: Req) -> Req:
+        return self.m.ns.attr(self.m.ns.get(need(req, "ino", int)))
+
+    async def readdir(self, req: Req) -> Req:
+        ino, offset = need(req, "ino", int), _nat(req, "offset")
+        limit = min(max(1, opt(req, "limit", int, 1024)), MAX_READDIR)
+        ctx = _ctx(req)
+        require(self.m.ns.get_dir(ino), ctx, R)
+        ns = self.m.ns
+        return {"entries": [[name, ns.attr(ns.inodes[child]), cookie]
+                            for name, child, cookie in ns.readdir(ino, offset, limit)]}
+
+    async def readlink(self, req: Req) -> Req:
+        return {"target": self.m.ns.readlink(need(req, "ino", int))}
+
+    async def getxattr(self, req: Req) -> Req:
+        inode = self.m.ns.get(need(req, "ino", int))
+        name, ctx = _name(req), _ctx(req)
+        xattr_access(inode, name, ctx, R)
+        if name not in inode.xattrs:
+            raise GFSError("ENODATA", f"no xattr {name!r}")
+        return {"value": inode.xattrs[name]}
+
+    async def listxattr(self, req: Req) -> Req:
+        inode = self.m.ns.get(need(req, "ino", int))
+        return {"names": sorted(inode.xattrs)}
+
+    async def statfs(self, req: Req) -> Req:
+        return self.m.statfs()
+
+    # ------------------------------------------------------------ namespace writes
+
+    async def setattr(self, req: Req) -> Req:
+        ino = need(req, "ino", int)
+        rec: Req = {"op": "setattr", "ino": ino}
+        for key in ("mode", "uid", "gid"):
+            if req.get(key) is not None:
+                rec[key] = _u32(req, key)
+        for key in ("size", "atime_ns", "mtime_ns"):
+            if req.get(key) is not None:
+                rec[key] = need(req, key, int)
+        rec["now"] = time.time_ns()
+        return await self.m.mutate_attr(rec, _ctx(req))
+
+    async def create(self, req: Req) -> Req:
+        rec = self.m.new_ino_record("create", parent=need(req, "parent", int),
+                                    name=_name(req), mode=_u32(req, "mode"),
+                                    uid=_u32(req, "uid"), gid=_u32(req, "gid"),
+                                    rdev=_u32(req, "rdev", 0))
+        return await self.m.mutate_attr(rec, _ctx(req))
+
+    async def mkdir(self, req: Req) -> Req:
+        rec = self.m.new_ino_record("mkdir", parent=need(req, "parent", int),
+                                    name=_name(req), mode=_u32(req, "mode"),
+                                    uid=_u32(req, "uid"), gid=_u32(req, "gid"))
+        return await self.m.mutate_attr(rec, _ctx(req))
+
+    async def symlink(self, req: Req) -> Req:
+        rec = self.m.new_ino_record("symlink", parent=need(req, "parent", int),
+                                    name=_name(req), target=_name(req, "target"),
+                                    uid=_u32(req, "uid"), gid=_u32(req, "gid"))
+        return await self.m.mutate_attr(rec, _ctx(req))
+
+    async def link(self, req: Req) -> Req:
+        rec = {"op": "link", "ino": need(req, "ino", int), "parent": need(req, "parent", int),
+               "name": _name(req), "now": time.time_ns()}
+        return await self.m.mutate_attr(rec, _ctx(req))
+
+    async def unlink(self, req: Req) -> Req:
+        await self.m.mutate({"op": "unlink", "parent": need(req, "parent", int),
+                             "name": _name(req), "now": time.time_ns()}, _ctx(req))
+        return {}
+
+    async def rmdir(self, req: Req) -> Req:
+        await self.m.mutate({"op": "rmdir", "parent": need(req, "parent", int),
+                             "name": _name(req), "now": time.time_ns()}, _ctx(req))
+        return {}
+
+    async def rename(self, req: Req) -> Req:
+        await self.m.mutate({"op": "rename", "parent": need(req, "parent", int),
+                             "name": _name(req), "new_parent": need(req, "new_parent", int),
+                             "new_name": _name(req, "new_name"),
+                             "flags": _nat(req, "flags", 0), "now": time.time_ns()}, _ctx(req))
+        return {}
+
+    async def setxattr(self, req: Req) -> Req:
+        await self.m.mutate({"op": "setxattr", "ino": need(req, "ino", int), "name": _name(req),
+                             "value": need(req, "value", bytes), "flags": _nat(req, "flags", 0),
+                             "now": time.time_ns()}, _ctx(req))
+        return {}
+
+    async def removexattr(self, req: Req) -> Req:
+        await self.m.mutate({"op": "removexattr", "ino": need(req, "ino", int),
+                             "name": _name(req), "now": time.time_ns()}, _ctx(req))
+        return {}
+
+    # ------------------------------------------------------------ data path
+
+    async def chunks(self, req: Req) -> Req:
+        count = min(_nat(req, "count"), MAX_CHUNKS)
+        return self.m.chunks(need(req, "ino", int), _nat(req, "first"), count)
+
+    async def lease(self, req: Req) -> Req:
+        return await self.m.lease(need(req, "ino", int), need(req, "index", int))
+
+    async def extend(self, req: Req) -> Req:
+        rec = {"op": "extend", "ino": need(req, "ino", int), "size": _nat(req, "size"),
+               "mtime_ns": need(req, "mtime_ns", int), "now": time.time_ns()}
+        return await self.m.mutate_attr(rec, None)
+
+    # ------------------------------------------------------------ chunkd -> master
+
+    async def register(self, req: Req) -> Req:
+        return await self.m.register(
+            need(req, "id", str), need(req, "addr", str), opt(req, "rack", str, "default"),
+            _nat(req, "capacity_bytes"), _nat(req, "used_bytes"), _nat(req, "free_bytes"),
+            _pairs(req, "chunks"))
+
+    async def heartbeat(self, req: Req) -> Req:
+        delete, again = self.m.registry.heartbeat(
+            need(req, "id", str), _nat(req, "capacity_bytes"), _nat(req, "used_bytes"),
+            _nat(req, "free_bytes"), _nat(req, "chunk_count", 0))
+        return {"delete": delete, "reregister": again}
+
+    async def report_chunks(self, req: Req) -> Req:
+        return await self.m.report_chunks(need(req, "id", str), _pairs(req, "added"),
+                                          _ints(req, "removed"), _ints(req, "corrupt"))
+
+    # ------------------------------------------------------------ admin
+
+    async def checkpoint(self, req: Req) -> Req:
+        return {"seq": await self.m.checkpoint()}
+
+    async def dump_metadata(self, req: Req) -> Req:
+        return image.to_json(self.m.ns)
+
+    async def status(self, req: Request) -> Response:
+        return Response.msgpack(self.m.status())
+
+
+RPCS = ("lookup", "getattr", "setattr", "create", "mkdir", "symlink", "link", "unlink",
+        "rmdir", "rename", "readdir", "readlink", "setxattr", "getxattr", "listxattr",
+        "removexattr", "statfs", "chunks", "lease", "extend", "register", "heartbeat",
+        "report_chunks", "checkpoint", "dump_metadata")
+
+
+def build_app(master: Master) -> App:
+    app = App("master", max_rpc_body=master.cfg.max_request_bytes)
+    handlers = Handlers(master)
+    for name in RPCS:
+        app.rpc(name, getattr(handlers, name))
+    app.route("GET", "/status", handlers.status)
+    return app
+
