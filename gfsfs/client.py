@@ -1,0 +1,423 @@
+"""The FUSE-free client library: namespace RPCs to the master and the data
+plane to the chunkds. Used by the FUSE driver (:mod:`gfsfs.fuse_ops`), the CLI
+and tests::
+
+    async with Client.open(cfg) as client:
+        attr = await client.create(1, b"f", 0o644, 0, 0)
+        await client.write(attr["ino"], 0, b"hello")
+        await client.flush(attr["ino"])
+        data = await client.read(attr["ino"], 0, 5)
+
+Caches (GFS §2.4): chunk locations per inode (index -> handle, version,
+replicas, or a hole) for ``location_timeout`` seconds and write leases until
+they expire; both are dropped on STALE/NOCHUNK or any replica failure.
+Attributes are cached by the kernel (attr_timeout), not here.
+
+Reads see this client's own buffered writes: a read first flushes the inode.
+The write half (buffering, push, commit, extend) is :mod:`gfsfs.client_write`.
+
+Concurrency: all state is touched from one trio thread; an ``InodeState`` is
+changed only between awaits, so no lock guards it. Background work (read-ahead
+fetches, write batches) runs in the client's nursery.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+from . import rpc
+from .chunkio import AheadPiece, ReadAhead, WriteBuffer, split_range
+from .config import ClientConfig
+from .errors import GFSError
+
+log = logging.getLogger(__name__)
+
+Ctx = dict[str, Any]
+Attr = dict[str, Any]
+
+# Master RPCs that change nothing: safe to retry when the master is unreachable.
+IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
+                        "listxattr", "statfs", "chunks", "lease", "extend"})
+# Chunkd/master failures worth another try (elsewhere, or with fresh locations).
+RETRYABLE = frozenset({"STALE", "NOCHUNK", "UNAVAILABLE", "CORRUPT", "INTERNAL",
+                       "EIO", "EAGAIN", "TOOBIG"})
+FETCH_AHEAD_CHUNKS = 16   # chunk entries asked for at once when locations are missing
+BATCHES_IN_FLIGHT = 4    # write batches of one inode sent at once (memory: 4 x upload_chunk_size)
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str
+    addr: str
+
+
+@dataclass(frozen=True)
+class ChunkLoc:
+    handle: int
+    version: int
+    replicas: tuple[Replica, ...]
+
+
+@dataclass(frozen=True)
+class Lease:
+    handle: int
+    version: int
+    primary: Replica
+    secondaries: tuple[Replica, ...]
+    expires_ns: int
+
+
+@dataclass
+class InodeState:
+    """What this client knows and holds about one inode."""
+    locs: dict[int, tuple[ChunkLoc | None, float]] = field(default_factory=dict)
+    size: int = -1                    # file size from the master (-1 = unknown)
+    leases: dict[int, Lease] = field(default_factory=dict)
+    wbuf: WriteBuffer = field(default_factory=WriteBuffer)
+    inflight: list[tuple[int, int, trio.Event]] = field(default_factory=list)
+    slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BATCHES_IN_FLIGHT))
+    pending_end: int = 0              # end of data written but not yet extended
+    error: GFSError | None = None     # a failed background write, reported once
+    unsynced: dict[int, set[str]] = field(default_factory=dict)  # handle -> addrs
+    gen: int = 0                      # bumped by every local change of the data
+
+    def busy(self) -> bool:
+        return bool(self.wbuf or self.inflight or self.unsynced or self.error)
+
+
+@dataclass
+class OpenFile:
+    """Per-open-file state (the FUSE ``fh`` maps to one of these)."""
+    ino: int
+    flags: int
+    ahead: ReadAhead
+
+
+def _replica(raw: dict[str, Any]) -> Replica:
+    return Replica(str(raw.get("id", "")), str(raw["addr"]).rstrip("/"))
+
+
+class Client:
+    def __init__(self, cfg: ClientConfig, http: httpx.AsyncClient,
+                 nursery: trio.Nursery) -> None:
+        from .client_write import Writer
+        self.cfg = cfg
+        self.master = cfg.master_url.rstrip("/")
+        self.http = http
+        self.nursery = nursery
+        self.inodes: dict[int, InodeState] = {}
+        self.chunk_size = 0
+        self.busy_addrs: dict[str, int] = {}      # reads in flight per chunkd
+        self.failed_addrs: dict[str, float] = {}  # chunkd -> monotonic time of last failure
+        self.writer = Writer(self)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, cfg: ClientConfig) -> AsyncIterator[Client]:
+        try:
+            async with rpc.make_http(cfg.request_timeout) as http, \
+                    trio.open_nursery() as nursery:
+                client = cls(cfg, http, nursery)
+                try:
+                    yield client
+                finally:
+                    with trio.CancelScope(shield=True):
+                        with trio.move_on_after(cfg.request_timeout):
+                            await client.flush_all()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:   # the caller's own error, not a group
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    def state(self, ino: int) -> InodeState:
+        st = self.inodes.get(ino)
+        if st is None:
+            st = self.inodes[ino] = InodeState()
+        return st
+
+    def forget(self, ino: int) -> None:
+        """The kernel forgot ``ino``: drop its caches unless it has dirty data."""
+        st = self.inodes.get(ino)
+        if st is not None and not st.busy():
+            del self.inodes[ino]
+
+    # ------------------------------------------------------------ master RPCs
+
+    async def call(self, name: str, body: dict[str, Any]) -> Any:
+        attempts = self.cfg.retries if name in IDEMPOTENT else 1
+        for attempt in range(max(1, attempts)):
+            try:
+                return await rpc.call(self.http, self.master, name, body)
+            except GFSError as exc:
+                if exc.code != "UNAVAILABLE" or attempt + 1 >= attempts:
+                    raise
+                log.info("master %s: %s; retrying", name, exc)
+                await trio.sleep(min(0.2 * 2 ** attempt, 5.0))
+        raise AssertionError("unreachable")
+
+    async def _ns(self, rpc_name: str, ctx: Ctx | None, /, **fields: Any) -> Any:
+        if ctx is not None:
+            fields["ctx"] = ctx
+        return await self.call(rpc_name, fields)
+
+    def _overlay(self, attr: Attr) -> Attr:
+        """The size this client knows of: the master's plus unextended writes."""
+        st = self.inodes.get(attr["ino"])
+        if st is not None and st.pending_end > attr["size"]:
+            attr = dict(attr, size=st.pending_end)
+        return attr
+
+    async def lookup(self, parent: int, name: bytes, ctx: Ctx | None = None) -> Attr:
+        return self._overlay(await self._ns("lookup", ctx, parent=parent, name=name))
+
+    async def getattr(self, ino: int, ctx: Ctx | None = None) -> Attr:
+        return self._overlay(await self._ns("getattr", ctx, ino=ino))
+
+    async def setattr(self, ino: int, ctx: Ctx | None = None, **changes: Any) -> Attr:
+        """Change mode/uid/gid/size/atime_ns/mtime_ns; a size goes through
+        :meth:`truncate` so chunks are cut too."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "size" in changes:
+            return await self.truncate(ino, changes.pop("size"), ctx, **changes)
+        return self._overlay(await self._ns("setattr", ctx, ino=ino, **changes))
+
+    async def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+                     rdev: int = 0, ctx: Ctx | None = None) -> Attr:
+        return await self._ns("create", ctx, parent=parent, name=name, mode=mode,
+                              uid=uid, gid=gid, rdev=rdev)
+
+    async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+                    ctx: Ctx | None = None) -> Attr:
+        return await self._ns("mkdir", ctx, parent=parent, name=name, mode=mode, uid=uid, gid=gid)
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int,
+                      ctx: Ctx | None = None) -> Attr:
+        return await self._ns("symlink", ctx, parent=parent, name=name, target=target,
+                              uid=uid, gid=gid)
+
+    async def link(self, ino: int, parent: int, name: bytes, ctx: Ctx | None = None) -> Attr:
+        return self._overlay(await self._ns("link", ctx, ino=ino, parent=parent, name=name))
+
+    async def unlink(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
+        await self._ns("unlink", ctx, parent=parent, name=name)
+
+    async def rmdir(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
+        await self._ns("rmdir", ctx, parent=parent, name=name)
+
+    async def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
+                     flags: int = 0, ctx: Ctx | None = None) -> None:
+        await self._ns("rename", ctx, parent=parent, name=name, new_parent=new_parent,
+                       new_name=new_name, flags=flags)
+
+    async def readdir(self, ino: int, offset: int = 0, limit: int = 512,
+                      ctx: Ctx | None = None) -> list[tuple[bytes, Attr, int]]:
+        reply = await self._ns("readdir", ctx, ino=ino, offset=offset, limit=limit)
+        return [(bytes(n), self._overlay(a), int(o)) for n, a, o in reply["entries"]]
+
+    async def readlink(self, ino: int, ctx: Ctx | None = None) -> bytes:
+        return bytes((await self._ns("readlink", ctx, ino=ino))["target"])
+
+    async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0,
+                       ctx: Ctx | None = None) -> None:
+        await self._ns("setxattr", ctx, ino=ino, name=name, value=value, flags=flags)
+
+    async def getxattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> bytes:
+        return bytes((await self._ns("getxattr", ctx, ino=ino, name=name))["value"])
+
+    async def listxattr(self, ino: int, ctx: Ctx | None = None) -> list[bytes]:
+        return [bytes(n) for n in (await self._ns("listxattr", ctx, ino=ino))["names"]]
+
+    async def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
+        await self._ns("removexattr", ctx, ino=ino, name=name)
+
+    async def statfs(self) -> dict[str, Any]:
+        reply = await self.call("statfs", {})
+        self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
+        return reply
+
+    async def get_chunk_size(self) -> int:
+        if not self.chunk_size:
+            await self.statfs()
+        return self.chunk_size
+
+    # ------------------------------------------------------------ locations
+
+    async def _fetch_locations(self, ino: int, first: int, count: int) -> None:
+        reply = await self.call("chunks", {"ino": ino, "first": first, "count": count})
+        st = self.state(ino)
+        self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
+        st.size = int(reply["size"])
+        expires = time.monotonic() + self.cfg.location_timeout
+        found: dict[int, ChunkLoc] = {}
+        for c in reply["chunks"]:
+            reps = tuple(_replica(r) for r in c.get("replicas", []))
+            found[int(c["index"])] = ChunkLoc(int(c["handle"]), int(c["version"]), reps)
+        for index in range(first, first + count):
+            st.locs[index] = (found.get(index), expires)
+
+    async def locate(self, ino: int, index: int) -> ChunkLoc | None:
+        """The chunk at ``index`` (None for a hole), from the cache if fresh."""
+        st = self.state(ino)
+        cached = st.locs.get(index)
+        if cached is None or cached[1] < time.monotonic():
+            await self._fetch_locations(ino, index, FETCH_AHEAD_CHUNKS)
+            cached = st.locs[index]
+        return cached[0]
+
+    def drop_location(self, ino: int, index: int | None = None) -> None:
+        st = self.inodes.get(ino)
+        if st is None:
+            return
+        if index is None:
+            st.locs.clear()
+        else:
+            st.locs.pop(index, None)
+
+    async def file_size(self, ino: int, need: int = 0) -> int:
+        """The file size as far as this client knows, asking the master when the
+        cached size is unknown or smaller than ``need``."""
+        st = self.state(ino)
+        if st.size < 0 or st.size < need:
+            first = max(0, need - 1) // await self.get_chunk_size()
+            await self._fetch_locations(ino, first, FETCH_AHEAD_CHUNKS)
+        return max(st.size, st.pending_end)
+
+    # ------------------------------------------------------------ open files
+
+    def open_file(self, ino: int, flags: int = 0) -> OpenFile:
+        """Close-to-open: forget the cached size and holes of ``ino`` (another
+        client may have grown the file); known chunks stay cached."""
+        st = self.state(ino)
+        if not (st.wbuf or st.inflight):
+            st.size = -1
+            st.locs = {i: v for i, v in st.locs.items() if v[0] is not None}
+        return OpenFile(ino, flags, ReadAhead(self.cfg.readahead_bytes, self.cfg.readahead_pieces))
+
+    async def release(self, of: OpenFile) -> None:
+        of.ahead.pieces.clear()
+        await self.flush(of.ino)
+
+    # ------------------------------------------------------------ reads
+
+    async def read(self, ino: int, offset: int, size: int, of: OpenFile | None = None) -> bytes:
+        """Up to ``size`` bytes at ``offset``; short only at end of file."""
+        st = self.state(ino)
+        if st.wbuf or st.inflight:
+            await self.flush(ino)
+        if size <= 0:
+            return b""
+        fsize = await self.file_size(ino)
+        if offset + size > fsize:
+            fsize = await self.file_size(ino, offset + size)
+        size = min(size, fsize - offset)
+        if size <= 0:
+            return b""
+        if of is not None:
+            ahead = of.ahead
+            ahead.sync_gen(st.gen)
+            if ahead.observe(offset, size):
+                for piece in ahead.plan(offset, fsize):
+                    self.nursery.start_soon(self._fetch_ahead, ino, piece)
+                pieces = ahead.covering(offset, size)
+                if pieces is not None:
+                    for p in pieces:
+                        await p.done.wait()
+                    data = ahead.assemble(pieces, offset, size)
+                    if data is not None:
+                        return data
+        return await self.read_range(ino, offset, size)
+
+    async def _fetch_ahead(self, ino: int, piece: AheadPiece) -> None:
+        try:
+            piece.data = await self.read_range(ino, piece.start, piece.length)
+        except Exception as exc:      # the reader retries the range itself
+            log.debug("read-ahead of inode %d at %d failed: %s", ino, piece.start, exc)
+            piece.failed = True
+        finally:
+            piece.done.set()
+
+    async def read_range(self, ino: int, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes (the caller clamped to the file size); holes
+        and bytes past a chunk's stored length are zeros."""
+        cs = await self.get_chunk_size()
+        pieces = split_range(offset, size, cs)
+        if len(pieces) == 1:
+            p = pieces[0]
+            data = await self.read_chunk(ino, p.index, p.chunk_off, p.length)
+            return data + bytes(size - len(data)) if len(data) < size else data
+        out = bytearray(size)
+        for p in pieces:
+            data = await self.read_chunk(ino, p.index, p.chunk_off, p.length)
+            out[p.file_off - offset:p.file_off - offset + len(data)] = data
+        return bytes(out)
+
+    def _order(self, replicas: tuple[Replica, ...]) -> list[Replica]:
+        """Replicas to try: not recently failed first, then least busy."""
+        now = time.monotonic()
+        return sorted(replicas, key=lambda r: (now - self.failed_addrs.get(r.addr, -1e9) < 10.0,
+                                               self.busy_addrs.get(r.addr, 0)))
+
+    async def read_chunk(self, ino: int, index: int, chunk_off: int, length: int) -> bytes:
+        """At most ``length`` bytes of one chunk, failing over between replicas
+        and refreshing locations when every replica failed."""
+        last: GFSError | None = None
+        for attempt in range(max(1, self.cfg.retries)):
+            loc = await self.locate(ino, index)
+            if loc is None:
+                return b""
+            for rep in self._order(loc.replicas):
+                try:
+                    return await self._get(rep, loc, chunk_off, length)
+                except GFSError as exc:
+                    log.info("read of chunk %d from %s failed: %s", loc.handle, rep.addr, exc)
+                    self.failed_addrs[rep.addr] = time.monotonic()
+                    last = exc
+            self.drop_location(ino, index)
+            await trio.sleep(min(0.1 * 2 ** attempt, 2.0))
+        raise GFSError("EIO", f"inode {ino} chunk {index}: no replica answered ({last})")
+
+    async def _get(self, rep: Replica, loc: ChunkLoc, offset: int, length: int) -> bytes:
+        url = f"{rep.addr}/chunk/{loc.handle}"
+        params = {"offset": offset, "length": length, "version": loc.version}
+        self.busy_addrs[rep.addr] = self.busy_addrs.get(rep.addr, 0) + 1
+        try:
+            resp = await self.http.get(url, params=params, timeout=self.cfg.request_timeout)
+        except httpx.TransportError as exc:
+            raise GFSError("UNAVAILABLE", f"{rep.addr}: {type(exc).__name__}: {exc}") from None
+        finally:
+            self.busy_addrs[rep.addr] -= 1
+        if resp.status_code >= 400:
+            rpc.decode_reply(resp.status_code, resp.content)
+        data = resp.content
+        if len(data) > length:
+            raise GFSError("EIO", f"{rep.addr} sent {len(data)} bytes for {length}")
+        return data
+
+    # ------------------------------------------------------------ writes
+
+    async def write(self, ino: int, offset: int, data: bytes) -> int:
+        return await self.writer.write(ino, offset, data)
+
+    async def flush(self, ino: int) -> None:
+        await self.writer.flush(ino, sync=False)
+
+    async def fsync(self, ino: int) -> None:
+        await self.writer.flush(ino, sync=True)
+
+    async def flush_all(self) -> None:
+        for ino in list(self.inodes):
+            try:
+                await self.flush(ino)
+            except GFSError as exc:
+                log.error("could not write back inode %d: %s", ino, exc)
+
+    async def truncate(self, ino: int, size: int, ctx: Ctx | None = None, **changes: Any) -> Attr:
+        return self._overlay(await self.writer.truncate(ino, size, ctx, **changes))

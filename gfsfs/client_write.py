@@ -1,0 +1,289 @@
+"""The write half of the client (GFS §3.1): buffering, data push, commit at the
+primary, then ``extend`` at the master.
+
+Per inode a :class:`~gfsfs.chunkio.WriteBuffer` collects dirty extents. When it
+holds ``upload_chunk_size`` bytes a *batch* (the extents taken out of the
+buffer) is sent in the background, at most BATCHES_IN_FLIGHT per inode at a time; a
+batch overlapping one still in flight waits for it, so later writes always land
+last. flush waits for every batch; fsync also makes every replica fsync(2) the
+chunks written since the last fsync. A failed batch is remembered and raised by
+the next write/flush/fsync of the inode (like the kernel's writeback errors).
+
+Each batch is cut into pieces inside one chunk of at most :data:`PIECE`
+bytes. For each piece: ``lease`` (cached until it expires), ``PUT /data/<id>``
+to the primary with the secondaries as the chain, ``POST /rpc/commit`` at the
+primary; on a retryable failure the lease is dropped and the piece retried with
+a fresh one, up to ``retries`` times.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import trio
+
+from . import rpc
+from .chunkio import Extent, split_range
+from .client import RETRYABLE, ChunkLoc, InodeState, Lease, _replica
+from .errors import GFSError
+from .protocol import CHAIN_HEADER
+
+if TYPE_CHECKING:
+    from .client import Attr, Client, Ctx
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+PIECE = 8 * MIB             # largest piece pushed to a chunkd at once
+PARALLEL_PIECES = 4         # pieces of one batch in flight
+LEASE_MARGIN_NS = 5 * 10**9  # a lease this close to expiry is renewed first
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a nursery's group: a GFSError if there is one."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                walk(sub)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if any(isinstance(exc, trio.Cancelled) for exc in leaves):
+        return group                   # never swallow a cancellation
+    for exc in leaves:
+        if isinstance(exc, GFSError):
+            return exc
+    return leaves[0] if leaves else group
+
+
+class Writer:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.cfg = client.cfg
+
+    # ------------------------------------------------------------ buffering
+
+    async def write(self, ino: int, offset: int, data: bytes) -> int:
+        st = self.client.state(ino)
+        self._raise_error(st)
+        st.wbuf.add(offset, data)
+        st.gen += 1
+        st.pending_end = max(st.pending_end, offset + len(data))
+        if st.wbuf.nbytes >= self.cfg.upload_chunk_size:
+            await self._start_batch(ino, st, sync=False)
+        return len(data)
+
+    @staticmethod
+    def _raise_error(st: InodeState) -> None:
+        if st.error is not None:
+            err, st.error = st.error, None
+            raise err
+
+    async def flush(self, ino: int, sync: bool = False) -> None:
+        st = self.client.inodes.get(ino)
+        if st is None:
+            return
+        if st.wbuf:
+            await self._start_batch(ino, st, sync=sync)
+        while st.inflight:
+            await st.inflight[0][2].wait()
+        if sync and st.unsynced:
+            await self._sync(st)
+        self._raise_error(st)
+
+    async def _start_batch(self, ino: int, st: InodeState, sync: bool) -> None:
+        extents = st.wbuf.take()
+        lo, hi = extents[0].start, extents[-1].end
+        done = trio.Event()
+        entry = (lo, hi, done)
+        st.inflight.append(entry)          # readers and flushers wait for it from now on
+        try:
+            await st.slots.acquire()
+            for other in list(st.inflight):
+                if other is entry:
+                    break
+                if other[0] < hi and lo < other[1]:
+                    await other[2].wait()
+        except BaseException:
+            st.inflight.remove(entry)
+            done.set()
+            raise
+        self.client.nursery.start_soon(self._run_batch, ino, st, extents, sync, entry)
+
+    async def _run_batch(self, ino: int, st: InodeState, extents: list[Extent], sync: bool,
+                         entry: tuple[int, int, trio.Event]) -> None:
+        try:
+            await self.send(ino, extents, sync)
+        except Exception as exc:
+            log.error("write-back of inode %d failed: %s", ino, exc)
+            st.error = exc if isinstance(exc, GFSError) else GFSError("EIO", str(exc))
+        finally:
+            st.slots.release()
+            st.inflight.remove(entry)
+            entry[2].set()
+            if not st.inflight and not st.wbuf and st.pending_end <= max(st.size, 0):
+                st.pending_end = 0
+
+    # ------------------------------------------------------------ sending
+
+    async def send(self, ino: int, extents: list[Extent], sync: bool) -> None:
+        """Write ``extents`` to the chunkds, then tell the master the new size."""
+        cs = await self.client.get_chunk_size()
+        jobs: list[tuple[int, int, memoryview]] = []
+        for ext in extents:
+            view = memoryview(ext.data)
+            for p in split_range(ext.start, len(ext.data), cs, PIECE):
+                rel = p.file_off - ext.start
+                jobs.append((p.index, p.chunk_off, view[rel:rel + p.length]))
+        limiter = trio.CapacityLimiter(PARALLEL_PIECES)
+
+        async def one(index: int, chunk_off: int, data: memoryview) -> None:
+            async with limiter:
+                await self.write_piece(ino, index, chunk_off, data, sync)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for job in jobs:
+                    nursery.start_soon(one, *job)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        end = max(e.end for e in extents)
+        attr = await self.client.call("extend", {"ino": ino, "size": end,
+                                                 "mtime_ns": time.time_ns()})
+        st = self.client.state(ino)
+        st.size = max(st.size, int(attr.get("size", end)))
+
+    async def lease(self, ino: int, index: int) -> Lease:
+        st = self.client.state(ino)
+        lease = st.leases.get(index)
+        if lease is None or lease.expires_ns - LEASE_MARGIN_NS < time.time_ns():
+            r = await self.client.call("lease", {"ino": ino, "index": index})
+            lease = Lease(int(r["handle"]), int(r["version"]), _replica(r["primary"]),
+                          tuple(_replica(s) for s in r.get("secondaries", [])),
+                          int(r["expires_ns"]))
+            st.leases[index] = lease
+            st.locs[index] = (ChunkLoc(lease.handle, lease.version,
+                                       (lease.primary, *lease.secondaries)),
+                              time.monotonic() + self.cfg.location_timeout)
+        return lease
+
+    def drop_lease(self, ino: int, index: int) -> None:
+        st = self.client.state(ino)
+        st.leases.pop(index, None)
+        st.locs.pop(index, None)
+
+    async def write_piece(self, ino: int, index: int, chunk_off: int, data: memoryview,
+                          sync: bool) -> None:
+        st = self.client.state(ino)
+        payload = bytes(data)
+        last: GFSError | None = None
+        for attempt in range(max(1, self.cfg.retries)):
+            lease = await self.lease(ino, index)
+            try:
+                data_id = secrets.token_hex(16)
+                await self.push(lease, data_id, payload)
+                await rpc.call(self.client.http, lease.primary.addr, "commit", {
+                    "handle": lease.handle, "version": lease.version, "offset": chunk_off,
+                    "data_id": data_id, "secondaries": [s.addr for s in lease.secondaries],
+                    "sync": sync}, timeout=self.cfg.request_timeout)
+            except GFSError as exc:
+                if exc.code not in RETRYABLE:
+                    raise
+                log.info("write of inode %d chunk %d (try %d) failed: %s",
+                         ino, index, attempt + 1, exc)
+                last = exc
+                self.drop_lease(ino, index)
+                await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
+                continue
+            if not sync:
+                addrs = st.unsynced.setdefault(lease.handle, set())
+                addrs.update(r.addr for r in (lease.primary, *lease.secondaries))
+            return
+        raise GFSError("EIO", f"inode {ino} chunk {index}: write failed ({last})")
+
+    async def push(self, lease: Lease, data_id: str, payload: bytes) -> None:
+        """Send the bytes once: to the primary, which forwards down the chain."""
+        chain = ",".join(s.addr for s in lease.secondaries)
+        url = f"{lease.primary.addr}/data/{data_id}"
+        try:
+            resp = await self.client.http.put(
+                url, content=payload,
+                headers={CHAIN_HEADER: chain, "content-type": rpc.OCTETS},
+                timeout=self.cfg.request_timeout)
+        except httpx.TransportError as exc:
+            raise GFSError("UNAVAILABLE", f"{lease.primary.addr}: {type(exc).__name__}: {exc}") from None
+        reply = rpc.decode_reply(resp.status_code, resp.content)
+        if reply.get("length") != len(payload):
+            raise GFSError("EIO", f"push of {len(payload)} bytes stored {reply.get('length')}")
+
+    async def _sync(self, st: InodeState) -> None:
+        """fsync(2) every chunk written since the last fsync, on every replica."""
+        by_addr: dict[str, list[int]] = {}
+        for handle, addrs in st.unsynced.items():
+            for addr in addrs:
+                by_addr.setdefault(addr, []).append(handle)
+        failed: list[str] = []
+
+        async def one(addr: str, handles: list[int]) -> None:
+            try:
+                await rpc.call(self.client.http, addr, "sync", {"handles": handles},
+                               timeout=self.cfg.request_timeout)
+            except GFSError as exc:
+                log.warning("sync at %s failed: %s", addr, exc)
+                failed.append(addr)
+
+        async with trio.open_nursery() as nursery:
+            for addr, handles in by_addr.items():
+                nursery.start_soon(one, addr, handles)
+        if failed:
+            raise GFSError("EIO", f"fsync failed at {', '.join(failed)}")
+        st.unsynced.clear()
+
+    # ------------------------------------------------------------ truncate
+
+    async def truncate(self, ino: int, size: int, ctx: Ctx | None, **changes: Any) -> Attr:
+        """Flush, cut the chunk the new size ends in (so growing later reads
+        zeros), then set the size at the master."""
+        client = self.client
+        await self.flush(ino)
+        st = client.state(ino)
+        st.gen += 1
+        cs = await client.get_chunk_size()
+        old = await client.getattr(ino, ctx)
+        if size < old["size"] and size % cs:
+            index = size // cs
+            client.drop_location(ino, index)
+            if await client.locate(ino, index) is not None:
+                await self._truncate_chunk(ino, index, size % cs)
+        if ctx is not None:
+            changes["ctx"] = ctx
+        attr: Attr = await client.call("setattr", {"ino": ino, "size": size, **changes})
+        st.size = size
+        st.pending_end = 0
+        st.locs.clear()
+        st.leases = {i: v for i, v in st.leases.items() if i * cs < size}
+        return attr
+
+    async def _truncate_chunk(self, ino: int, index: int, length: int) -> None:
+        last: GFSError | None = None
+        for attempt in range(max(1, self.cfg.retries)):
+            lease = await self.lease(ino, index)
+            try:
+                await rpc.call(self.client.http, lease.primary.addr, "truncate", {
+                    "handle": lease.handle, "version": lease.version, "length": length,
+                    "secondaries": [s.addr for s in lease.secondaries]},
+                    timeout=self.cfg.request_timeout)
+                return
+            except GFSError as exc:
+                if exc.code not in RETRYABLE:
+                    raise
+                last = exc
+                self.drop_lease(ino, index)
+                await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
+        raise GFSError("EIO", f"inode {ino} chunk {index}: truncate failed ({last})")
