@@ -23,6 +23,7 @@ def to_state(ns: Namespace) -> dict[str, Any]:
         "next_handle": ns.next_handle,
         "chunks": [[h, v, r] for h, (v, r) in ns.chunks.items()],
         "inodes": [_inode(i) for i in ns.inodes.values()],
+        "trash": [[ino, *entry] for ino, entry in ns.trash.items()],
     }
 
 
@@ -61,6 +62,7 @@ def from_state(state: dict[str, Any], default_goal: int) -> Namespace:
         elif stat.S_ISREG(mode):
             inode.chunks = {index: handle for index, handle in extra}
         ns.inodes[ino] = inode
+    ns.trash = {ino: [when, parent, name] for ino, when, parent, name in state.get("trash", [])}
     return ns
 
 

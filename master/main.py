@@ -20,6 +20,7 @@ from gfsfs.config import ConfigError, MasterConfig
 
 from .chunks import LivenessMonitor
 from .core import CheckpointLoop, ChunkdCaller, Master
+from .trash import TrashPurger
 from .server import build_app
 
 log = logging.getLogger("master")
@@ -78,6 +79,7 @@ async def _run(cfg: MasterConfig, master: Master) -> None:
         loops.start_soon(_signals, shutdown)
         loops.start_soon(LivenessMonitor(master.registry).run_forever)
         loops.start_soon(CheckpointLoop(master).run_forever)
+        loops.start_soon(TrashPurger(master).run_forever)
         async with trio.open_nursery() as server:
             port = await server.start(rpc.serve_forever, app, cfg.host, cfg.port, shutdown)
             print(f"gfs-master listening on http://{cfg.host}:{port}", flush=True)

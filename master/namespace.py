@@ -28,6 +28,7 @@ MAX_FILE_SIZE = 1 << 50          # EFBIG beyond this
 MAX_LINKS = 65000                # EMLINK beyond this
 MAX_XATTR_NAME = 255
 MAX_XATTR_VALUE = 64 * 1024
+MAX_GOAL = 16                    # largest replication goal (as [master] replication_factor)
 FILE_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 
 Record = dict[str, Any]
@@ -120,6 +121,10 @@ class Namespace:
         self.next_ino = ROOT_INO + 1
         self.next_handle = 1
         self.garbage: set[int] = set()             # handles no file references any more
+        # Lazy deletion (GFS §4.4): a regular file whose last link goes is kept,
+        # nameless, until it is purged after trash_time -- so files that are still
+        # open keep working. ino -> [deleted_ns, parent ino, name]
+        self.trash: dict[int, list[Any]] = {}
         self.inodes[ROOT_INO] = Inode(ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 0,
                                       goal=default_goal, dir=Directory(ROOT_INO))
 
@@ -207,6 +212,21 @@ class Namespace:
             inode = self.inodes[ino]
             assert inode.dir is not None
             ino = inode.dir.parent
+
+    def subtree(self, ino: int) -> list[Inode]:
+        """``ino`` and, for a directory, every inode below it (each once)."""
+        seen: set[int] = set()
+        out: list[Inode] = []
+        stack = [ino]
+        while stack:
+            inode = self.inodes.get(stack.pop())
+            if inode is None or inode.ino in seen:
+                continue
+            seen.add(inode.ino)
+            out.append(inode)
+            if inode.dir is not None:
+                stack.extend(child for child, _cookie in inode.dir.entries.values())
+        return out
 
     def take_garbage(self) -> set[int]:
         out, self.garbage = self.garbage, set()
@@ -303,7 +323,7 @@ class Namespace:
         assert parent.dir is not None
         parent.dir.remove(rec["name"])
         parent.touch(rec["now"])
-        self._unlink_inode(victim, rec["now"])
+        self._unlink_inode(victim, rec["now"], parent.ino, rec["name"])
 
     def _op_rmdir(self, rec: Record) -> None:
         parent = self.get_dir(rec["parent"])
@@ -318,11 +338,24 @@ class Namespace:
         parent.touch(rec["now"])
         self._drop(victim)
 
-    def _unlink_inode(self, inode: Inode, now: int) -> None:
+    def _unlink_inode(self, inode: Inode, now: int, parent: int = 0, name: bytes = b"") -> None:
         inode.nlink -= 1
         inode.ctime_ns = now
         if inode.nlink <= 0:
-            self._drop(inode)
+            if inode.chunks is not None:
+                self.trash[inode.ino] = [now, parent, name]
+            else:
+                self._drop(inode)
+
+    def expired_trash(self, before_ns: int) -> list[int]:
+        """Trashed inodes deleted before ``before_ns``."""
+        return [ino for ino, (when, _, _) in self.trash.items() if when < before_ns]
+
+    def _op_purge(self, rec: Record) -> None:
+        """Drop trashed inodes for good; their chunks become garbage."""
+        for ino in rec["inos"]:
+            if self.trash.pop(ino, None) is not None:
+                self._drop(self.inodes[ino])
 
     def _drop(self, inode: Inode) -> None:
         del self.inodes[inode.ino]
@@ -374,7 +407,7 @@ class Namespace:
                 dp.nlink -= 1
                 self._drop(dst)
             else:
-                self._unlink_inode(dst, now)
+                self._unlink_inode(dst, now, dp.ino, dname)
         sp.dir.remove(sname)
         dp.dir.add(dname, src.ino)
         if src.dir is not None and sp is not dp:
@@ -499,4 +532,18 @@ class Namespace:
         inode.size = max(inode.size, rec["size"])
         inode.mtime_ns = rec["mtime_ns"]
         inode.ctime_ns = rec["now"]
+        return inode.ino
+
+    def _op_setgoal(self, rec: Record) -> int:
+        """Replication goal of ``ino`` (and, if ``recursive``, of everything below
+        it). Directories pass their goal on to new children."""
+        inode = self.get(rec["ino"])
+        goal = rec["goal"]
+        if not 1 <= goal <= MAX_GOAL:
+            raise GFSError("EINVAL", f"goal must be 1..{MAX_GOAL}, got {goal}")
+        targets = self.subtree(inode.ino) if rec.get("recursive") else [inode]
+        for target in targets:
+            if target.goal != goal:
+                target.goal = goal
+                target.ctime_ns = rec["now"]
         return inode.ino

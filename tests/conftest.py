@@ -8,12 +8,14 @@ daemons' logs.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gfsfs.localcluster import Cluster, Mount
+from gfsfs.localcluster import Cluster, Mount, is_mounted
 
 # Small chunks so that modest files cross many chunk boundaries.
 TEST_CHUNK_SIZE = 1 << 20
@@ -77,7 +79,10 @@ def shared_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clu
     directory inside it)."""
     base = tmp_path_factory.mktemp("cluster")
     c = make_cluster(base)
-    m = Mount("", base / "mnt", base / "logs" / "mount.out")
+    # world-traversable, so tests can act as a non-root user on the mount
+    mountpoint = Path(tempfile.mkdtemp(prefix="gfsfs-mnt-"))
+    mountpoint.chmod(0o755)
+    m = Mount("", mountpoint, base / "logs" / "mount.out")
     try:
         c.start()
         m.master_url = c.url
@@ -86,6 +91,8 @@ def shared_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clu
     finally:
         m.stop()
         c.stop()
+        if not is_mounted(mountpoint):
+            shutil.rmtree(mountpoint, ignore_errors=True)
 
 
 @pytest.fixture

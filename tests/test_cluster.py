@@ -146,8 +146,8 @@ def test_corrupt_replica_is_never_served(cluster: Cluster, tmp_path: Path) -> No
 
 def test_bad_requests_get_4xx_and_daemons_keep_serving(cluster: Cluster) -> None:
     targets = [cluster.url, cluster.servers[0].url]
-    for url in targets:
-        r = httpx.post(f"{url}/rpc/lookup", content=b"\xc1\xff not msgpack")
+    for url, name in zip(targets, ["lookup", "commit"]):
+        r = httpx.post(f"{url}/rpc/{name}", content=b"\xc1\xff not msgpack")
         assert r.status_code == 400
         assert msgpack.unpackb(r.content)["error"]["code"] == "BADREQ"
         r = httpx.get(f"{url}/no/such/route")

@@ -5,6 +5,7 @@ import os
 import signal
 import stat
 import subprocess
+import time
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from gfsfs.config import MasterConfig
 from gfsfs.errors import GFSError
 from gfsfs.rpc import pack, unpack
 from master.chunks import LivenessMonitor
+from master.trash import TrashPurger
 from master.core import Master
 from master.namespace import ROOT_INO
 from master.server import build_app
@@ -152,11 +154,12 @@ def test_namespace_over_http(tmp_path: Path) -> None:
         await h.call("unlink", parent=1, name=b"g")
         await h.call("rmdir", parent=1, name=b"d")
         st = await h.call("statfs")
-        assert st["files"] == 2 and st["chunk_size"] == CS
+        # root, the symlink, and f (last name gone) waiting in trash
+        assert st["files"] == 3 and st["chunk_size"] == CS
         dump = await h.call("dump_metadata")
-        assert [i["ino"] for i in dump["inodes"]] == [1, s["ino"]]
+        assert [i["ino"] for i in dump["inodes"]] == [1, f["ino"], s["ino"]]
         r = await h.http.get("/status")
-        assert unpack(r.content)["inodes"] == 2
+        assert unpack(r.content)["inodes"] == 3
     run(tmp_path, body)
 
 
@@ -207,6 +210,8 @@ def test_register_heartbeat_lease_flow(tmp_path: Path) -> None:
         assert reply["delete"] == [4243]
         # unlink: the chunk is garbage, deleted through heartbeat replies
         await h.call("unlink", parent=1, name=b"f")
+        assert (await h.heartbeat("a"))["delete"] == []      # in trash: chunks kept
+        assert await TrashPurger(h.master).run_once(now_ns=time.time_ns() + 10**15) == 1
         assert (await h.heartbeat("a"))["delete"] == [handle]
         assert (await h.heartbeat("a"))["delete"] == []
         assert (await h.heartbeat("c"))["delete"] == [handle]

@@ -122,6 +122,7 @@ def test_hard_links_and_chunk_release(t: NS) -> None:
     t.do("unlink", parent=ROOT_INO, name=b"f")
     assert t.ns.get(f).nlink == 1 and 7 in t.ns.chunks
     t.do("unlink", parent=ROOT_INO, name=b"g")
+    t.do("purge", inos=list(t.ns.trash))     # lazy deletion: after trash_time
     assert f not in t.ns.inodes and 7 not in t.ns.chunks
     assert t.ns.take_garbage() == {7}
     d = t.mkdir(ROOT_INO, b"d")
@@ -148,6 +149,7 @@ def test_rename_replace_file(t: NS) -> None:
     t.do("add_chunk", ino=b, index=0, handle=1, version=1)
     t.do("rename", parent=ROOT_INO, name=b"a", new_parent=ROOT_INO, new_name=b"b")
     assert t.ns.lookup(ROOT_INO, b"b").ino == a
+    t.do("purge", inos=list(t.ns.trash))     # lazy deletion: after trash_time
     assert b not in t.ns.inodes and t.ns.take_garbage() == {1}
     assert t.names(ROOT_INO) == [b"b"]
 

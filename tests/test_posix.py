@@ -253,3 +253,18 @@ def test_permissions_for_a_non_root_user(mnt: Path) -> None:
     sh(f"echo mine > {mnt}/open/n", user="65534")
     st = (mnt / "open" / "n").stat()
     assert (st.st_uid, st.st_gid) == (65534, 65534)
+
+
+def test_open_file_survives_unlink(mnt: Path) -> None:
+    path = mnt / "tmpfile"
+    with open(path, "w+b") as f:
+        f.write(b"before")
+        f.flush()
+        os.unlink(path)
+        assert not path.exists()
+        f.write(b" after unlink")
+        f.flush()
+        os.fsync(f.fileno())
+        f.seek(0)
+        assert f.read() == b"before after unlink"
+        assert os.fstat(f.fileno()).st_nlink == 0
