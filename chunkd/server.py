@@ -76,6 +76,7 @@ class ChunkServer:
         self.reports = reports if reports is not None else ChunkReports()
         self.buffers = PushBuffers(cfg.push_buffer_ttl)
         self._order: dict[int, trio.Lock] = {}
+        self.reads = 0                # GET /chunk requests answered (for /status)
         self.app = App("chunkd", max_raw_body=MAX_READ)
         self.app.route("PUT", "/data/", self.push)
         self.app.route("GET", "/chunk/", self.read)
@@ -107,6 +108,7 @@ class ChunkServer:
             raise GFSError("NOCHUNK", f"no chunk {handle:016x}")
         if have < version:
             raise GFSError("STALE", f"chunk {handle:016x} is at version {have}, not {version}")
+        self.reads += 1
         first = await self._read(handle, offset, min(length, READ_PIECE))
         total = max(0, min(offset + length, self.store.length(handle) or 0) - offset)
         if length <= READ_PIECE or total <= len(first):
@@ -149,7 +151,7 @@ class ChunkServer:
             "protocol": PROTOCOL_VERSION, "chunks": self.store.count(),
             "capacity_bytes": cap, "used_bytes": used, "free_bytes": free,
             "push_buffers": len(self.buffers), "push_bytes": self.buffers.bytes,
-            "master_url": self.cfg.master_url})
+            "reads": self.reads, "master_url": self.cfg.master_url})
 
     # ------------------------------------------------------------ mutations
 

@@ -85,7 +85,8 @@ class InodeState:
     slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BATCHES_IN_FLIGHT))
     pending_end: int = 0              # end of data written but not yet extended
     error: GFSError | None = None     # a failed background write, reported once
-    unsynced: dict[int, set[str]] = field(default_factory=dict)  # handle -> addrs
+    # handle -> (chunk index, replica addrs not yet fsync'd)
+    unsynced: dict[int, tuple[int, set[str]]] = field(default_factory=dict)
     gen: int = 0                      # bumped by every local change of the data
 
     def busy(self) -> bool:

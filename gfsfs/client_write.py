@@ -94,7 +94,7 @@ class Writer:
         while st.inflight:
             await st.inflight[0][2].wait()
         if sync and st.unsynced:
-            await self._sync(st)
+            await self._sync(ino, st)
         self._raise_error(st)
 
     async def _start_batch(self, ino: int, st: InodeState, sync: bool) -> None:
@@ -202,7 +202,7 @@ class Writer:
                 await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
                 continue
             if not sync:
-                addrs = st.unsynced.setdefault(lease.handle, set())
+                _, addrs = st.unsynced.setdefault(lease.handle, (index, set()))
                 addrs.update(r.addr for r in (lease.primary, *lease.secondaries))
             return
         raise GFSError("EIO", f"inode {ino} chunk {index}: write failed ({last})")
@@ -222,18 +222,34 @@ class Writer:
         if reply.get("length") != len(payload):
             raise GFSError("EIO", f"push of {len(payload)} bytes stored {reply.get('length')}")
 
-    async def _sync(self, st: InodeState) -> None:
-        """fsync(2) every chunk written since the last fsync, on every replica."""
+    async def _sync(self, ino: int, st: InodeState) -> None:
+        """fsync(2) every chunk written since the last fsync, on every replica
+        that still holds it. A replica that fails is dropped from the list once
+        the master no longer names it (dead, or stale after a new lease); until
+        then the sync is retried, and gives EIO after ``retries`` attempts."""
+        for attempt in range(max(1, self.cfg.retries)):
+            failed = await self._sync_once(st)
+            if not failed:
+                st.unsynced.clear()
+                return
+            log.info("fsync of inode %d: %s failed (try %d)", ino, ", ".join(failed), attempt + 1)
+            await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
+            await self._forget_departed(ino, st, set(failed))
+        raise GFSError("EIO", f"fsync of inode {ino} failed at {', '.join(failed)}")
+
+    async def _sync_once(self, st: InodeState) -> list[str]:
         by_addr: dict[str, list[int]] = {}
-        for handle, addrs in st.unsynced.items():
+        for handle, (_, addrs) in st.unsynced.items():
             for addr in addrs:
                 by_addr.setdefault(addr, []).append(handle)
+        done: set[str] = set()
         failed: list[str] = []
 
         async def one(addr: str, handles: list[int]) -> None:
             try:
                 await rpc.call(self.client.http, addr, "sync", {"handles": handles},
                                timeout=self.cfg.request_timeout)
+                done.add(addr)
             except GFSError as exc:
                 log.warning("sync at %s failed: %s", addr, exc)
                 failed.append(addr)
@@ -241,9 +257,24 @@ class Writer:
         async with trio.open_nursery() as nursery:
             for addr, handles in by_addr.items():
                 nursery.start_soon(one, addr, handles)
-        if failed:
-            raise GFSError("EIO", f"fsync failed at {', '.join(failed)}")
-        st.unsynced.clear()
+        for _, addrs in st.unsynced.values():
+            addrs -= done
+        return failed
+
+    async def _forget_departed(self, ino: int, st: InodeState, failed: set[str]) -> None:
+        """Drop failed addresses the master no longer lists as replicas."""
+        for handle, (index, addrs) in list(st.unsynced.items()):
+            if not addrs & failed:
+                continue
+            self.client.drop_location(ino, index)
+            try:
+                loc = await self.client.locate(ino, index)
+            except GFSError:
+                continue
+            current = {r.addr for r in loc.replicas} if loc is not None else set()
+            if loc is None or loc.handle != handle:
+                current = set()
+            addrs &= current | (addrs - failed)
 
     # ------------------------------------------------------------ truncate
 
