@@ -117,6 +117,7 @@ class Client:
         self.chunk_size = 0
         self.busy_addrs: dict[str, int] = {}      # reads in flight per chunkd
         self.failed_addrs: dict[str, float] = {}  # chunkd -> monotonic time of last failure
+        self.no_xattrs: dict[int, float] = {}     # ino -> until when it is known to have none
         self.writer = Writer(self)
 
     @classmethod
@@ -170,7 +171,14 @@ class Client:
         return await self.call(rpc_name, fields)
 
     def _overlay(self, attr: Attr) -> Attr:
-        """The size this client knows of: the master's plus unextended writes."""
+        """The size this client knows of: the master's plus unextended writes.
+        Also notes inodes without xattrs (``ls -l`` asks for ACLs on every file)."""
+        if attr.get("nxattr") == 0:
+            if len(self.no_xattrs) > 100_000:
+                self.no_xattrs.clear()
+            self.no_xattrs[attr["ino"]] = time.monotonic() + self.cfg.attr_timeout
+        else:
+            self.no_xattrs.pop(attr["ino"], None)
         st = self.inodes.get(attr["ino"])
         if st is not None and st.pending_end > attr["size"]:
             attr = dict(attr, size=st.pending_end)
@@ -226,17 +234,26 @@ class Client:
     async def readlink(self, ino: int, ctx: Ctx | None = None) -> bytes:
         return bytes((await self._ns("readlink", ctx, ino=ino))["target"])
 
+    def _known_without_xattrs(self, ino: int) -> bool:
+        return self.no_xattrs.get(ino, 0.0) > time.monotonic()
+
     async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0,
                        ctx: Ctx | None = None) -> None:
+        self.no_xattrs.pop(ino, None)
         await self._ns("setxattr", ctx, ino=ino, name=name, value=value, flags=flags)
 
     async def getxattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> bytes:
+        if self._known_without_xattrs(ino):
+            raise GFSError("ENODATA", "no such attribute")
         return bytes((await self._ns("getxattr", ctx, ino=ino, name=name))["value"])
 
     async def listxattr(self, ino: int, ctx: Ctx | None = None) -> list[bytes]:
+        if self._known_without_xattrs(ino):
+            return []
         return [bytes(n) for n in (await self._ns("listxattr", ctx, ino=ino))["names"]]
 
     async def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
+        self.no_xattrs.pop(ino, None)
         await self._ns("removexattr", ctx, ino=ino, name=name)
 
     async def statfs(self) -> dict[str, Any]:

@@ -17,7 +17,9 @@ Shared shapes
     {"ino": int, "mode": int (st_mode, type bits included), "nlink": int,
      "uid": int, "gid": int, "size": int, "atime_ns": int, "mtime_ns": int,
      "ctime_ns": int, "goal": int (replication goal), "rdev": int,
-     "blocks": int (512-byte blocks charged, sum of chunk bytes / 512)}
+     "blocks": int (512-byte blocks charged, sum of chunk bytes / 512),
+     "nxattr": int (how many xattrs the inode has; 0 lets a client answer
+               getxattr/listxattr itself until its attributes expire)}
 
 ``Replica``::  {"id": str (chunkd id), "addr": str ("http://host:port")}
 
@@ -72,6 +74,38 @@ calls ``set_version`` on every replica before replying.
 
 ``extend {ino, size, mtime_ns}`` -> Attr: after data was committed, sets the
 file size to ``max(size, current)`` and mtime/ctime.
+
+client -> master  (admin; used by the ``gfs`` CLI, :mod:`gfsfs.cli`)
+-------------------------------------------------------------------
+``setgoal {ino, goal, [recursive: bool], [ctx]}`` -> ``{"ino", "goal", "inodes":
+int (inodes visited), "changed": int (inodes whose goal changed)}``: set the
+replication goal (1..16; EINVAL otherwise) of ``ino`` and, with ``recursive``,
+of every inode below it. Directories hand their goal to new children. A logged
+mutation (op ``setgoal``), so it survives a restart. With a non-root ``ctx`` the
+caller must own every inode it changes (EPERM). Only metadata changes here:
+re-replication (or trimming) follows from the new goal.
+
+``fileinfo {ino}`` -> ``{"attr": Attr, "chunk_size": int, "in_trash": bool
+(unlinked, waiting to be purged), "chunks": [{"index",
+"handle", "version", "refcount", "replicas": [{"id", "addr", "rack"}],
+"primary": Replica | None, "lease_expires_ns": int | None}]}``: every chunk of a
+regular file (``chunks`` is empty for other inodes), in index order. Replicas are
+the live chunkds holding the current version; ``primary`` is the holder of an
+unexpired lease, if any.
+
+``cluster_status {}`` -> ``{"chunk_size", "inodes", "files" (regular files with a
+name), "trash_files", "dirs", "chunks",
+"under_goal", "lost", "over_goal", "leases", "chunkds_alive", "chunkds_dead",
+"total_bytes", "free_bytes", "used_bytes", "chunkds" (live), "default_goal",
+"last_seq", "checkpoint_seq", "servers": [{"id", "addr", "rack", "alive",
+"capacity_bytes", "used_bytes", "free_bytes", "chunks", "last_heartbeat_age"
+(seconds)}]}``. A chunk's goal is the largest goal of the files referencing it;
+``under_goal`` counts chunks with fewer live replicas than that (``lost``, a
+subset, those with none). ``GET /status`` is unchanged (the web/metrics view).
+
+``checkpoint {}`` -> ``{"seq": int}``: write a checkpoint now (the op log up to
+``seq`` is folded into it). ``dump_metadata {}`` -> the namespace as JSON-able
+data (names decoded as UTF-8 with backslash escapes), for people to read.
 
 chunkd -> master
 ----------------

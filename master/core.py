@@ -250,6 +250,72 @@ class Master:
             if self.registry.servers[cid].alive:
                 self.registry.set_locations(handle, [cid])
 
+    # ------------------------------------------------------------ admin
+
+    async def setgoal(self, ino: int, goal: int, recursive: bool,
+                      ctx: Ctx | None = None) -> dict[str, Any]:
+        """Set the replication goal (a logged mutation); how many inodes changed."""
+        inode = self.ns.get(ino)
+        targets = self.ns.subtree(ino) if recursive else [inode]
+        changed = sum(1 for t in targets if t.goal != goal)
+        # no await between counting and applying (mutate applies synchronously)
+        await self.mutate({"op": "setgoal", "ino": ino, "goal": goal,
+                           "recursive": recursive, "now": time.time_ns()}, ctx)
+        return {"ino": ino, "goal": goal, "inodes": len(targets), "changed": changed}
+
+    def fileinfo(self, ino: int) -> dict[str, Any]:
+        """An inode's attributes and, for a regular file, every chunk with its
+        version, live replicas and current lease."""
+        inode = self.ns.get(ino)
+        now = time.time_ns()
+        reg = self.registry
+        out = []
+        for index, handle in sorted((inode.chunks or {}).items()):
+            version, refs = self.ns.chunks[handle]
+            lease = reg.valid_lease(handle, now)
+            out.append({
+                "index": index, "handle": handle, "version": version, "refcount": refs,
+                "replicas": [{"id": s.id, "addr": s.addr, "rack": s.rack}
+                             for s in reg.replicas(handle)],
+                "primary": None if lease is None else reg.servers[lease.primary].replica(),
+                "lease_expires_ns": None if lease is None else lease.expires_ns})
+        return {"attr": self.ns.attr(inode), "chunk_size": self.ns.chunk_size,
+                "in_trash": ino in self.ns.trash, "chunks": out}
+
+    def chunk_goals(self) -> dict[int, int]:
+        """handle -> the largest goal among the files referencing it."""
+        goals: dict[int, int] = {}
+        for inode in self.ns.inodes.values():
+            for handle in (inode.chunks or {}).values():
+                if goals.get(handle, 0) < inode.goal:
+                    goals[handle] = inode.goal
+        return goals
+
+    def cluster_status(self) -> dict[str, Any]:
+        ns, reg = self.ns, self.registry
+        under = lost = over = 0
+        for handle, goal in self.chunk_goals().items():
+            live = len(reg.replicas(handle))
+            if live == 0:
+                lost += 1
+            if live < goal:
+                under += 1
+            elif live > goal:
+                over += 1
+        servers = reg.status()
+        alive = sum(1 for s in servers if s["alive"])
+        return {"chunk_size": ns.chunk_size, "inodes": len(ns.inodes),
+                "files": sum(1 for i in ns.inodes.values()
+                             if i.chunks is not None and i.ino not in ns.trash),
+                "trash_files": len(ns.trash),
+                "dirs": sum(1 for i in ns.inodes.values() if i.dir is not None),
+                "chunks": len(ns.chunks), "under_goal": under, "lost": lost,
+                "over_goal": over, "leases": len(reg.leases),
+                "chunkds_alive": alive, "chunkds_dead": len(servers) - alive,
+                **reg.totals(), "default_goal": self.cfg.replication_factor,
+                "last_seq": self.oplog.last_seq, "checkpoint_seq": self.oplog.checkpoint_seq,
+                "servers": servers}
+
     # ------------------------------------------------------------ reports
 
     def statfs(self) -> dict[str, Any]:

@@ -173,7 +173,7 @@ class Namespace:
         return {"ino": inode.ino, "mode": inode.mode, "nlink": inode.nlink, "uid": inode.uid,
                 "gid": inode.gid, "size": inode.size, "atime_ns": inode.atime_ns,
                 "mtime_ns": inode.mtime_ns, "ctime_ns": inode.ctime_ns, "goal": inode.goal,
-                "rdev": inode.rdev, "blocks": self.blocks(inode)}
+                "rdev": inode.rdev, "blocks": self.blocks(inode), "nxattr": len(inode.xattrs)}
 
     def blocks(self, inode: Inode) -> int:
         if not inode.chunks:

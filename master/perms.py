@@ -88,6 +88,12 @@ def authorize(ns: Namespace, rec: Record, ctx: Ctx | None) -> Record:
         _rename(ns, rec, ctx)
     elif op == "setattr":
         return _setattr(ns, rec, ctx)
+    elif op == "setgoal":
+        inode = ns.inodes.get(rec["ino"])
+        if inode is not None:
+            targets = ns.subtree(inode.ino) if rec.get("recursive") else [inode]
+            if not all(is_owner(t, ctx) for t in targets):
+                raise GFSError("EPERM", "only the owner (or root) may change the goal")
     else:
         raise GFSError("EPERM", f"{op} is not for clients")
     return rec

@@ -15,6 +15,7 @@ from gfsfs.rpc import App, Request, Response, need, opt
 
 from . import image
 from .core import Master
+from .namespace import MAX_GOAL
 from .perms import R, X, Ctx, require, xattr_access
 
 Req = dict[str, Any]
@@ -219,6 +220,19 @@ class Handlers:
     async def dump_metadata(self, req: Req) -> Req:
         return image.to_json(self.m.ns)
 
+    async def setgoal(self, req: Req) -> Req:
+        goal = need(req, "goal", int)
+        if not 1 <= goal <= MAX_GOAL:
+            raise GFSError("EINVAL", f"goal must be 1..{MAX_GOAL}, got {goal}")
+        return await self.m.setgoal(need(req, "ino", int), goal,
+                                    opt(req, "recursive", bool, False), _ctx(req))
+
+    async def fileinfo(self, req: Req) -> Req:
+        return self.m.fileinfo(need(req, "ino", int))
+
+    async def cluster_status(self, req: Req) -> Req:
+        return self.m.cluster_status()
+
     async def status(self, req: Request) -> Response:
         return Response.msgpack(self.m.status())
 
@@ -226,7 +240,8 @@ class Handlers:
 RPCS = ("lookup", "getattr", "setattr", "create", "mkdir", "symlink", "link", "unlink",
         "rmdir", "rename", "readdir", "readlink", "setxattr", "getxattr", "listxattr",
         "removexattr", "statfs", "chunks", "lease", "extend", "register", "heartbeat",
-        "report_chunks", "checkpoint", "dump_metadata")
+        "report_chunks", "checkpoint", "dump_metadata", "setgoal", "fileinfo",
+        "cluster_status")
 
 
 def build_app(master: Master) -> App:
