@@ -94,6 +94,7 @@ class ChunkStore(ABC):
         self.reserve_bytes = reserve_bytes
         self._chunks: dict[int, ChunkInfo] = {}
         self._locks: dict[int, trio.Lock] = {}
+        self.fsyncs = 0           # chunk fsync(2)s done (for /status and tests)
 
     # ------------------------------------------------------------ queries
 
@@ -172,6 +173,7 @@ class ChunkStore(ABC):
         async with self._lock(handle):
             self._info(handle)
             await self._io(self._sync_files, handle)
+            self.fsyncs += 1
 
     async def delete(self, handle: int) -> bool:
         """Remove the chunk; False when it did not exist."""

@@ -190,3 +190,41 @@ def test_every_command_has_help() -> None:
         r = subprocess.run([sys.executable] + argv + ["--help"], cwd=ROOT, capture_output=True,
                            text=True, timeout=30)
         assert r.returncode == 0 and "usage" in r.stdout.lower()
+
+
+def _fsyncs(url: str) -> int:
+    r = httpx.get(f"{url}/status")
+    return int(msgpack.unpackb(r.content, raw=False)["fsyncs"])
+
+
+@needs_fuse
+def test_fsync_reaches_every_replica(cluster: Cluster, tmp_path: Path) -> None:
+    m = mount(cluster, tmp_path / "m")
+    try:
+        path = m.mountpoint / "f"
+        with open(path, "wb") as f:
+            f.write(os.urandom(100_000))
+            f.flush()
+            before = [_fsyncs(s.url) for s in cluster.servers]
+            os.fsync(f.fileno())
+            after = [_fsyncs(s.url) for s in cluster.servers]
+        assert all(a > b for a, b in zip(after, before)), (before, after)
+        # a close without fsync does not force the disks
+        with open(path, "r+b") as f:
+            f.write(b"x")
+        assert [_fsyncs(s.url) for s in cluster.servers] == after
+    finally:
+        m.stop()
+
+
+@needs_fuse
+def test_logs_are_named_by_component_and_day(cluster: Cluster, tmp_path: Path) -> None:
+    m = mount(cluster, tmp_path / "m")
+    try:
+        (m.mountpoint / "x").write_text("x")
+    finally:
+        m.stop()
+    day = time.strftime("%Y-%m-%d")
+    for component in ("master", "chunk_server", "client"):
+        log = cluster.logs / f"{component}_{day}.log"
+        assert log.exists() and log.stat().st_size > 0, log

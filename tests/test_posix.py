@@ -268,3 +268,12 @@ def test_open_file_survives_unlink(mnt: Path) -> None:
         f.seek(0)
         assert f.read() == b"before after unlink"
         assert os.fstat(f.fileno()).st_nlink == 0
+
+
+@pytest.mark.slow
+def test_cp_one_gib(mnt: Path, tmp_path: Path) -> None:
+    src = tmp_path / "big"
+    write_random(src, 1 << 30)
+    sh(f"cp {src} {mnt}/big && cp {mnt}/big {tmp_path}/back")
+    assert sha(src) == sha(mnt / "big") == sha(tmp_path / "back")
+    (mnt / "big").unlink()
