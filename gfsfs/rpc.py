@@ -98,6 +98,17 @@ class Request:
             if body:
                 yield body
 
+    async def drain(self, limit: int) -> None:
+        """Read and drop up to ``limit`` more body bytes, so that an error reply
+        reaches a client that is still sending (instead of a reset)."""
+        seen = 0
+        while not self._done and seen < limit:
+            msg = await self._receive()
+            if msg["type"] == "http.disconnect":
+                return
+            seen += len(msg.get("body", b""))
+            self._done = not msg.get("more_body", False)
+
     async def body(self) -> bytes:
         parts = [p async for p in self.stream()]
         return b"".join(parts)
@@ -178,6 +189,9 @@ class App:
         except GFSError as exc:
             if exc.code == "INTERNAL":
                 log.error("%s %s: %s", req.method, req.path, exc)
+            if exc.code == "TOOBIG":
+                with trio.move_on_after(10):
+                    await req.drain(4 * req.max_body)
             return route_name, Response.msgpack(exc.to_wire(), exc.status)
         except Exception as exc:  # the one catch-all: log, answer 500, keep serving
             log.exception("%s %s failed", req.method, req.path)
@@ -244,6 +258,8 @@ async def serve_forever(app: App, host: str, port: int, shutdown: trio.Event, *,
     cfg.keep_alive_timeout = 75
     cfg.graceful_timeout = 2
     cfg.backlog = 1024
+    cfg.h11_max_incomplete_size = 1 << 20
+    tune_io_sizes()
 
     async def started(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         await hserve(app, cfg, shutdown_trigger=shutdown.wait, task_status=task_status)
@@ -254,6 +270,20 @@ async def serve_forever(app: App, host: str, port: int, shutdown: trio.Event, *,
         task_status.started(bound_port)
 
 
+def tune_io_sizes(size: int = 1 << 20) -> None:
+    """Read sockets in pieces of ``size`` instead of 64 KiB: hypercorn and
+    httpcore keep their read size in module/class constants, and chunk data
+    moves several times faster through Python in 1 MiB pieces than in 64 KiB
+    ones (fewer h11 events, ASGI messages and trio checkpoints per byte)."""
+    import httpcore._async.http11 as http11
+    import hypercorn.trio.tcp_server as tcp_server
+
+    if hasattr(tcp_server, "MAX_RECV"):
+        tcp_server.MAX_RECV = size
+    if hasattr(http11.AsyncHTTP11Connection, "READ_NUM_BYTES"):
+        http11.AsyncHTTP11Connection.READ_NUM_BYTES = size
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -261,6 +291,7 @@ def _bracket(host: str) -> str:
 # ---------------------------------------------------------------- client side
 
 def make_http(timeout: float = 30.0, connections: int = 64) -> httpx.AsyncClient:
+    tune_io_sizes()
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
                           keepalive_expiry=60)
     return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits)
