@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test bootstrap bench clean-data
+.PHONY: run test bootstrap bench clean-data install-helper uninstall-helper install-systemd
 
 bootstrap:
 	@bash .ci/bootstrap
@@ -20,3 +20,19 @@ bench: bootstrap
 clean-data:
 	@if grep -q " $(CURDIR)/mnt " /proc/mounts; then echo "unmount ./mnt first (stop make run)"; exit 1; fi
 	rm -rf data/master data/chunks
+
+# mount(8) helper: afterwards `mount -t fuse.gfsfs URL DIR` and fstab lines of type
+# fuse.gfsfs work (see docs/operations.md). As root.
+install-helper: bootstrap
+	ln -sfn $(CURDIR)/.venv/bin/mount.fuse.gfsfs /sbin/mount.fuse.gfsfs
+
+uninstall-helper:
+	@if [ "$$(readlink /sbin/mount.fuse.gfsfs)" = "$(CURDIR)/.venv/bin/mount.fuse.gfsfs" ]; then \
+		rm -f /sbin/mount.fuse.gfsfs; else echo "/sbin/mount.fuse.gfsfs is not ours; left alone"; fi
+
+# systemd units into /etc/systemd/system (edit the paths in them first if gfsfs
+# does not live in /opt/gfsfs; see docs/operations.md).
+install-systemd:
+	install -m 644 configs/systemd/gfs-master.service configs/systemd/gfs-chunkd@.service \
+		configs/systemd/mnt-gfs.mount /etc/systemd/system/
+	systemctl daemon-reload

@@ -76,7 +76,9 @@ def client_config(args: argparse.Namespace, opts: dict[str, str | None]) -> Clie
 
 def fuse_options(opts: dict[str, str | None]) -> set[str]:
     fuse_opts = set(pyfuse3.default_options)      # default_permissions
-    fuse_opts |= {"fsname=gfsfs", "subtype=gfsfs"}
+    fuse_opts.add("subtype=gfsfs")
+    if "fsname" not in opts:            # mount.fuse.gfsfs passes fsname=MASTER_URL
+        fuse_opts.add("fsname=gfsfs")
     if os.getuid() == 0 or "allow_other" in opts:
         fuse_opts.add("allow_other")
     for key, value in opts.items():

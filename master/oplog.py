@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -145,6 +146,8 @@ class OpLog:
         self.durable_seq = 0         # last record known to be on disk
         self.checkpoint_seq = 0      # the newest durable checkpoint
         self.fsyncs = 0
+        # called with the seconds each group-commit write + fsync took (metrics)
+        self.fsync_observers: list[Callable[[float], None]] = []
         self._buf: list[bytes] = []
         self._fd = -1
         self._log_start = 0
@@ -231,6 +234,7 @@ class OpLog:
         self._buf = []
         if data:
             with trio.CancelScope(shield=True):
+                started = time.monotonic()
                 try:
                     await trio.to_thread.run_sync(_write_all, self._fd, data)
                 except OSError as exc:
@@ -238,6 +242,8 @@ class OpLog:
                     log.critical("op log write failed: %s; refusing all mutations", exc)
                     raise GFSError("EIO", f"op log write failed: {exc}") from None
             self.fsyncs += 1
+            for observe in self.fsync_observers:
+                observe(time.monotonic() - started)
         self.durable_seq = upto
 
     # ------------------------------------------------------------ checkpoints
