@@ -57,6 +57,10 @@ class ChunkRegistry:
         self.locations: dict[int, set[str]] = {}
         self.leases: dict[int, Lease] = {}
         self.pending_delete: dict[str, set[int]] = {}
+        # for fsck: replicas found stale (handle -> id -> (version, when)) or
+        # reported corrupt (handle -> id -> when), forgotten after a while
+        self.stale_seen: dict[int, dict[str, tuple[int, float]]] = {}
+        self.corrupt_seen: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------ membership
 
@@ -82,8 +86,15 @@ class ChunkRegistry:
         delete, newer = [], []
         for handle, version in chunks:
             entry = versions.get(handle)
+            if entry is not None and version < entry[0] and handle in srv.handles:
+                # an old report (e.g. "created at v1") overtaken by a version
+                # change this chunkd already took (set_version succeeded there,
+                # which is how it is a known holder): not a stale replica
+                continue
             if entry is None or version < entry[0]:
                 delete.append(handle)       # garbage, or a stale replica
+                if entry is not None:
+                    self.stale_seen.setdefault(handle, {})[srv.id] = (version, self.clock())
                 self.drop_location(handle, srv.id)
                 continue
             if version > entry[0]:
@@ -155,6 +166,21 @@ class ChunkRegistry:
                 srv = self.servers.get(cid)
                 if srv is not None:
                     srv.handles.discard(handle)
+
+    def note_corrupt(self, handle: int, cid: str) -> None:
+        self.corrupt_seen.setdefault(handle, {})[cid] = self.clock()
+
+    def prune_events(self, existing: set[int], ttl: float) -> None:
+        """Forget stale/corrupt sightings older than ``ttl`` or of deleted chunks."""
+        limit = self.clock() - ttl
+        for table in (self.stale_seen, self.corrupt_seen):
+            for handle in list(table):
+                seen = table[handle]
+                for cid in [c for c, v in seen.items()
+                            if (v[1] if isinstance(v, tuple) else v) < limit]:
+                    del seen[cid]
+                if not seen or handle not in existing:
+                    del table[handle]
 
     # ------------------------------------------------------------ queries
 
