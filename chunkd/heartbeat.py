@@ -34,6 +34,7 @@ class ChunkReports:
         self.removed: set[int] = set()
         self.corrupt: set[int] = set()
         self.urgent = trio.Event()
+        self.corrupt_found = 0      # checksum mismatches found, ever (for /metrics)
 
     def add(self, handle: int, version: int) -> None:
         self.added[handle] = version
@@ -47,6 +48,7 @@ class ChunkReports:
         """A bad replica: told to the master at once (it re-replicates)."""
         self.added.pop(handle, None)
         self.corrupt.add(handle)
+        self.corrupt_found += 1
         self.urgent.set()
 
     def pending(self) -> bool:

@@ -29,6 +29,7 @@ from gfsfs.config import ChunkServerConfig, ConfigError, add_arguments, from_arg
 from gfsfs.rpc import make_http, serve_forever
 
 from .heartbeat import ChunkReports, Heartbeat
+from .scrub import Scrubber
 from .server import ChunkServer
 from .diskstore import DiskChunkStore
 
@@ -139,6 +140,8 @@ async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int) -> 
                                       interval=cfg.heartbeat_interval, reports=reports)
                 async with trio.open_nursery() as background:
                     background.start_soon(heartbeat.run_forever)
+                    background.start_soon(Scrubber(store, server._corrupt,
+                                                   cfg.scrub_bytes_per_sec).run_forever)
                     async for signum in signals:
                         log.info("chunkd %s: signal %d, stopping", sid, signum)
                         break

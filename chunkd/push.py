@@ -56,6 +56,7 @@ class PushBuffers:
         self.ttl = ttl
         self.max_bytes = max_bytes
         self.bytes = 0
+        self.received_bytes = 0     # all pushed bytes ever put here (for /metrics)
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -64,6 +65,7 @@ class PushBuffers:
     def put(self, data_id: str, data: bytes) -> None:
         self.expire()
         self._drop(data_id)
+        self.received_bytes += len(data)
         self._items[data_id] = (time.monotonic() + self.ttl, data)
         self.bytes += len(data)
         while self.bytes > self.max_bytes and len(self._items) > 1:

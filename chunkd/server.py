@@ -4,7 +4,8 @@ Routes (messages as in :mod:`gfsfs.protocol`):
 
 - ``PUT /data/<data_id>``: push, buffered and forwarded down ``X-GFS-Chain``.
 - ``POST /rpc/commit`` (primary), ``/rpc/apply`` (secondary), ``/rpc/truncate``,
-  ``/rpc/sync``, ``/rpc/set_version``, ``/rpc/delete``.
+  ``/rpc/sync``, ``/rpc/set_version``, ``/rpc/delete``; ``/rpc/append`` (record
+  append at the primary, which picks the offset).
 - ``GET /chunk/<handle>?offset=&length=&version=``: verified raw bytes.
 - ``GET /status``: a msgpack summary.
 
@@ -28,12 +29,14 @@ import trio
 
 from gfsfs.config import ChunkServerConfig
 from gfsfs.errors import GFSError
-from gfsfs.protocol import CHAIN_HEADER, PROTOCOL_VERSION
+from gfsfs.protocol import BLOCK_SIZE, CHAIN_HEADER, PROTOCOL_VERSION
 from gfsfs.rpc import OCTETS, App, Request, Response, call, need, opt
 
+from . import metrics as chunkd_metrics
 from .heartbeat import ChunkReports
+from .replicate import replicate
 from .push import PushBuffers, check_addr, check_data_id, parse_chain, receive_and_forward
-from .store import ChunkStore, check_handle, check_version
+from .store import MAX_CHUNK_BYTES, ChunkStore, check_handle, check_version
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +46,32 @@ READ_PIECE = 4 << 20                  # reads up to this are answered from memor
 
 @dataclass(frozen=True)
 class Mutation:
-    """The fields of a commit/apply."""
+    """The fields of a commit/apply. ``inline``: the bytes themselves, sent in
+    the message instead of pushed under ``data_id`` (small record appends)."""
     handle: int
     version: int
     offset: int
     data_id: str
     sync: bool
+    inline: bytes | None = None
 
     @classmethod
     def parse(cls, req: dict[str, Any]) -> Mutation:
         offset = need(req, "offset", int)
         if offset < 0:
             raise GFSError("BADREQ", f"negative offset {offset}")
+        inline = opt(req, "data", bytes)
+        data_id = "" if inline is not None else check_data_id(need(req, "data_id", str))
         return cls(check_handle(need(req, "handle", int)), check_version(need(req, "version", int)),
-                   offset, check_data_id(need(req, "data_id", str)), opt(req, "sync", bool, False))
+                   offset, data_id, opt(req, "sync", bool, False), inline)
 
     def wire(self) -> dict[str, Any]:
-        return {"handle": self.handle, "version": self.version, "offset": self.offset,
-                "data_id": self.data_id, "sync": self.sync}
+        out = {"handle": self.handle, "version": self.version, "offset": self.offset,
+               "data_id": self.data_id, "sync": self.sync}
+        if self.inline is not None:
+            out["data"] = self.inline
+            del out["data_id"]
+        return out
 
 
 class ChunkServer:
@@ -81,8 +92,11 @@ class ChunkServer:
         self.app.route("PUT", "/data/", self.push)
         self.app.route("GET", "/chunk/", self.read)
         self.app.route("GET", "/status", self.status)
+        chunkd_metrics.install(self)            # GET /metrics (Prometheus)
         for name in ("commit", "apply", "truncate", "sync", "set_version", "delete"):
             self.app.rpc(name, getattr(self, "rpc_" + name))
+        self.app.rpc("append", self.rpc_append)
+        self.app.rpc("replicate", self.rpc_replicate)
 
     # ------------------------------------------------------------ data plane
 
@@ -168,9 +182,53 @@ class ChunkServer:
         self.buffers.discard(m.data_id)
         return {"length": len(data)}
 
+    async def rpc_append(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Record append (GFS §3.3) at the primary: under the chunk's order lock
+        the offset is this replica's chunk length (at least ``min_offset``); a
+        record that does not fit pads the chunk to ``chunk_size`` on every
+        replica and answers ``{"retry": "next_chunk"}``; otherwise the record
+        is applied here and then at that offset on every secondary."""
+        handle = check_handle(need(req, "handle", int))
+        version = check_version(need(req, "version", int))
+        inline = opt(req, "data", bytes)
+        data_id = "" if inline is not None else check_data_id(need(req, "data_id", str))
+        chunk_size = need(req, "chunk_size", int)
+        if not 0 < chunk_size <= MAX_CHUNK_BYTES or chunk_size % BLOCK_SIZE:
+            raise GFSError("BADREQ", f"bad chunk_size {chunk_size}")
+        min_offset = min(max(0, opt(req, "min_offset", int, 0)), chunk_size)
+        sync = opt(req, "sync", bool, False)
+        secondaries = _addrs(opt(req, "secondaries", list, []))
+        data = inline if inline is not None else self.buffers.get(data_id)
+        if not 0 < len(data) <= chunk_size // 4:
+            raise GFSError("EINVAL", f"a record is 1 to {chunk_size // 4} bytes, not {len(data)}")
+        async with self._order_lock(handle):
+            have = self.store.version(handle)
+            if have is None:
+                raise GFSError("NOCHUNK", f"no chunk {handle:016x}")
+            if have != version:
+                raise GFSError("STALE", f"chunk {handle:016x} is at version {have}, not {version}")
+            length = self.store.length(handle) or 0
+            offset = max(length, min_offset)
+            if offset + len(data) > chunk_size:
+                padded = max(0, chunk_size - length)
+                if padded:
+                    await self._guard(handle, self.store.truncate(
+                        handle, chunk_size, expect_version=version))
+                # the secondaries too, even when this replica was full already
+                # (a secondary may have missed an earlier padding)
+                await self._fan_out(secondaries, "truncate", {
+                    "handle": handle, "version": version, "length": chunk_size})
+                return {"retry": "next_chunk", "padded": padded}
+            m = Mutation(handle, version, offset, data_id, sync, inline)
+            await self._apply(m, data)
+            await self._fan_out(secondaries, "apply", m.wire())
+        if inline is None:
+            self.buffers.discard(data_id)
+        return {"offset": offset, "length": len(data)}
+
     async def rpc_apply(self, req: dict[str, Any]) -> dict[str, Any]:
         m = Mutation.parse(req)
-        data = self.buffers.get(m.data_id)
+        data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
         async with self._order_lock(m.handle):
             await self._apply(m, data)
         return {"length": len(data)}
@@ -200,6 +258,10 @@ class ChunkServer:
         else:
             await self.store.set_version(handle, version)
         return {}
+
+    async def rpc_replicate(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Fetch a chunk from another chunkd (master -> target; see chunkd.replicate)."""
+        return await replicate(self, req)
 
     async def rpc_delete(self, req: dict[str, Any]) -> dict[str, Any]:
         for h in _handles(need(req, "handles", list)):

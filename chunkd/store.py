@@ -95,6 +95,8 @@ class ChunkStore(ABC):
         self._chunks: dict[int, ChunkInfo] = {}
         self._locks: dict[int, trio.Lock] = {}
         self.fsyncs = 0           # chunk fsync(2)s done (for /status and tests)
+        self.bytes_read = 0       # chunk bytes returned by read (for /metrics)
+        self.bytes_written = 0    # chunk bytes stored by write (for /metrics)
 
     # ------------------------------------------------------------ queries
 
@@ -153,6 +155,7 @@ class ChunkStore(ABC):
             info = self._info(handle, expect_version)
             if data:
                 await self._io(self._write_blocks, handle, info, offset, data)
+                self.bytes_written += len(data)
 
     async def truncate(self, handle: int, length: int,
                        expect_version: int | None = None) -> None:
@@ -167,7 +170,9 @@ class ChunkStore(ABC):
         _check_range(offset, length)
         async with self._lock(handle):
             info = self._info(handle)
-            return await self._io(self._read_blocks, handle, info, offset, length)
+            data = await self._io(self._read_blocks, handle, info, offset, length)
+            self.bytes_read += len(data)
+            return data
 
     async def sync(self, handle: int) -> None:
         async with self._lock(handle):

@@ -10,6 +10,8 @@ the config file) with the msgpack RPCs of :mod:`gfsfs.protocol`::
     gfs fileinfo PATH               every chunk: handle, version, replicas, lease
     gfs setgoal [-r] N PATH         replication goal (recursively with -r)
     gfs chunkd list                 the chunk servers
+    gfs fsck                        lost / under-goal / over-goal / stale / corrupt
+                                    chunks and their files (exit 1 if any is lost)
     gfs checkpoint                  write a master checkpoint now
     gfs dump-metadata --json        the whole namespace as JSON
 
@@ -418,6 +420,36 @@ async def cmd_chunkd_list(m: Master, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_fsck(m: Master, args: argparse.Namespace) -> int:
+    report = await m.call("fsck")
+    problems = report["problems"]
+
+    def text() -> str:
+        lines = [f"{report['chunks']} chunks: {report['healthy']} healthy, "
+                 f"{report['under_goal']} under goal, {report['lost']} lost, "
+                 f"{report['over_goal']} over goal, {report['stale']} with stale replicas, "
+                 f"{report['corrupt']} with corrupt replicas; chunkds "
+                 f"{report['chunkds_alive']} live, {report['chunkds_dead']} dead"]
+        if problems:
+            rows = []
+            for p in problems:
+                files = ", ".join(
+                    f"{f['path'] or 'ino ' + str(f['ino'])}[{f['index']}]"
+                    + (" (trash)" if f.get("in_trash") else "") for f in p["files"])
+                seen = [f"stale@{s['id']}(v{s['version']})" for s in p["stale"]]
+                seen += [f"corrupt@{c['id']}" for c in p["corrupt"]]
+                rows.append([",".join(s.upper() for s in p["states"]), p["handle"],
+                             p["version"], f"{p['live']}/{p['goal']}",
+                             ",".join(p["replicas"]) or "-", " ".join(seen) or "-", files])
+            lines.append(table(["STATE", "HANDLE", "VERSION", "LIVE/GOAL", "REPLICAS",
+                                "SEEN", "FILES"], rows, {1, 2, 3}))
+        lines.append("status: " + ("LOST CHUNKS" if report["lost"] else
+                                   "DEGRADED" if problems else "HEALTHY"))
+        return "\n".join(lines)
+    emit(args, report, text)
+    return 1 if report["lost"] else 0
+
+
 async def cmd_checkpoint(m: Master, args: argparse.Namespace) -> int:
     reply = await m.call("checkpoint")
     emit(args, reply, lambda: f"checkpoint written at op log seq {reply['seq']}")
@@ -486,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     p = add("chunkd", cmd_chunkd_list, "chunk servers (gfs chunkd list)")
     p.add_argument("action", choices=["list"], nargs="?", default="list")
+    add("fsck", cmd_fsck, "chunks lost, under or over goal, with stale or corrupt "
+        "replicas, and their files (exit 1 if any chunk is lost)")
     add("checkpoint", cmd_checkpoint, "write a master checkpoint now")
     add("dump-metadata", cmd_dump_metadata, "the whole namespace as JSON")
     return parser

@@ -14,7 +14,8 @@ they expire; both are dropped on STALE/NOCHUNK or any replica failure.
 Attributes are cached by the kernel (attr_timeout), not here.
 
 Reads see this client's own buffered writes: a read first flushes the inode.
-The write half (buffering, push, commit, extend) is :mod:`gfsfs.client_write`.
+The write half (buffering, push, commit, extend) is :mod:`gfsfs.client_write`;
+record append (O_APPEND) is :mod:`gfsfs.client_append`.
 
 Concurrency: all state is touched from one trio thread; an ``InodeState`` is
 changed only between awaits, so no lock guards it. Background work (read-ahead
@@ -44,7 +45,7 @@ Attr = dict[str, Any]
 
 # Master RPCs that change nothing: safe to retry when the master is unreachable.
 IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
-                        "listxattr", "statfs", "chunks", "lease", "extend"})
+                        "listxattr", "statfs", "chunks", "lease", "append_lease", "extend"})
 # Chunkd/master failures worth another try (elsewhere, or with fresh locations).
 RETRYABLE = frozenset({"STALE", "NOCHUNK", "UNAVAILABLE", "CORRUPT", "INTERNAL",
                        "EIO", "EAGAIN", "TOOBIG"})
@@ -108,6 +109,7 @@ def _replica(raw: dict[str, Any]) -> Replica:
 class Client:
     def __init__(self, cfg: ClientConfig, http: httpx.AsyncClient,
                  nursery: trio.Nursery) -> None:
+        from .client_append import Appender
         from .client_write import Writer
         self.cfg = cfg
         self.master = cfg.master_url.rstrip("/")
@@ -119,6 +121,7 @@ class Client:
         self.failed_addrs: dict[str, float] = {}  # chunkd -> monotonic time of last failure
         self.no_xattrs: dict[int, float] = {}     # ino -> until when it is known to have none
         self.writer = Writer(self)
+        self.appender = Appender(self)
 
     @classmethod
     @asynccontextmanager
@@ -150,6 +153,7 @@ class Client:
         st = self.inodes.get(ino)
         if st is not None and not st.busy():
             del self.inodes[ino]
+            self.appender.forget(ino)
 
     # ------------------------------------------------------------ master RPCs
 
@@ -314,6 +318,7 @@ class Client:
         """Close-to-open: forget the cached size and holes of ``ino`` (another
         client may have grown the file); known chunks stay cached."""
         st = self.state(ino)
+        self.appender.targets.pop(ino, None)     # the last chunk may have moved on
         if not (st.wbuf or st.inflight):
             st.size = -1
             st.locs = {i: v for i, v in st.locs.items() if v[0] is not None}
@@ -424,11 +429,25 @@ class Client:
     async def write(self, ino: int, offset: int, data: bytes) -> int:
         return await self.writer.write(ino, offset, data)
 
+    async def append(self, ino: int, data: bytes | bytearray | memoryview,
+                     sync: bool = False) -> int:
+        """Record append (GFS §3.3, :mod:`gfsfs.client_append`): ``data`` (1 to
+        chunk_size/4 bytes) lands whole, at least once, at the end of the file;
+        returns its file offset once committed on every replica. Other clients
+        see it once the size is extended (at the latest after :meth:`flush`)."""
+        return await self.appender.append(ino, data, sync)
+
+    async def max_record(self) -> int:
+        """The largest record :meth:`append` takes: chunk_size/4."""
+        return await self.appender.max_record()
+
     async def flush(self, ino: int) -> None:
         await self.writer.flush(ino, sync=False)
+        await self.appender.settle(ino)
 
     async def fsync(self, ino: int) -> None:
         await self.writer.flush(ino, sync=True)
+        await self.appender.settle(ino)
 
     async def flush_all(self) -> None:
         for ino in list(self.inodes):
@@ -438,4 +457,5 @@ class Client:
                 log.error("could not write back inode %d: %s", ino, exc)
 
     async def truncate(self, ino: int, size: int, ctx: Ctx | None = None, **changes: Any) -> Attr:
+        self.appender.forget(ino)
         return self._overlay(await self.writer.truncate(ino, size, ctx, **changes))

@@ -38,6 +38,8 @@ class MasterConfig:
     checkpoint_every: int = 50000      # op log records between automatic checkpoints
     trash_time: float = 86400.0        # seconds a deleted file waits in trash
     max_request_bytes: int = 16 * MIB  # largest msgpack request body accepted
+    replication_per_chunkd: int = 4    # concurrent re-replication copies per chunkd (source or target)
+    replication_max: int = 16          # concurrent re-replication copies in the whole cluster
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class ChunkServerConfig:
     capacity_bytes: int = 0            # advertised capacity; 0 = the disk's size
     reserve_bytes: int = 64 * MIB      # kept free on disk; beyond it writes get ENOSPC
     push_buffer_ttl: float = 120.0     # seconds pushed data waits for its commit
+    scrub_bytes_per_sec: int = 16 * MIB    # background checksum scrub rate; 0 = no scrubbing
 
 
 @dataclass(frozen=True)

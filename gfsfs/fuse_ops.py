@@ -313,11 +313,18 @@ class Operations(pyfuse3.Operations):
         self.files[fh] = self.client.open_file(ino, flags)
         return fh
 
+    @staticmethod
+    def _file_info(fh: int, flags: int) -> FileInfo:
+        """O_APPEND files bypass the page cache (direct_io): the kernel's
+        offsets of their writes are ignored (see :meth:`write`), so the pages
+        it would cache at those offsets could be wrong."""
+        return FileInfo(fh=fh, keep_cache=False, direct_io=bool(flags & os.O_APPEND))
+
     @errno_boundary
     async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
         if flags & os.O_ACCMODE != os.O_RDONLY:
             self._writable()
-        return FileInfo(fh=self._new_fh(inode, flags), keep_cache=False)
+        return self._file_info(self._new_fh(inode, flags), flags)
 
     @errno_boundary
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
@@ -328,14 +335,36 @@ class Operations(pyfuse3.Operations):
             attr = await self.client.create(parent_inode, name,
                                             stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
                                             ctx.uid, ctx.gid, 0, self.ctx(ctx))
-        except GFSError as exc:   # created meanwhile by someone else: open it
+        except GFSError as exc:
+            # Created meanwhile by someone else (another mount; the kernel's
+            # lookup said the name was free): without O_EXCL, open that file,
+            # as open(2) would have -- so racing O_CREAT opens all succeed.
             if exc.code != "EEXIST" or flags & os.O_EXCL:
                 raise
-            attr = await self.client.lookup(parent_inode, name, self.ctx(ctx))
-            if stat.S_ISDIR(attr["mode"]):
-                raise FUSEError(errno.EISDIR) from None
+            log.debug("create %r: made meanwhile elsewhere; opening it", name)
+            attr = await self._open_existing(parent_inode, name, flags, ctx)
         fh = self._new_fh(attr["ino"], flags)
-        return FileInfo(fh=fh, keep_cache=False), self.entry(attr)
+        return self._file_info(fh, flags), self.entry(attr)
+
+    async def _open_existing(self, parent_inode: int, name: bytes, flags: int,
+                             ctx: RequestContext) -> Attr:
+        """``create`` found ``name`` taken: check that the caller may open it as
+        ``flags`` asks (the kernel checked only the directory), honour O_TRUNC,
+        and return its attributes."""
+        attr = await self.client.lookup(parent_inode, name, self.ctx(ctx))
+        if stat.S_ISDIR(attr["mode"]):
+            raise FUSEError(errno.EISDIR)
+        if not stat.S_ISREG(attr["mode"]):
+            raise FUSEError(errno.EEXIST)     # a fifo or socket made by mknod: not ours to open
+        want = {os.O_RDONLY: os.R_OK, os.O_WRONLY: os.W_OK,
+                os.O_RDWR: os.R_OK | os.W_OK}.get(flags & os.O_ACCMODE, os.R_OK | os.W_OK)
+        if flags & os.O_TRUNC:
+            want |= os.W_OK
+        if not await self.access(attr["ino"], want, ctx):
+            raise FUSEError(errno.EACCES)
+        if flags & os.O_TRUNC and attr["size"]:
+            attr = await self.client.setattr(attr["ino"], self.ctx(ctx), size=0)
+        return attr
 
     @errno_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -347,7 +376,33 @@ class Operations(pyfuse3.Operations):
         self._writable()
         of = self._file(fh)
         log.debug("write inode %d off %d len %d", of.ino, off, len(buf))
+        if of.flags & os.O_APPEND:
+            return await self._append(of, buf)
         return await self.client.write(of.ino, off, buf)
+
+    async def _append(self, of: OpenFile, buf: bytes) -> int:
+        """A write to an O_APPEND file is a record append (GFS §3.3); the
+        kernel's offset (from its cached size) is ignored. One write request
+        is one record; a request over chunk_size/4 bytes becomes several
+        records of at most that size, appended in order (each whole, but other
+        writers' records may come between them). Acknowledged only once every
+        record is committed; a record that fails after earlier ones succeeded
+        makes a short write."""
+        if not buf:
+            return 0
+        limit = await self.client.max_record()
+        view = memoryview(buf)
+        done = 0
+        while done < len(buf):
+            piece = view[done:done + limit]
+            try:
+                await self.client.append(of.ino, piece)
+            except GFSError:
+                if done:
+                    return done
+                raise
+            done += len(piece)
+        return done
 
     @errno_boundary
     async def flush(self, fh: int) -> None:

@@ -72,6 +72,16 @@ with replicas placed on distinct chunkds by free space, if it did not exist)
 and its write lease. On a new grant the master raises the chunk's version and
 calls ``set_version`` on every replica before replying.
 
+``append_lease {ino, [index]}`` -> the ``lease`` reply plus ``"index"`` (the
+chunk's index), ``"chunk_size"`` and ``"min_offset"``: the lease of the chunk a
+record append goes to (GFS §3.3) -- the file's last chunk: the highest index in
+its chunk map, or the chunk the file size ends in if later, or ``index`` (sent
+by a client whose append got ``next_chunk`` at ``index - 1``) if later still;
+allocated (and leased) as ``lease`` does when missing. ``min_offset`` is where
+the file size ends inside that chunk (0 if before it, chunk_size if after): the
+primary appends no lower, so a record never lands inside a hole made by a
+growing truncate. No permission check (like ``lease``).
+
 ``extend {ino, size, mtime_ns}`` -> Attr: after data was committed, sets the
 file size to ``max(size, current)`` and mtime/ctime.
 
@@ -103,6 +113,17 @@ name), "trash_files", "dirs", "chunks",
 ``under_goal`` counts chunks with fewer live replicas than that (``lost``, a
 subset, those with none). ``GET /status`` is unchanged (the web/metrics view).
 
+``fsck {}`` -> ``{"chunks", "healthy", "lost", "under_goal", "over_goal", "stale",
+"corrupt" (counts of chunks), "chunkds_alive", "chunkds_dead", "problems":
+[{"handle", "version", "goal", "live" (live current replicas), "states": [one or
+more of "lost", "under_goal", "over_goal", "stale", "corrupt"], "trash_only":
+bool, "replicas": [chunkd id], "stale": [{"id", "version", "age" (seconds)}],
+"corrupt": [{"id", "age"}], "files": [{"ino", "index", "path": str | None (None:
+no name, e.g. in trash), "in_trash": bool}]}]}``: every chunk that is not
+healthy. ``stale``/``corrupt`` list replicas found stale at a chunkd's report or
+reported corrupt within the last hour (they were deleted when found; the chunk
+is re-replicated). ``gfs fsck`` exits 1 when ``lost`` > 0.
+
 ``checkpoint {}`` -> ``{"seq": int}``: write a checkpoint now (the op log up to
 ``seq`` is folded into it). ``dump_metadata {}`` -> the namespace as JSON-able
 data (names decoded as UTF-8 with backslash escapes), for people to read.
@@ -119,12 +140,27 @@ chunkd -> master
 
 ``report_chunks {id, added: [[handle, version]], removed: [handle],
 corrupt: [handle]}`` -> ``{"delete": [handle]}``: incremental changes.
+``corrupt`` replicas (found by a read or by the background scrubber at
+``[chunk_server] scrub_bytes_per_sec``) are already deleted by the chunkd; the
+master re-replicates the chunk. Replicas beyond a chunk's goal are removed
+through the ``delete`` list of ``heartbeat`` replies (fullest chunkd first).
 
 master -> chunkd
 ----------------
 ``set_version {handle, version, create: bool}`` -> ``{}``: record the chunk's new
 version (before a lease grant); ``create`` makes an empty chunk.
 ``delete {handles: [handle]}`` -> ``{}``.
+``replicate {handle, version, source: addr}`` -> ``{"handle", "version", "length"}``:
+re-replication (GFS §4.3). The target fetches the chunk from the chunkd at
+``source`` with ``GET /chunk/<handle>?offset&length&version`` (the source
+verifies the checksums), stores it under version 0 while copying (never current,
+so a crash leaves only a stale replica) and takes ``version`` once every byte is
+fsync'd; then it answers and reports the chunk as added. A stale copy already
+there is replaced; one at ``version`` or newer answers at once. EAGAIN while a
+copy of the same chunk is under way. The master records the location from the
+reply only if the chunk's version is still ``version``; before copying a chunk
+with a lease it revokes the lease and raises the version (``set_version``).
+Throttled by ``[master] replication_per_chunkd`` and ``replication_max``.
 
 client -> chunkd  (data plane)
 ------------------------------
@@ -143,8 +179,27 @@ and answers when all have applied. ``sync`` fsyncs every replica first.
 Errors: STALE when ``version`` differs from the replica's, NOCHUNK, ENOSPC,
 UNAVAILABLE (a secondary failed: the message names it).
 
+``POST /rpc/append {handle, version, chunk_size, min_offset, secondaries:
+[addr], data_id | data, [sync]}`` at the primary -> ``{"offset": int,
+"length": int}`` or ``{"retry": "next_chunk", "padded": int}``: record append
+(GFS §3.3). The record is the bytes pushed under ``data_id`` or, for small
+records, ``data`` (bin) in the message itself; 1 to ``chunk_size/4`` bytes
+(EINVAL otherwise). Under the chunk's order lock the primary takes offset =
+max(its chunk length, ``min_offset``). If the record does not fit below
+``chunk_size`` it pads its chunk with zeros to ``chunk_size`` and sends
+``truncate`` to ``chunk_size`` to every secondary (also when it was full
+already), and answers ``next_chunk`` (``padded``: bytes of padding it added):
+the client asks ``append_lease`` for ``index + 1``. Otherwise it applies the
+record at that offset and sends ``apply`` with the same offset (and ``data``
+inline when it got it inline) to every secondary; it answers when all have
+applied. Errors as for ``commit``; on UNAVAILABLE the record may be on the
+primary and some secondaries (the client's retry appends it again further on:
+a duplicate).
+
 ``POST /rpc/apply {handle, version, offset, data_id, [sync]}``: primary ->
-secondary, the same mutation in the primary's order.
+secondary, the same mutation in the primary's order. Instead of ``data_id`` it
+may carry ``data`` (bin): the bytes themselves (record appends of small
+records).
 
 ``POST /rpc/truncate {handle, version, length, secondaries: [addr]}`` at the
 primary -> ``{}``: cut the chunk to ``length`` bytes on every replica (forwarded

@@ -132,6 +132,25 @@ class Master:
                     await self._grant(handle)
             return self._lease_reply(handle)
 
+    async def append_lease(self, ino: int, min_index: int = 0) -> dict[str, Any]:
+        """The lease of the chunk a record append goes to (GFS §3.3): the last
+        chunk of the file -- the highest index in its chunk map, or the chunk
+        the file size ends in if that is later, or ``min_index`` (the client
+        found the chunk before it full) if that is later still -- allocated if
+        it does not exist. ``min_offset`` is where the file size ends inside
+        that chunk (0 when it ends before it): the primary appends no lower."""
+        if min_index < 0:
+            raise GFSError("EINVAL", "negative chunk index")
+        inode = self.ns.get_file(ino)
+        assert inode.chunks is not None
+        cs = self.ns.chunk_size
+        last = max(inode.chunks) if inode.chunks else 0
+        index = max(last, inode.size // cs, min_index)
+        reply = await self.lease(ino, index)
+        size = self.ns.get_file(ino).size          # may have grown meanwhile
+        return {**reply, "index": index, "chunk_size": cs,
+                "min_offset": min(cs, max(0, size - index * cs))}
+
     def _lease_ns(self) -> int:
         return int(self.cfg.lease_seconds * 1e9)
 
@@ -233,6 +252,7 @@ class Master:
         for handle in corrupt:
             log.warning("chunkd %s reports chunk %d corrupt", cid, handle)
             self.registry.drop_location(handle, cid)
+            self.registry.note_corrupt(handle, cid)
         delete, newer = self.registry.add_replicas(srv, added, self.ns.chunks)
         await self._adopt(cid, newer)
         return {"delete": delete + list(corrupt)}

@@ -21,7 +21,9 @@ from gfsfs.config import ConfigError, MasterConfig
 from .chunks import LivenessMonitor
 from .core import CheckpointLoop, ChunkdCaller, Master
 from .trash import TrashPurger
+from .replication import COPY_TIMEOUT, Replicator
 from .server import build_app
+from . import web
 
 log = logging.getLogger("master")
 
@@ -56,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def make_caller(http: Any) -> ChunkdCaller:
+def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
     async def caller(addr: str, name: str, body: dict[str, Any]) -> Any:
-        return await rpc.call(http, addr, name, body, timeout=10.0)
+        return await rpc.call(http, addr, name, body, timeout=timeout)
     return caller
 
 
@@ -66,13 +68,15 @@ async def serve(cfg: MasterConfig) -> None:
     async with rpc.make_http() as http:
         master = Master.open(cfg, make_caller(http))
         try:
-            await _run(cfg, master)
+            # a target answers `replicate` once it has the whole chunk
+            replicator = Replicator(master, make_caller(http, COPY_TIMEOUT))
+            await _run(cfg, master, replicator)
         finally:
             master.close()
     log.info("master stopped")
 
 
-async def _run(cfg: MasterConfig, master: Master) -> None:
+async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None = None) -> None:
     shutdown = trio.Event()
     app = build_app(master)
     async with trio.open_nursery() as loops:
@@ -80,8 +84,11 @@ async def _run(cfg: MasterConfig, master: Master) -> None:
         loops.start_soon(LivenessMonitor(master.registry).run_forever)
         loops.start_soon(CheckpointLoop(master).run_forever)
         loops.start_soon(TrashPurger(master).run_forever)
+        loops.start_soon((replicator or Replicator(master)).run_forever)
         async with trio.open_nursery() as server:
-            port = await server.start(rpc.serve_forever, app, cfg.host, cfg.port, shutdown)
+            port = await server.start(rpc.serve_forever, web.wrap(app), cfg.host, cfg.port,
+                                      shutdown)
+            loops.start_soon(web.run_client, app, cfg.host, port)   # the page's data client
             print(f"gfs-master listening on http://{cfg.host}:{port}", flush=True)
             log.info("listening on %s:%d, %d inodes, %d chunks", cfg.host, port,
                      len(master.ns.inodes), len(master.ns.chunks))

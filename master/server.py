@@ -13,10 +13,12 @@ from gfsfs.errors import GFSError
 from gfsfs.protocol import MAX_NAME
 from gfsfs.rpc import App, Request, Response, need, opt
 
-from . import image
+from . import image, metrics
+from . import web
 from .core import Master
 from .namespace import MAX_GOAL
 from .perms import R, X, Ctx, require, xattr_access
+from . import replication
 
 Req = dict[str, Any]
 U32 = (1 << 32) - 1
@@ -189,6 +191,9 @@ class Handlers:
     async def lease(self, req: Req) -> Req:
         return await self.m.lease(need(req, "ino", int), need(req, "index", int))
 
+    async def append_lease(self, req: Req) -> Req:
+        return await self.m.append_lease(need(req, "ino", int), _nat(req, "index", 0))
+
     async def extend(self, req: Req) -> Req:
         rec = {"op": "extend", "ino": need(req, "ino", int), "size": _nat(req, "size"),
                "mtime_ns": need(req, "mtime_ns", int), "now": time.time_ns()}
@@ -233,13 +238,16 @@ class Handlers:
     async def cluster_status(self, req: Req) -> Req:
         return self.m.cluster_status()
 
+    async def fsck(self, req: Req) -> Req:
+        return replication.fsck(self.m)
+
     async def status(self, req: Request) -> Response:
         return Response.msgpack(self.m.status())
 
 
 RPCS = ("lookup", "getattr", "setattr", "create", "mkdir", "symlink", "link", "unlink",
         "rmdir", "rename", "readdir", "readlink", "setxattr", "getxattr", "listxattr",
-        "removexattr", "statfs", "chunks", "lease", "extend", "register", "heartbeat",
+        "removexattr", "statfs", "chunks", "lease", "append_lease", "extend", "register", "heartbeat",
         "report_chunks", "checkpoint", "dump_metadata", "setgoal", "fileinfo",
         "cluster_status")
 
@@ -250,5 +258,8 @@ def build_app(master: Master) -> App:
     for name in RPCS:
         app.rpc(name, getattr(handlers, name))
     app.route("GET", "/status", handlers.status)
+    app.rpc("fsck", handlers.fsck)
+    metrics.install(master, app)            # GET /metrics (Prometheus)
+    web.install(master, app)                # GET / (the web page), /web/...; keep last
     return app
 
