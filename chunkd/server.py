@@ -29,7 +29,7 @@ import trio
 
 from gfsfs.config import ChunkServerConfig
 from gfsfs.errors import GFSError
-from gfsfs.protocol import BLOCK_SIZE, CHAIN_HEADER, PROTOCOL_VERSION
+from gfsfs.protocol import BLOCK_SIZE, CHAIN_HEADER, INLINE_MAX, PROTOCOL_VERSION
 from gfsfs.rpc import OCTETS, App, Request, Response, call, need, opt
 
 from . import metrics as chunkd_metrics
@@ -103,7 +103,8 @@ class ChunkServer:
     async def push(self, req: Request) -> Response:
         data_id = check_data_id(req.path[len("/data/"):])
         chain = parse_chain(req.headers.get(CHAIN_HEADER, ""))
-        data, failure = await receive_and_forward(self.http, req.stream(), data_id, chain)
+        data, failure = await receive_and_forward(self.http, req.stream(), data_id, chain,
+                                                  timeout=self.cfg.peer_timeout or None)
         self.buffers.put(data_id, data)     # kept even if the rest of the chain failed
         if failure is not None:
             raise failure
@@ -172,14 +173,17 @@ class ChunkServer:
     async def rpc_commit(self, req: dict[str, Any]) -> dict[str, Any]:
         m = Mutation.parse(req)
         secondaries = _addrs(opt(req, "secondaries", list, []))
-        data = self.buffers.get(m.data_id)
+        if m.inline is not None and len(m.inline) > INLINE_MAX:
+            raise GFSError("BADREQ", f"inline data over {INLINE_MAX} bytes: push it")
+        data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
         async with self._order_lock(m.handle):
             await self._apply(m, data)
             await self._fan_out(secondaries, "apply", m.wire())
         # every replica has it: the primary's copy is no longer needed (a commit
         # retried after this answers EAGAIN: push again). Secondaries keep theirs
         # until push_buffer_ttl, as a retried commit re-sends apply to them.
-        self.buffers.discard(m.data_id)
+        if m.inline is None:
+            self.buffers.discard(m.data_id)
         return {"length": len(data)}
 
     async def rpc_append(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -287,12 +291,15 @@ class ChunkServer:
     async def _fan_out(self, addrs: list[str], name: str, body: dict[str, Any]) -> None:
         """``name`` on every secondary at once; UNAVAILABLE naming those that failed."""
         failed: list[str] = []
+        full: list[str] = []
 
         async def one(addr: str) -> None:
             try:
-                await call(self.http, addr, name, body)
+                await call(self.http, addr, name, body, timeout=self.cfg.peer_timeout or None)
             except GFSError as exc:
                 failed.append(f"{addr} ({exc})")
+                if exc.code == "ENOSPC":
+                    full.append(addr)
             except Exception as exc:
                 log.exception("%s at %s failed", name, addr)
                 failed.append(f"{addr} ({type(exc).__name__}: {exc})")
@@ -300,6 +307,8 @@ class ChunkServer:
         async with trio.open_nursery() as nursery:
             for addr in addrs:
                 nursery.start_soon(one, addr)
+        if full:            # out of space is no reason to retry: the writer gets ENOSPC
+            raise GFSError("ENOSPC", f"{name} failed on secondaries: {'; '.join(sorted(failed))}")
         if failed:
             raise GFSError("UNAVAILABLE", f"{name} failed on secondaries: {'; '.join(sorted(failed))}")
 

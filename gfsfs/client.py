@@ -117,6 +117,9 @@ class Client:
         self.nursery = nursery
         self.inodes: dict[int, InodeState] = {}
         self.chunk_size = 0
+        # chunkd I/O stalls at most this long (a stopped or cut-off chunkd
+        # must not hold a read or write for the whole request_timeout)
+        self.chunkd_timeout = cfg.chunkd_timeout or cfg.request_timeout
         self.busy_addrs: dict[str, int] = {}      # reads in flight per chunkd
         self.failed_addrs: dict[str, float] = {}  # chunkd -> monotonic time of last failure
         self.no_xattrs: dict[int, float] = {}     # ino -> until when it is known to have none
@@ -127,7 +130,8 @@ class Client:
     @asynccontextmanager
     async def open(cls, cfg: ClientConfig) -> AsyncIterator[Client]:
         try:
-            async with rpc.make_http(cfg.request_timeout) as http, \
+            async with rpc.make_http(cfg.request_timeout,
+                                     local_address=cfg.source_address or None) as http, \
                     trio.open_nursery() as nursery:
                 client = cls(cfg, http, nursery)
                 try:
@@ -204,17 +208,18 @@ class Client:
 
     async def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                      rdev: int = 0, ctx: Ctx | None = None) -> Attr:
-        return await self._ns("create", ctx, parent=parent, name=name, mode=mode,
-                              uid=uid, gid=gid, rdev=rdev)
+        return self._overlay(await self._ns("create", ctx, parent=parent, name=name, mode=mode,
+                                            uid=uid, gid=gid, rdev=rdev))
 
     async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                     ctx: Ctx | None = None) -> Attr:
-        return await self._ns("mkdir", ctx, parent=parent, name=name, mode=mode, uid=uid, gid=gid)
+        return self._overlay(await self._ns("mkdir", ctx, parent=parent, name=name, mode=mode,
+                                            uid=uid, gid=gid))
 
     async def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int,
                       ctx: Ctx | None = None) -> Attr:
-        return await self._ns("symlink", ctx, parent=parent, name=name, target=target,
-                              uid=uid, gid=gid)
+        return self._overlay(await self._ns("symlink", ctx, parent=parent, name=name,
+                                            target=target, uid=uid, gid=gid))
 
     async def link(self, ino: int, parent: int, name: bytes, ctx: Ctx | None = None) -> Attr:
         return self._overlay(await self._ns("link", ctx, ino=ino, parent=parent, name=name))
@@ -412,7 +417,7 @@ class Client:
         params = {"offset": offset, "length": length, "version": loc.version}
         self.busy_addrs[rep.addr] = self.busy_addrs.get(rep.addr, 0) + 1
         try:
-            resp = await self.http.get(url, params=params, timeout=self.cfg.request_timeout)
+            resp = await self.http.get(url, params=params, timeout=self.chunkd_timeout)
         except httpx.TransportError as exc:
             raise GFSError("UNAVAILABLE", f"{rep.addr}: {type(exc).__name__}: {exc}") from None
         finally:

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import rpc
+from .protocol import INLINE_MAX
 from .client import RETRYABLE, ChunkLoc, Lease, _replica
 from .client_write import LEASE_MARGIN_NS
 from .errors import GFSError
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PADDED_CHUNKS = 1000   # next_chunk answers in a row before giving up (a bug guard)
-INLINE_MAX = 64 * 1024     # records up to this travel inside the append message, unpushed
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class Appender:
                     body["data_id"] = secrets.token_hex(16)
                     await client.writer.push(lease, body["data_id"], payload)
                 reply = await rpc.call(client.http, lease.primary.addr, "append", body,
-                                       timeout=self.cfg.request_timeout)
+                                       timeout=self.client.chunkd_timeout)
             except GFSError as exc:
                 if exc.code not in RETRYABLE:
                     raise

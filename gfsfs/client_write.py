@@ -29,7 +29,7 @@ from . import rpc
 from .chunkio import Extent, split_range
 from .client import RETRYABLE, ChunkLoc, InodeState, Lease, _replica
 from .errors import GFSError
-from .protocol import CHAIN_HEADER
+from .protocol import CHAIN_HEADER, INLINE_MAX
 
 if TYPE_CHECKING:
     from .client import Attr, Client, Ctx
@@ -186,12 +186,15 @@ class Writer:
         for attempt in range(max(1, self.cfg.retries)):
             lease = await self.lease(ino, index)
             try:
-                data_id = secrets.token_hex(16)
-                await self.push(lease, data_id, payload)
-                await rpc.call(self.client.http, lease.primary.addr, "commit", {
-                    "handle": lease.handle, "version": lease.version, "offset": chunk_off,
-                    "data_id": data_id, "secondaries": [s.addr for s in lease.secondaries],
-                    "sync": sync}, timeout=self.cfg.request_timeout)
+                body = {"handle": lease.handle, "version": lease.version, "offset": chunk_off,
+                        "secondaries": [s.addr for s in lease.secondaries], "sync": sync}
+                if len(payload) <= INLINE_MAX:
+                    body["data"] = payload          # small: in the commit, no push chain
+                else:
+                    body["data_id"] = secrets.token_hex(16)
+                    await self.push(lease, body["data_id"], payload)
+                await rpc.call(self.client.http, lease.primary.addr, "commit", body,
+                               timeout=self.client.chunkd_timeout)
             except GFSError as exc:
                 if exc.code not in RETRYABLE:
                     raise
@@ -215,7 +218,7 @@ class Writer:
             resp = await self.client.http.put(
                 url, content=payload,
                 headers={CHAIN_HEADER: chain, "content-type": rpc.OCTETS},
-                timeout=self.cfg.request_timeout)
+                timeout=self.client.chunkd_timeout)
         except httpx.TransportError as exc:
             raise GFSError("UNAVAILABLE", f"{lease.primary.addr}: {type(exc).__name__}: {exc}") from None
         reply = rpc.decode_reply(resp.status_code, resp.content)
@@ -248,7 +251,7 @@ class Writer:
         async def one(addr: str, handles: list[int]) -> None:
             try:
                 await rpc.call(self.client.http, addr, "sync", {"handles": handles},
-                               timeout=self.cfg.request_timeout)
+                               timeout=self.client.chunkd_timeout)
                 done.add(addr)
             except GFSError as exc:
                 log.warning("sync at %s failed: %s", addr, exc)
@@ -309,7 +312,7 @@ class Writer:
                 await rpc.call(self.client.http, lease.primary.addr, "truncate", {
                     "handle": lease.handle, "version": lease.version, "length": length,
                     "secondaries": [s.addr for s in lease.secondaries]},
-                    timeout=self.cfg.request_timeout)
+                    timeout=self.client.chunkd_timeout)
                 return
             except GFSError as exc:
                 if exc.code not in RETRYABLE:

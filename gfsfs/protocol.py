@@ -171,11 +171,13 @@ the bytes under ``data_id`` (a client-made random hex id) for
 chain while they arrive; it answers when its own copy and the whole rest of
 the chain have them.
 
-``POST /rpc/commit {handle, version, offset, data_id, secondaries: [addr],
+``POST /rpc/commit {handle, version, offset, data_id | data, secondaries: [addr],
 [sync: bool]}`` at the primary -> ``{"length": int}``: under the chunk's lock
 the primary applies the pushed data at ``offset`` (CRC32C of touched 64 KiB
 blocks recomputed), then sends ``apply`` with the same fields to every secondary
-and answers when all have applied. ``sync`` fsyncs every replica first.
+and answers when all have applied. A write of at most ``INLINE_MAX`` bytes may
+skip the push and carry its bytes in ``data`` (bin) instead of ``data_id``: for
+small files the push chain's extra round trips cost more than the bytes. ``sync`` fsyncs every replica first.
 Errors: STALE when ``version`` differs from the replica's, NOCHUNK, ENOSPC,
 UNAVAILABLE (a secondary failed: the message names it).
 
@@ -220,6 +222,7 @@ from __future__ import annotations
 PROTOCOL_VERSION = 1
 CHAIN_HEADER = "x-gfs-chain"
 BLOCK_SIZE = 64 * 1024          # CRC32C block
+INLINE_MAX = 64 * 1024          # writes/records up to this travel inside commit/append, unpushed
 MAX_NAME = 255                  # bytes in one file name
 MAX_SYMLINK = 4095              # bytes in a symlink target
 XATTR_CREATE = 1

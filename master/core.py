@@ -79,13 +79,20 @@ class Master:
 
     async def mutate(self, rec: Record, ctx: Ctx | None = None) -> int | None:
         """Check, apply, log; return once the record is durable."""
+        result, seq = self.stage(rec, ctx)
+        await self.oplog.commit(seq)
+        return result
+
+    def stage(self, rec: Record, ctx: Ctx | None = None) -> tuple[int | None, int]:
+        """Check, apply and append to the op log, with no await in between;
+        returns (result, log sequence number). Nothing may be answered to a
+        client about it before ``oplog.commit(seq)`` returns."""
         rec = authorize(self.ns, rec, ctx)
         result = self.ns.apply(rec)
         seq = self.oplog.append(rec)
         if self.ns.garbage:
             self.registry.collect_garbage(self.ns.take_garbage())
-        await self.oplog.commit(seq)
-        return result
+        return result, seq
 
     async def mutate_attr(self, rec: Record, ctx: Ctx | None) -> dict[str, Any]:
         ino = await self.mutate(rec, ctx)
@@ -158,9 +165,14 @@ class Master:
         goal = self.ns.get_file(ino).goal
         targets = self.registry.place(goal)
         handle = self.ns.next_handle
-        await self.mutate({"op": "add_chunk", "ino": ino, "index": index, "handle": handle,
-                           "version": 1})
-        ok = await self._set_version(handle, 1, targets, create=True)
+        _, seq = self.stage({"op": "add_chunk", "ino": ino, "index": index, "handle": handle,
+                             "version": 1})
+        # the chunkds create the chunk while the record is fsync'd: a chunk made
+        # on a chunkd but lost with an unsynced log tail is an orphan, deleted
+        # when that chunkd reports it
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.oplog.commit, seq)
+            ok = await self._set_version(handle, 1, targets, create=True)
         if not ok:
             await self.mutate({"op": "drop_chunk", "ino": ino, "index": index,
                                "handle": handle})
@@ -198,11 +210,19 @@ class Master:
         """The chunkds that accepted ``set_version``, in the order given."""
         done: set[str] = set()
 
+        # a chunkd that does not answer within the time it takes to be declared
+        # dead (e.g. SIGSTOPped) counts as failed: a lease must not wait on it
+        bound = max(2.0, self.cfg.heartbeat_interval * self.cfg.dead_after_heartbeats)
+
         async def one(srv: Chunkd) -> None:
             try:
-                await self.caller(srv.addr, "set_version",
-                                  {"handle": handle, "version": version, "create": create})
+                with trio.fail_after(bound):
+                    await self.caller(srv.addr, "set_version",
+                                      {"handle": handle, "version": version, "create": create})
                 done.add(srv.id)
+            except trio.TooSlowError:
+                log.warning("set_version %d v%d on chunkd %s: no answer in %.1fs",
+                            handle, version, srv.id, bound)
             except Exception as exc:
                 log.warning("set_version %d v%d on chunkd %s failed: %s",
                             handle, version, srv.id, exc)
