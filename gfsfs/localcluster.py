@@ -111,6 +111,8 @@ class Cluster:
     chunk_ports: list[int] = field(default_factory=list)
     chunk_hosts: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    # per chunkd (by index): more --set overrides, e.g. ['chunk_server.rack="r1"']
+    chunk_sets: list[list[str]] = field(default_factory=list)
     master: Daemon | None = None
     servers: list[Daemon] = field(default_factory=list)
 
@@ -162,6 +164,8 @@ class Cluster:
                 "--port", str(port), "--data-dir", str(self.data / "chunks"),
                 "--master", self.url,
                 "--set", f"chunk_server.log_dir={str(self.logs)!r}"] + self.sets()
+        for item in (self.chunk_sets[i] if i < len(self.chunk_sets) else []):
+            argv += ["--set", item]
         d = Daemon(f"chunk{i + 1}", argv, self.logs / f"chunk{i + 1}.out")
         d.start()
         self.servers.append(d)

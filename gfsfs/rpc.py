@@ -290,11 +290,28 @@ def _bracket(host: str) -> str:
 
 # ---------------------------------------------------------------- client side
 
-def make_http(timeout: float = 30.0, connections: int = 64) -> httpx.AsyncClient:
+def make_http(timeout: float = 30.0, connections: int = 64,
+              local_address: str | None = None) -> httpx.AsyncClient:
+    """``local_address``: connect from this address (a daemon on a machine with
+    several addresses is then seen as one host, e.g. by a firewall rule)."""
     tune_io_sizes()
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
                           keepalive_expiry=60)
+    if local_address:
+        transport = httpx.AsyncHTTPTransport(limits=limits, local_address=local_address)
+        return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits,
+                                 transport=transport)
     return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits)
+
+
+def source_address_for(host: str) -> str | None:
+    """``host`` when it is one specific IP address (not a name, not 0.0.0.0/::)."""
+    import ipaddress
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return None if ip.is_unspecified else str(ip)
 
 
 async def call(http: httpx.AsyncClient, base_url: str, name: str,
