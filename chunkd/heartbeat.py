@@ -149,7 +149,10 @@ class Heartbeat:
 
     async def _pause(self) -> None:
         if self.failures:
-            delay = min(MAX_BACKOFF, 0.5 * 2 ** min(self.failures, 10))
+            # at least every 4 intervals: a chunkd cut off from the master
+            # comes back soon after the link (or the master) does
+            cap = min(MAX_BACKOFF, max(1.0, 4 * self.interval))
+            delay = min(cap, 0.5 * 2 ** min(self.failures, 10))
             await trio.sleep(delay * random.uniform(0.75, 1.25))
             return
         with trio.move_on_after(self.interval):

@@ -26,7 +26,7 @@ import trio
 
 from gfsfs import logs
 from gfsfs.config import ChunkServerConfig, ConfigError, add_arguments, from_args
-from gfsfs.rpc import make_http, serve_forever
+from gfsfs.rpc import make_http, serve_forever, source_address_for
 
 from .heartbeat import ChunkReports, Heartbeat
 from .scrub import Scrubber
@@ -123,7 +123,9 @@ async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int) -> 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         store = DiskChunkStore(server_dir, cfg.capacity_bytes, cfg.reserve_bytes)
         await store.open()
-        async with make_http() as http:
+        # connections to the master and to other chunkds leave from our own
+        # address, so the rest of the cluster sees this chunkd as one host
+        async with make_http(local_address=source_address_for(cfg.host)) as http:
             reports = ChunkReports()
             server = ChunkServer(store, cfg, http, sid, reports=reports)
             shutdown = trio.Event()

@@ -96,7 +96,8 @@ class PushBuffers:
 
 
 async def receive_and_forward(http: httpx.AsyncClient, pieces: AsyncIterator[bytes],
-                              data_id: str, chain: list[str]) -> tuple[bytes, GFSError | None]:
+                              data_id: str, chain: list[str], timeout: float | None = None
+                              ) -> tuple[bytes, GFSError | None]:
     """All of ``pieces``, forwarded as they arrive to ``chain[0]`` (which gets
     ``chain[1:]`` as its chain), and None, or UNAVAILABLE naming the failed
     address when the rest of the chain did not get all of it. Raises when the
@@ -107,7 +108,7 @@ async def receive_and_forward(http: httpx.AsyncClient, pieces: AsyncIterator[byt
     send, recv = trio.open_memory_channel[bytes](16)
     async with trio.open_nursery() as nursery:
         if chain:
-            nursery.start_soon(_forward, http, recv, data_id, chain, failures)
+            nursery.start_soon(_forward, http, recv, data_id, chain, failures, timeout)
         else:
             recv.close()
         async with send:
@@ -128,8 +129,10 @@ async def receive_and_forward(http: httpx.AsyncClient, pieces: AsyncIterator[byt
 
 
 async def _forward(http: httpx.AsyncClient, recv: trio.MemoryReceiveChannel[bytes],
-                   data_id: str, chain: list[str], failures: list[GFSError]) -> None:
-    """PUT the pieces from ``recv`` to the next hop; never raises."""
+                   data_id: str, chain: list[str], failures: list[GFSError],
+                   timeout: float | None = None) -> None:
+    """PUT the pieces from ``recv`` to the next hop; never raises. ``timeout``:
+    how long the next hop may stall (a stopped chunkd must not hold the push)."""
     target, rest = chain[0], chain[1:]
 
     sent = 0
@@ -141,8 +144,10 @@ async def _forward(http: httpx.AsyncClient, recv: trio.MemoryReceiveChannel[byte
             yield piece
 
     try:
+        extra = {} if timeout is None else {"timeout": timeout}
         resp = await http.put(f"{target}/data/{data_id}", content=body(),
-                              headers={CHAIN_HEADER: ",".join(rest), "content-type": OCTETS})
+                              headers={CHAIN_HEADER: ",".join(rest), "content-type": OCTETS},
+                              **extra)
         reply = decode_reply(resp.status_code, resp.content)
         if not isinstance(reply, dict) or reply.get("length") != sent:
             raise GFSError("UNAVAILABLE", f"{target}: got {reply!r} after {sent} bytes")

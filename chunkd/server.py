@@ -35,6 +35,7 @@ from gfsfs.rpc import OCTETS, App, Request, Response, call, need, opt
 from . import metrics as chunkd_metrics
 from .heartbeat import ChunkReports
 from .replicate import replicate
+from .copy import copy_chunk, set_versions
 from .push import PushBuffers, check_addr, check_data_id, parse_chain, receive_and_forward
 from .store import MAX_CHUNK_BYTES, ChunkStore, check_handle, check_version
 
@@ -97,6 +98,8 @@ class ChunkServer:
             self.app.rpc(name, getattr(self, "rpc_" + name))
         self.app.rpc("append", self.rpc_append)
         self.app.rpc("replicate", self.rpc_replicate)
+        self.app.rpc("copy", lambda req: copy_chunk(self, req))   # snapshot copy-on-write
+        self.app.rpc("set_versions", lambda req: set_versions(self, req))   # snapshot
 
     # ------------------------------------------------------------ data plane
 
@@ -249,6 +252,11 @@ class ChunkServer:
         return {}
 
     async def rpc_sync(self, req: dict[str, Any]) -> dict[str, Any]:
+        relay = opt(req, "relay", str)
+        if relay is not None:       # for a client that cannot reach that chunkd itself
+            return await call(self.http, check_addr(relay), "sync",
+                              {"handles": _handles(need(req, "handles", list))},
+                              timeout=self.cfg.peer_timeout or None)
         for h in _handles(need(req, "handles", list)):
             await self.store.sync(h)
         return {}

@@ -14,6 +14,10 @@ the config file) with the msgpack RPCs of :mod:`gfsfs.protocol`::
                                     chunks and their files (exit 1 if any is lost)
     gfs checkpoint                  write a master checkpoint now
     gfs dump-metadata --json        the whole namespace as JSON
+    gfs snapshot SRC DST            copy-on-write snapshot of a file or a tree
+    gfs trash ls                    deleted files: path, size, deletion/purge time
+    gfs trash restore PATH [--to NEWPATH]   undelete (also --ino N)
+    gfs trash purge [--older-than SECONDS]  purge now; unshared chunks are freed
 
 Every subcommand takes ``--json`` (machine-readable output on stdout). Exit
 status: 0 on success, 1 on a failure (message on stderr), 2 on a usage error.
@@ -405,12 +409,44 @@ async def cmd_setgoal(m: Master, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_chunkd_drain(m: Master, args: argparse.Namespace) -> int:
+    """``gfs chunkd drain ID``: move every replica off a chunk server, showing
+    progress until none it holds is needed (or ``--no-wait``); ``undrain``
+    cancels."""
+    if not args.server:
+        raise Failure(f"chunkd {args.action}: which server? (an ID from `gfs chunkd list`)")
+    body = {"id": args.server, "cancel": args.action == "undrain"}
+    reply = await m.call("drain", body, args.server)
+    last = None
+    if args.action == "drain" and args.wait:
+        with trio.move_on_after(args.timeout if args.timeout > 0 else float("inf")):
+            while reply["remaining"] > 0:
+                if reply["remaining"] != last and not args.json:
+                    print(f"{args.server}: draining, {reply['remaining']} replicas to move",
+                          flush=True)
+                last = reply["remaining"]
+                await trio.sleep(1.0)
+                reply = await m.call("drain", {"id": args.server, "status": True}, args.server)
+
+    def text() -> str:
+        if not reply["draining"]:
+            return f"{args.server}: not draining ({reply['remaining']} replicas held)"
+        if reply["remaining"] == 0:
+            return f"{args.server}: drained (holds no needed replica; it can be stopped)"
+        return f"{args.server}: draining, {reply['remaining']} replicas to move"
+    emit(args, reply, text)
+    return 0 if not (args.action == "drain" and args.wait and reply["remaining"]) else 1
+
+
 async def cmd_chunkd_list(m: Master, args: argparse.Namespace) -> int:
+    if getattr(args, "action", "list") in ("drain", "undrain"):
+        return await cmd_chunkd_drain(m, args)
     st = await m.call("cluster_status")
     servers = st["servers"]
 
     def text() -> str:
-        rows = [[s["id"], s["addr"], s["rack"], "alive" if s["alive"] else "DEAD",
+        rows = [[s["id"], s["addr"], s["rack"],
+                 ("draining" if s.get("draining") else "alive") if s["alive"] else "DEAD",
                  human(s["capacity_bytes"]), human(s["used_bytes"]), human(s["free_bytes"]),
                  percent(s["used_bytes"], s["capacity_bytes"]), s["chunks"],
                  f"{s['last_heartbeat_age']:.1f}s"] for s in servers]
@@ -516,12 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also every file and directory below PATH")
     p.add_argument("goal", metavar="N", type=_goal, help=f"replicas per chunk, 1..{MAX_GOAL}")
     p.add_argument("path", metavar="PATH")
-    p = add("chunkd", cmd_chunkd_list, "chunk servers (gfs chunkd list)")
-    p.add_argument("action", choices=["list"], nargs="?", default="list")
+    p = add("chunkd", cmd_chunkd_list, "chunk servers: `gfs chunkd list`; `gfs chunkd drain "
+            "ID` moves every replica off one (progress shown), `undrain ID` cancels")
+    p.add_argument("action", choices=["list", "drain", "undrain"], nargs="?", default="list")
+    p.add_argument("server", metavar="ID", nargs="?", help="chunk server id (drain, undrain)")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="drain: start it and return at once")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help="drain: give up waiting after this many seconds (exit 1); 0 = never")
     add("fsck", cmd_fsck, "chunks lost, under or over goal, with stale or corrupt "
         "replicas, and their files (exit 1 if any chunk is lost)")
     add("checkpoint", cmd_checkpoint, "write a master checkpoint now")
     add("dump-metadata", cmd_dump_metadata, "the whole namespace as JSON")
+    from .cli_snapshot import add_commands      # snapshot, trash ls/restore/purge
+    add_commands(sub, common)
     return parser
 
 

@@ -40,6 +40,7 @@ MIB = 1 << 20
 PIECE = 8 * MIB             # largest piece pushed to a chunkd at once
 PARALLEL_PIECES = 4         # pieces of one batch in flight
 LEASE_MARGIN_NS = 5 * 10**9  # a lease this close to expiry is renewed first
+UNREACHABLE_TTL = 30.0      # seconds a chunkd we could not reach is avoided as primary
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:
@@ -66,6 +67,9 @@ class Writer:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.cfg = client.cfg
+        # chunkd id -> when this client last failed to reach it as a primary;
+        # lease requests ask the master for another primary meanwhile
+        self.unreachable: dict[str, float] = {}
 
     # ------------------------------------------------------------ buffering
 
@@ -163,7 +167,11 @@ class Writer:
         st = self.client.state(ino)
         lease = st.leases.get(index)
         if lease is None or lease.expires_ns - LEASE_MARGIN_NS < time.time_ns():
-            r = await self.client.call("lease", {"ino": ino, "index": index})
+            body: dict[str, Any] = {"ino": ino, "index": index}
+            avoid = self._unreachable()
+            if avoid:       # chunkds we cannot reach: not as primary, please
+                body["avoid"] = avoid
+            r = await self.client.call("lease", body)
             lease = Lease(int(r["handle"]), int(r["version"]), _replica(r["primary"]),
                           tuple(_replica(s) for s in r.get("secondaries", [])),
                           int(r["expires_ns"]))
@@ -172,6 +180,13 @@ class Writer:
                                        (lease.primary, *lease.secondaries)),
                               time.monotonic() + self.cfg.location_timeout)
         return lease
+
+    def _unreachable(self) -> list[str]:
+        """Chunkd ids this client failed to reach in the last UNREACHABLE_TTL s."""
+        limit = time.monotonic() - UNREACHABLE_TTL
+        for cid in [c for c, t in self.unreachable.items() if t < limit]:
+            del self.unreachable[cid]
+        return sorted(self.unreachable)
 
     def drop_lease(self, ino: int, index: int) -> None:
         st = self.client.state(ino)
@@ -201,6 +216,9 @@ class Writer:
                 log.info("write of inode %d chunk %d (try %d) failed: %s",
                          ino, index, attempt + 1, exc)
                 last = exc
+                if exc.code == "UNAVAILABLE" and exc.message.startswith(lease.primary.addr + ":"):
+                    # we could not reach the primary itself (not a chain failure)
+                    self.unreachable[lease.primary.id] = time.monotonic()
                 self.drop_lease(ino, index)
                 await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
                 continue
@@ -260,6 +278,20 @@ class Writer:
         async with trio.open_nursery() as nursery:
             for addr, handles in by_addr.items():
                 nursery.start_soon(one, addr, handles)
+        # a replica we cannot reach ourselves may still be reachable from the
+        # others (a partition between us and it): have one relay the sync
+        for addr in list(failed):
+            for relay in sorted(done):
+                try:
+                    await rpc.call(self.client.http, relay, "sync",
+                                   {"handles": by_addr[addr], "relay": addr},
+                                   timeout=self.client.chunkd_timeout * 2)
+                except GFSError as exc:
+                    log.info("sync of %s relayed by %s failed: %s", addr, relay, exc)
+                    continue
+                failed.remove(addr)
+                done.add(addr)
+                break
         for _, addrs in st.unsynced.values():
             addrs -= done
         return failed

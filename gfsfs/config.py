@@ -40,6 +40,8 @@ class MasterConfig:
     max_request_bytes: int = 16 * MIB  # largest msgpack request body accepted
     replication_per_chunkd: int = 4    # concurrent re-replication copies per chunkd (source or target)
     replication_max: int = 16          # concurrent re-replication copies in the whole cluster
+    rebalance_threshold: float = 0.1   # move replicas when disk use (fraction) differs more than this
+    rebalance_moves: int = 2           # concurrent rebalancing/drain moves in the whole cluster
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class ChunkServerConfig:
     reserve_bytes: int = 64 * MIB      # kept free on disk; beyond it writes get ENOSPC
     push_buffer_ttl: float = 120.0     # seconds pushed data waits for its commit
     scrub_bytes_per_sec: int = 16 * MIB    # background checksum scrub rate; 0 = no scrubbing
+    peer_timeout: float = 10.0         # seconds a forward/apply to another chunkd may stall before it fails
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class ClientConfig:
     readahead_pieces: int = 4          # ranges in flight while reading ahead
     request_timeout: float = 30.0      # seconds before a chunkd/master request fails over
     retries: int = 5                   # attempts before an operation gives EIO
+    chunkd_timeout: float = 10.0       # seconds a chunkd read/push/commit may stall before failing over
+    source_address: str = ""           # local address to connect from ("" = the OS picks)
 
 
 SECTIONS: dict[str, type] = {

@@ -324,6 +324,11 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
         if flags & os.O_ACCMODE != os.O_RDONLY:
             self._writable()
+        if flags & os.O_TRUNC:
+            # libfuse3 turns on atomic_o_trunc: the kernel passes O_TRUNC here
+            # instead of sending a setattr(size=0) first
+            self._writable()
+            await self.client.setattr(inode, self.ctx(ctx), size=0)
         return self._file_info(self._new_fh(inode, flags), flags)
 
     @errno_boundary

@@ -66,11 +66,13 @@ client -> master  (data path)
 exist among indexes ``first .. first+count-1``; a missing index is a hole.
 Replicas are only live chunkds holding the current version.
 
-``lease {ino, index}`` -> ``{"handle", "version", "primary": Replica,
+``lease {ino, index, [avoid: [chunkd id]]}`` -> ``{"handle", "version", "primary": Replica,
 "secondaries": [Replica], "expires_ns"}``: the chunk at ``index`` (allocated,
 with replicas placed on distinct chunkds by free space, if it did not exist)
 and its write lease. On a new grant the master raises the chunk's version and
-calls ``set_version`` on every replica before replying.
+calls ``set_version`` on every replica before replying. ``avoid``: chunkds the
+client could not reach; a valid lease whose primary is one of them is granted
+anew (version raised) with another replica as primary, when there is one.
 
 ``append_lease {ino, [index]}`` -> the ``lease`` reply plus ``"index"`` (the
 chunk's index), ``"chunk_size"`` and ``"min_offset"``: the lease of the chunk a
@@ -124,9 +126,49 @@ healthy. ``stale``/``corrupt`` list replicas found stale at a chunkd's report or
 reported corrupt within the last hour (they were deleted when found; the chunk
 is re-replicated). ``gfs fsck`` exits 1 when ``lost`` > 0.
 
+``drain {id, [cancel: bool], [status: bool]}`` -> ``{"id", "draining": bool,
+"alive": bool, "remaining": int (replicas on it a file still needs), "chunks":
+int}``: start draining chunkd ``id`` (no new replicas on it; every replica moved
+off, see :mod:`master.rebalance`), or with ``cancel`` stop, or with ``status``
+only report. ENOENT for an unknown id. ``gfs chunkd drain ID`` polls it.
+
 ``checkpoint {}`` -> ``{"seq": int}``: write a checkpoint now (the op log up to
 ``seq`` is folded into it). ``dump_metadata {}`` -> the namespace as JSON-able
 data (names decoded as UTF-8 with backslash escapes), for people to read.
+
+``snapshot {src, parent, name, [ctx]}`` -> ``{"ino" (the copy's inode), "inodes",
+"files", "chunks" (chunk references now shared), "leases_revoked", "seconds"}``:
+a copy-on-write snapshot (GFS §3.4) of inode ``src`` (a file, or a directory
+and everything below it) as ``name`` in directory ``parent``. First every
+lease a client may still hold on a chunk of ``src`` is revoked (``lease`` calls
+for those files wait meanwhile; the chunks' versions go up, on the replicas
+with ``set_versions``, then in the log), then one logged record (op
+``snapshot``, with the new inode numbers) copies the metadata and raises the
+chunks' reference counts. Hard links inside the tree stay links of each other;
+symlinks are copied as they are. EEXIST if ``name`` exists, EINVAL for a
+directory into itself; with a non-root ``ctx`` the caller needs write+search
+on ``parent`` and read on everything copied. The first ``lease`` (also from
+``append_lease`` and truncate) of a chunk with reference count > 1 copies it:
+the master logs a reserved handle, tells each replica's chunkd to ``copy`` it
+locally, logs op ``cow`` (the file's chunk map points at the copy, the shared
+chunk loses a reference) and leases the copy.
+
+``trash_list {}`` -> ``{"trash_time": float, "entries": [{"ino", "parent",
+"name" (bin), "path": str | None (the path it had: its old directory's current
+path + name; None if that directory is gone), "size", "chunks", "deleted_ns",
+"purge_ns" (when the purger takes it)}]}``, oldest deletion first.
+
+``trash_restore {ino, [parent, name]}`` -> ``{"ino", "parent", "name", "attr"}``:
+give trashed ``ino`` a name again (op ``restore``, logged): its old one, or
+``name`` in ``parent``. ENOENT if it is not in the trash or (without
+``parent``) its old directory is gone; EEXIST if the name is taken.
+
+``trash_purge {[older_than: seconds], [inos: [int]]}`` -> ``{"purged", "bytes",
+"chunks_freed", "chunks_shared"}``: purge now (op ``purge``) the trashed files
+deleted at least ``older_than`` seconds ago (all without it), or only
+``inos``. Chunks no other file (a snapshot) references become garbage: the
+chunkds delete them on their next heartbeat reply, and ``statfs``/``df``
+show the space once their next heartbeats report it.
 
 chunkd -> master
 ----------------
@@ -161,6 +203,16 @@ copy of the same chunk is under way. The master records the location from the
 reply only if the chunk's version is still ``version``; before copying a chunk
 with a lease it revokes the lease and raises the version (``set_version``).
 Throttled by ``[master] replication_per_chunkd`` and ``replication_max``.
+``copy {handle, version, new_handle, new_version}`` -> ``{"handle", "version",
+"length"}``: snapshot copy-on-write: copy chunk ``handle`` (which must be at
+``version``: STALE otherwise) to ``new_handle`` on this chunkd, locally, under
+the chunk's order lock, every block verified (CORRUPT as for a read); the copy
+is at version 0 until fsync'd, then ``new_version``. Not reported as added (the
+master records it from the reply). A copy already at ``new_version`` answers
+at once; EAGAIN while the same copy is under way.
+``set_versions {versions: [[handle, version], ...]}`` -> ``{"failed": [[handle,
+code], ...]}``: many ``set_version`` (without ``create``) at once, each fsync'd
+(a snapshot revoking the leases of a tree).
 
 client -> chunkd  (data plane)
 ------------------------------
@@ -207,7 +259,9 @@ records).
 primary -> ``{}``: cut the chunk to ``length`` bytes on every replica (forwarded
 as ``truncate`` without secondaries).
 
-``POST /rpc/sync {handles: [handle]}`` -> ``{}``: fsync(2) those chunk files.
+``POST /rpc/sync {handles: [handle], [relay: addr]}`` -> ``{}``: fsync(2) those
+chunk files; with ``relay``, pass the sync on to the chunkd at ``relay`` instead
+(for a client that cannot reach it itself).
 
 ``GET /chunk/<handle>?offset=O&length=N&version=V`` -> raw bytes, at most N,
 fewer if the chunk file is shorter (the reader pads with zeros up to the file

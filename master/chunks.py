@@ -33,6 +33,8 @@ class Chunkd:
     chunk_count: int = 0
     alive: bool = True
     handles: set[int] = field(default_factory=set)
+    draining: bool = False            # `gfs chunkd drain`: no new replicas, moved off
+    allocated: list[float] = field(default_factory=list)   # when chunks were placed here
 
     def replica(self) -> dict[str, str]:
         return {"id": self.id, "addr": self.addr}
@@ -61,6 +63,10 @@ class ChunkRegistry:
         # reported corrupt (handle -> id -> when), forgotten after a while
         self.stale_seen: dict[int, dict[str, tuple[int, float]]] = {}
         self.corrupt_seen: dict[int, dict[str, float]] = {}
+        self.draining: set[str] = set()    # ids being drained (kept across re-registration)
+        # a chunk placed on a chunkd counts as a full chunk of its free space
+        # for this long (it is filled before the heartbeats show it)
+        self.alloc_window = 2 * heartbeat_interval
 
     # ------------------------------------------------------------ membership
 
@@ -71,7 +77,8 @@ class ChunkRegistry:
         old = self.servers.get(cid)
         if old is not None:
             self._forget_replicas(old)
-        srv = Chunkd(cid, addr, rack, capacity, used, free, self.clock())
+        srv = Chunkd(cid, addr, rack, capacity, used, free, self.clock(),
+                     draining=cid in self.draining)
         self.servers[cid] = srv
         self.pending_delete.pop(cid, None)
         delete, newer = self.add_replicas(srv, chunks, versions)
@@ -195,14 +202,15 @@ class ChunkRegistry:
     def place(self, goal: int) -> list[Chunkd]:
         """Up to ``goal`` distinct live chunkds for a new chunk: emptiest first,
         one per rack before doubling up on a rack."""
-        live = self.live()
+        live = [s for s in self.live() if not s.draining]
         if not live:
             raise GFSError("UNAVAILABLE", "no chunk servers are alive")
-        roomy = [s for s in live if s.free_bytes >= self.chunk_size]
-        pool = roomy or [s for s in live if s.free_bytes > 0]
+        free = {s.id: self.placeable(s) for s in live}
+        roomy = [s for s in live if free[s.id] >= self.chunk_size]
+        pool = roomy or [s for s in live if free[s.id] > 0]
         if not pool:
             raise GFSError("ENOSPC", "every chunk server is full")
-        pool.sort(key=lambda s: (-s.free_bytes, s.id))
+        pool.sort(key=lambda s: (-free[s.id], s.id))
         chosen: list[Chunkd] = []
         racks: set[str] = set()
         for srv in pool:
@@ -212,7 +220,18 @@ class ChunkRegistry:
         for srv in pool:
             if len(chosen) < goal and srv not in chosen:
                 chosen.append(srv)
+        now = self.clock()
+        for srv in chosen:
+            srv.allocated.append(now)
         return chosen
+
+    def placeable(self, srv: Chunkd) -> int:
+        """Free bytes for placement: the heartbeat's figure less a whole chunk
+        for each chunk placed there recently (it has not shown up in ``used``
+        yet), so a nearly full chunkd is not handed more chunks than fit."""
+        limit = self.clock() - self.alloc_window
+        srv.allocated = [t for t in srv.allocated if t >= limit]
+        return srv.free_bytes - len(srv.allocated) * self.chunk_size
 
     def valid_lease(self, handle: int, now_ns: int) -> Lease | None:
         lease = self.leases.get(handle)
@@ -234,7 +253,7 @@ class ChunkRegistry:
         now = self.clock()
         return [{"id": s.id, "addr": s.addr, "rack": s.rack, "alive": s.alive,
                  "capacity_bytes": s.capacity_bytes, "used_bytes": s.used_bytes,
-                 "free_bytes": s.free_bytes, "chunks": len(s.handles),
+                 "free_bytes": s.free_bytes, "chunks": len(s.handles), "draining": s.draining,
                  "last_heartbeat_age": round(now - s.last_heartbeat, 3)}
                 for s in sorted(self.servers.values(), key=lambda s: s.id)]
 

@@ -23,7 +23,7 @@ import trio
 from gfsfs.config import MasterConfig
 from gfsfs.errors import GFSError
 
-from . import image
+from . import image, snapshot
 from .chunks import Chunkd, ChunkRegistry, Lease
 from .namespace import MAX_FILE_SIZE, Namespace, Record
 from .oplog import OpLog
@@ -121,22 +121,33 @@ class Master:
                         "replicas": [s.replica() for s in self.registry.replicas(handle)]})
         return {"size": inode.size, "chunk_size": self.ns.chunk_size, "chunks": out}
 
-    async def lease(self, ino: int, index: int) -> dict[str, Any]:
+    async def lease(self, ino: int, index: int,
+                    avoid: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+        """``avoid``: chunkd ids the client cannot reach; a lease whose primary
+        is one of them is granted anew to another replica (the version bump
+        fences the old primary), if there is one."""
         if index < 0:
             raise GFSError("EINVAL", "negative chunk index")
         if index * self.ns.chunk_size >= MAX_FILE_SIZE:
             raise GFSError("EFBIG", f"chunk {index} is beyond the largest file size")
+        await snapshot.gate(self, ino)          # a snapshot of its tree is being taken
         async with self._chunk_lock((ino, index)):
             handle = self.ns.chunk_at(ino, index)
+            if handle is not None and self.ns.chunks[handle][1] > 1:
+                # shared with a snapshot: this file gets its own copy first
+                handle = await snapshot.copy_on_write(self, ino, index, handle)
             if handle is None:
                 handle = await self._allocate(ino, index)
             else:
                 now = time.time_ns()
                 lease = self.registry.valid_lease(handle, now)
+                if (lease is not None and lease.primary in avoid
+                        and any(s.id not in avoid for s in self.registry.replicas(handle))):
+                    lease = None                # regrant: another primary
                 if lease is not None:           # the primary keeps it: extend
                     lease.expires_ns = now + self._lease_ns()
                 else:
-                    await self._grant(handle)
+                    await self._grant(handle, avoid)
             return self._lease_reply(handle)
 
     async def append_lease(self, ino: int, min_index: int = 0) -> dict[str, Any]:
@@ -180,8 +191,9 @@ class Master:
         self._settle(handle, ok)
         return handle
 
-    async def _grant(self, handle: int) -> None:
+    async def _grant(self, handle: int, avoid: frozenset[str] | set[str] = frozenset()) -> None:
         srvs = self.registry.replicas(handle)
+        srvs.sort(key=lambda s: s.id in avoid)      # the primary is the first that takes it
         if not srvs:
             raise GFSError("UNAVAILABLE", f"no live replica of chunk {handle}")
         version = self.ns.chunks[handle][0] + 1

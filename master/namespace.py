@@ -547,3 +547,129 @@ class Namespace:
                 target.goal = goal
                 target.ctime_ns = rec["now"]
         return inode.ino
+
+    # ------------------------------------------------------------ snapshots (GFS §3.4)
+
+    def snapshot_order(self, src: int) -> list[Inode]:
+        """The inodes a snapshot of ``src`` copies, in the order they get their
+        new inode numbers: ``src`` first, then every inode below it, each once
+        (hard links), directory entries in cookie order. Deterministic, so a
+        replayed record numbers them the same way."""
+        root = self.get(src)
+        order, seen, stack = [root], {root.ino}, [root]
+        while stack:
+            inode = stack.pop()
+            if inode.dir is None:
+                continue
+            for cookie in inode.dir.cookies:
+                child = self.inodes[inode.dir.entries[inode.dir.names[cookie]][0]]
+                if child.ino in seen:
+                    continue
+                seen.add(child.ino)
+                order.append(child)
+                if child.dir is not None:
+                    stack.append(child)
+        return order
+
+    def _op_snapshot(self, rec: Record) -> int:
+        """Copy ``src`` (a file or a whole tree) to ``name`` in ``parent``:
+        metadata only, the copies share the chunks (reference counts raised).
+        New inode numbers are ``ino`` .. ``ino + count - 1`` in
+        :meth:`snapshot_order`."""
+        src = self.get(rec["src"])
+        parent = self.get_dir(rec["parent"])
+        assert parent.dir is not None
+        name = check_name(rec["name"])
+        if name in parent.dir.entries:
+            raise GFSError("EEXIST", f"{name!r} exists")
+        if src.dir is not None and self.is_ancestor(src.ino, parent.ino):
+            raise GFSError("EINVAL", "cannot snapshot a directory into itself")
+        if src.dir is not None and parent.nlink >= MAX_LINKS:
+            raise GFSError("EMLINK", "too many subdirectories")
+        order = self.snapshot_order(src.ino)
+        first, count = rec["ino"], rec["count"]
+        if count != len(order):
+            raise GFSError("INTERNAL", f"snapshot of {src.ino}: {len(order)} inodes, "
+                                       f"record says {count}")
+        if any(first + k in self.inodes for k in range(count)):
+            raise GFSError("INTERNAL", f"inode numbers {first}..{first + count - 1} in use")
+        new = {old.ino: first + k for k, old in enumerate(order)}
+        links: dict[int, int] = {}            # names each copied non-directory gets
+        for old in order:
+            if old.dir is not None:
+                for child, _cookie in old.dir.entries.values():
+                    links[child] = links.get(child, 0) + 1
+        now = rec["now"]
+        # checks done: mutate
+        for old in order:
+            nlink = old.nlink if old.dir is not None else (1 if old is src else links[old.ino])
+            copy = Inode(new[old.ino], old.mode, old.uid, old.gid, nlink, old.atime_ns,
+                         old.mtime_ns, now, size=old.size, rdev=old.rdev, goal=old.goal,
+                         xattrs=dict(old.xattrs), target=old.target)
+            if old.dir is not None:
+                d = Directory(parent.ino if old is src else new[old.dir.parent])
+                for cookie in old.dir.cookies:
+                    child_name = old.dir.names[cookie]
+                    d.add(child_name, new[old.dir.entries[child_name][0]])
+                copy.dir = d
+            elif old.chunks is not None:
+                copy.chunks = dict(old.chunks)
+                for handle in old.chunks.values():
+                    self.chunks[handle][1] += 1
+            self.inodes[copy.ino] = copy
+        parent.dir.add(name, first)
+        if src.dir is not None:
+            parent.nlink += 1
+        parent.touch(now)
+        self.next_ino = max(self.next_ino, first + count)
+        return first
+
+    def _op_set_versions(self, rec: Record) -> None:
+        """Many ``set_version`` at once (a snapshot revoking a tree's leases);
+        chunks deleted meanwhile are skipped, versions never go down."""
+        for handle, version in rec["versions"]:
+            entry = self.chunks.get(handle)
+            if entry is not None and entry[0] < version:
+                entry[0] = version
+
+    def _op_reserve_handles(self, rec: Record) -> None:
+        """Chunk handles below ``next_handle`` are taken (a copy-on-write copies
+        the chunk to a new handle before its ``cow`` record is logged)."""
+        self.next_handle = max(self.next_handle, rec["next_handle"])
+
+    def _op_cow(self, rec: Record) -> int:
+        """Copy-on-write of a shared chunk: chunk ``index`` of ``ino`` is now
+        ``new`` (a copy of ``old`` at ``version``, made by each replica's
+        chunkd); ``old`` loses one reference."""
+        inode = self.get_file(rec["ino"])
+        assert inode.chunks is not None
+        index, old, new = rec["index"], rec["old"], rec["new"]
+        if inode.chunks.get(index) != old:
+            raise GFSError("EAGAIN", f"chunk {index} of inode {inode.ino} changed meanwhile")
+        if new in self.chunks:
+            raise GFSError("INTERNAL", f"chunk handle {new} in use")
+        inode.chunks[index] = new
+        self.chunks[new] = [rec["version"], 1]
+        self.next_handle = max(self.next_handle, new + 1)
+        self._unref(old)
+        return inode.ino
+
+    # ------------------------------------------------------------ trash
+
+    def _op_restore(self, rec: Record) -> int:
+        """Give a trashed file a name again (``gfs trash restore``)."""
+        ino = rec["ino"]
+        if ino not in self.trash:
+            raise GFSError("ENOENT", f"inode {ino} is not in the trash")
+        parent = self.get_dir(rec["parent"])
+        assert parent.dir is not None
+        name = check_name(rec["name"])
+        if name in parent.dir.entries:
+            raise GFSError("EEXIST", f"{name!r} exists")
+        inode = self.inodes[ino]
+        del self.trash[ino]
+        inode.nlink = 1
+        inode.ctime_ns = rec["now"]
+        parent.dir.add(name, ino)
+        parent.touch(rec["now"])
+        return ino

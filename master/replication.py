@@ -50,6 +50,7 @@ from gfsfs.errors import GFSError
 
 from .chunks import Chunkd
 from .core import ChunkdCaller, Master
+from .leases import revoke_lease
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Copy:
     key: tuple[int, int]                   # (ino, index): the master's per-chunk lock
     goal: int
     started: float
+    move: bool = False                     # rebalancing/drain: drop the source replica after
 
 
 def scan(master: Master) -> dict[int, ChunkNeed]:
@@ -125,6 +127,7 @@ class Replicator:
         self.copies_failed = 0
         self.bytes_copied = 0
         self.trimmed = 0
+        self.moved = 0                            # rebalancing/drain moves done
 
     # ------------------------------------------------------------ one round
 
@@ -134,6 +137,9 @@ class Replicator:
         needs = scan(self.m)
         self.trim(needs)
         copies = self.plan(needs) if self.clock() - self.born >= self.grace else []
+        if self.clock() - self.born >= self.grace:
+            from .rebalance import plan_moves       # drain first, then rebalancing
+            copies += plan_moves(self, needs)
         if nursery is not None:
             for c in copies:
                 nursery.start_soon(self._copy, c)
@@ -190,8 +196,8 @@ class Replicator:
         holders = set(reg.locations.get(need.handle, ()))
         racks = {s.rack for s in need.live}
         cs = reg.chunk_size
-        candidates = [s for s in reg.live()
-                      if s.id not in holders and self.load[s.id] < per and s.free_bytes > 0]
+        candidates = [s for s in reg.live() if s.id not in holders and not s.draining
+                      and self.load[s.id] < per and s.free_bytes > 0]
         if not candidates:
             return None
 
@@ -242,22 +248,13 @@ class Replicator:
             if version is None:
                 return None                 # deleted meanwhile
             holders = reg.locations.get(c.handle, set())
-            if (len(reg.replicas(c.handle)) >= c.goal or c.source.id not in holders
+            if ((len(reg.replicas(c.handle)) >= c.goal and not c.move)
+                    or c.source.id not in holders
                     or c.target.id in holders or not c.target.alive):
                 return None                 # no longer needed, or no longer possible
             if c.handle not in reg.leases:
                 return version
-            del reg.leases[c.handle]
-            version += 1
-            srvs = reg.replicas(c.handle)
-            await m.mutate({"op": "set_version", "handle": c.handle, "version": version})
-            ok = await m._set_version(c.handle, version, srvs, create=False)
-            for srv in srvs:
-                if srv not in ok:
-                    reg.drop_location(c.handle, srv.id)
-            log.info("chunk %d: lease revoked and version raised to %d for a copy",
-                     c.handle, version)
-            return version
+            return await revoke_lease(m, c.handle, "a copy")
 
     def _finish(self, c: Copy, version: int, reply: Any) -> None:
         m, reg = self.m, self.m.registry
@@ -276,6 +273,15 @@ class Replicator:
         for handle in delete:
             reg.pending_delete.setdefault(c.target.id, set()).add(handle)
         self.copies_done += 1
+        if c.move and c.handle in c.target.handles:
+            # a move: the new replica is in place, the old one goes (the
+            # version was checked above, with no await since)
+            reg.drop_location(c.handle, c.source.id)
+            reg.pending_delete.setdefault(c.source.id, set()).add(c.handle)
+            self.moved += 1
+            log.info("chunk %d v%d moved from %s to %s", c.handle, version,
+                     c.source.id, c.target.id)
+            return
         log.info("chunk %d v%d copied from %s to %s (%d live)", c.handle, version,
                  c.source.id, c.target.id, len(reg.replicas(c.handle)))
 
@@ -299,7 +305,7 @@ class Replicator:
             for _ in range(extra):
                 # a replica sharing its rack with another first (rack diversity
                 # stays), then the fullest server (least free, most chunks)
-                srv = min(keep, key=lambda s: (racks[s.rack] == 1, s.free_bytes,
+                srv = min(keep, key=lambda s: (not s.draining, racks[s.rack] == 1, s.free_bytes,
                                                -len(s.handles), s.id))
                 keep.remove(srv)
                 racks[srv.rack] -= 1

@@ -19,6 +19,7 @@ from .core import Master
 from .namespace import MAX_GOAL
 from .perms import R, X, Ctx, require, xattr_access
 from . import replication
+from . import snapshot, trash
 
 Req = dict[str, Any]
 U32 = (1 << 32) - 1
@@ -189,7 +190,11 @@ class Handlers:
         return self.m.chunks(need(req, "ino", int), _nat(req, "first"), count)
 
     async def lease(self, req: Req) -> Req:
-        return await self.m.lease(need(req, "ino", int), need(req, "index", int))
+        avoid = opt(req, "avoid", list, [])
+        if not all(isinstance(a, str) for a in avoid):
+            raise GFSError("BADREQ", "avoid must be a list of chunkd ids")
+        return await self.m.lease(need(req, "ino", int), need(req, "index", int),
+                                  frozenset(avoid))
 
     async def append_lease(self, req: Req) -> Req:
         return await self.m.append_lease(need(req, "ino", int), _nat(req, "index", 0))
@@ -241,6 +246,22 @@ class Handlers:
     async def fsck(self, req: Req) -> Req:
         return replication.fsck(self.m)
 
+    async def drain(self, req: Req) -> Req:
+        """Start (or with ``cancel`` stop) draining a chunkd; its progress."""
+        from .rebalance import drain_remaining
+        cid, cancel = need(req, "id", str), opt(req, "cancel", bool, False)
+        reg = self.m.registry
+        srv = reg.servers.get(cid)
+        if srv is None:
+            raise GFSError("ENOENT", f"no chunk server {cid!r}")
+        if cancel:
+            reg.draining.discard(cid)
+        elif not opt(req, "status", bool, False):
+            reg.draining.add(cid)
+        srv.draining = cid in reg.draining
+        return {"id": cid, "draining": srv.draining, "alive": srv.alive,
+                "remaining": drain_remaining(self.m, cid), "chunks": len(srv.handles)}
+
     async def status(self, req: Request) -> Response:
         return Response.msgpack(self.m.status())
 
@@ -259,6 +280,9 @@ def build_app(master: Master) -> App:
         app.rpc(name, getattr(handlers, name))
     app.route("GET", "/status", handlers.status)
     app.rpc("fsck", handlers.fsck)
+    app.rpc("drain", handlers.drain)
+    snapshot.install(master, app)           # snapshot (copy-on-write)
+    trash.install(master, app)              # trash_list, trash_restore, trash_purge
     metrics.install(master, app)            # GET /metrics (Prometheus)
     web.install(master, app)                # GET / (the web page), /web/...; keep last
     return app

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import trio
 
+from gfsfs.errors import GFSError
+from gfsfs.rpc import App, need, opt
+
 from .core import Master
+from .namespace import ROOT_INO
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +45,107 @@ class TrashPurger:
                 await self.run_once()
             except Exception:
                 log.exception("trash purge failed")
+
+
+# ---------------------------------------------------------------- gfs trash (admin RPCs)
+
+def trash_list(master: Master) -> dict[str, Any]:
+    """Every trashed file: the path it had (its old directory's current path
+    and its old name; None when that directory is gone), size, deletion time
+    and when the purger will take it."""
+    from .replication import _paths
+    ns, ttl = master.ns, master.cfg.trash_time
+    dirs = _paths(master, {parent for _when, parent, _name in ns.trash.values()})
+    dirs[ROOT_INO] = ""
+    entries = []
+    for ino, (deleted_ns, parent, name) in sorted(ns.trash.items(), key=lambda kv: kv[1][0]):
+        inode = ns.inodes.get(ino)
+        where = dirs.get(parent)
+        entries.append({
+            "ino": ino, "parent": parent, "name": name,
+            "path": None if where is None or not name else
+            f"{where}/{name.decode('utf-8', 'backslashreplace')}",
+            "size": inode.size if inode is not None else 0,
+            "chunks": len(inode.chunks or ()) if inode is not None else 0,
+            "deleted_ns": deleted_ns, "purge_ns": deleted_ns + int(ttl * 1e9)})
+    return {"trash_time": ttl, "entries": entries}
+
+
+async def trash_restore(master: Master, ino: int, parent: int | None = None,
+                        name: bytes | None = None) -> dict[str, Any]:
+    """Give trashed ``ino`` a name again: its old one unless ``parent``/``name``."""
+    ns = master.ns
+    entry = ns.trash.get(ino)
+    if entry is None:
+        raise GFSError("ENOENT", f"inode {ino} is not in the trash")
+    _when, old_parent, old_name = entry
+    if parent is None:
+        parent = old_parent
+        if ns.inodes.get(parent) is None or ns.inodes[parent].dir is None:
+            raise GFSError("ENOENT", f"its directory (inode {parent}) no longer exists; "
+                                     "restore it elsewhere (--to NEWPATH)")
+    if name is None:
+        name = old_name
+    if not name:
+        raise GFSError("EINVAL", "no name recorded for it; restore it with --to NEWPATH")
+    pdir = ns.get_dir(parent)
+    assert pdir.dir is not None
+    if name in pdir.dir.entries:
+        raise GFSError("EEXIST", f"{name.decode('utf-8', 'backslashreplace')!r} exists in "
+                                 f"inode {parent}; restore it elsewhere (--to NEWPATH)")
+    await master.mutate({"op": "restore", "ino": ino, "parent": parent, "name": name,
+                         "now": time.time_ns()})
+    return {"ino": ino, "parent": parent, "name": name, "attr": ns.attr(ns.get(ino))}
+
+
+async def trash_purge(master: Master, older_than: float | None = None,
+                      inos: list[int] | None = None) -> dict[str, Any]:
+    """Purge trashed files now: those deleted more than ``older_than`` seconds
+    ago (all when None), or only ``inos``. Their chunks that no other file
+    references become garbage, deleted by the chunkds on their next heartbeat."""
+    ns = master.ns
+    cutoff = time.time_ns() - int((older_than or 0) * 1e9)
+    chosen = [ino for ino, (when, _p, _n) in ns.trash.items()
+              if (inos is None or ino in inos) and (older_than is None or when <= cutoff)]
+    refs: dict[int, int] = {}
+    size = 0
+    for ino in chosen:
+        inode = ns.inodes[ino]
+        size += inode.size
+        for handle in (inode.chunks or {}).values():
+            refs[handle] = refs.get(handle, 0) + 1
+    freed = sum(1 for h, n in refs.items() if ns.chunks.get(h, [0, 0])[1] <= n)
+    if chosen:
+        await master.mutate({"op": "purge", "inos": chosen})
+        log.info("trash purge: %d files, %d chunks freed", len(chosen), freed)
+    return {"purged": len(chosen), "bytes": size, "chunks_freed": freed,
+            "chunks_shared": len(refs) - freed}
+
+
+def install(master: Master, app: App) -> None:
+    """``trash_list``, ``trash_restore``, ``trash_purge`` (see gfsfs.protocol)."""
+
+    async def rpc_list(req: dict[str, Any]) -> dict[str, Any]:
+        return trash_list(master)
+
+    async def rpc_restore(req: dict[str, Any]) -> dict[str, Any]:
+        parent = opt(req, "parent", int)
+        name = opt(req, "name", (bytes, str))
+        if isinstance(name, str):
+            name = name.encode()
+        if (parent is None) != (name is None):
+            raise GFSError("BADREQ", "give both parent and name, or neither")
+        return await trash_restore(master, need(req, "ino", int), parent, name)
+
+    async def rpc_purge(req: dict[str, Any]) -> dict[str, Any]:
+        older = opt(req, "older_than", (int, float))
+        if older is not None and older < 0:
+            raise GFSError("EINVAL", "older_than must not be negative")
+        inos = opt(req, "inos", list)
+        if inos is not None and not all(isinstance(i, int) for i in inos):
+            raise GFSError("BADREQ", "inos must be integers")
+        return await trash_purge(master, older, inos)
+
+    app.rpc("trash_list", rpc_list)
+    app.rpc("trash_restore", rpc_restore)
+    app.rpc("trash_purge", rpc_purge)
