@@ -197,13 +197,18 @@ class Master:
         if not srvs:
             raise GFSError("UNAVAILABLE", f"no live replica of chunk {handle}")
         version = self.ns.chunks[handle][0] + 1
-        await self.mutate({"op": "set_version", "handle": handle, "version": version})
+        # replicas first, then the log (as in leases.revoke_lease): a master
+        # killed in between adopts the replicas' higher version when they report
+        # (GFS §4.5); logging first would make every replica look stale
         ok = await self._set_version(handle, version, srvs, create=False)
         for srv in srvs:
             if srv not in ok:
                 self.registry.drop_location(handle, srv.id)
         if not ok:
             raise GFSError("UNAVAILABLE", f"no replica of chunk {handle} took version {version}")
+        current = self.ns.version(handle)
+        if current is not None and current < version:
+            await self.mutate({"op": "set_version", "handle": handle, "version": version})
         self._settle(handle, ok)
 
     def _settle(self, handle: int, ok: list[Chunkd]) -> None:

@@ -277,3 +277,10 @@ def test_cp_one_gib(mnt: Path, tmp_path: Path) -> None:
     sh(f"cp {src} {mnt}/big && cp {mnt}/big {tmp_path}/back")
     assert sha(src) == sha(mnt / "big") == sha(tmp_path / "back")
     (mnt / "big").unlink()
+
+
+def test_rewrite_shorter_truncates(mnt: Path) -> None:
+    (mnt / "r").write_bytes(b"x" * 100)
+    sh("echo short > r", cwd=mnt)                  # open(O_TRUNC)
+    assert (mnt / "r").read_bytes() == b"short\n"
+    assert (mnt / "r").stat().st_size == 6
