@@ -348,17 +348,22 @@ class Master:
                     goals[handle] = inode.goal
         return goals
 
-    def cluster_status(self) -> dict[str, Any]:
-        ns, reg = self.ns, self.registry
+    def replication_counts(self) -> tuple[int, int, int]:
+        """(under goal, lost: no live replica, over goal) chunk counts."""
         under = lost = over = 0
         for handle, goal in self.chunk_goals().items():
-            live = len(reg.replicas(handle))
+            live = len(self.registry.replicas(handle))
             if live == 0:
                 lost += 1
             if live < goal:
                 under += 1
             elif live > goal:
                 over += 1
+        return under, lost, over
+
+    def cluster_status(self) -> dict[str, Any]:
+        ns, reg = self.ns, self.registry
+        under, lost, over = self.replication_counts()
         servers = reg.status()
         alive = sum(1 for s in servers if s["alive"])
         return {"chunk_size": ns.chunk_size, "inodes": len(ns.inodes),

@@ -52,15 +52,7 @@ def collect(master: Master) -> Iterator[Metric]:
                                     (["other"], other), (["trash"], len(ns.trash))])
 
     # chunks and their replication state
-    under = lost = over = 0
-    for handle, goal in master.chunk_goals().items():
-        live = len(reg.replicas(handle))
-        if live == 0:
-            lost += 1
-        if live < goal:
-            under += 1
-        elif live > goal:
-            over += 1
+    under, lost, over = master.replication_counts()
     yield gauge("gfs_master_chunks", "chunks the namespace references", len(ns.chunks))
     yield gauge("gfs_master_replicas", "known replicas of current chunk versions",
                 sum(len(locs) for locs in reg.locations.values()))

@@ -24,6 +24,7 @@ import pytest
 import trio
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
+from faultkit import read_uncached
 from gfsfs.client import Client
 from gfsfs.config import ClientConfig
 from gfsfs.localcluster import ROOT, Cluster
@@ -110,21 +111,6 @@ def gfs(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
 
 
-def drop_cached(path: Path) -> bytes:
-    """The file's bytes read through the mount, not the kernel's page cache."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        parts = []
-        while True:
-            piece = os.read(fd, 1 << 20)
-            if not piece:
-                return b"".join(parts)
-            parts.append(piece)
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------- (a) + (b)
 
 @needs_fuse
@@ -155,7 +141,7 @@ def test_kill9_rereplicates_then_restart_trims_to_goal(cluster: Cluster, mounted
     print(f"re-replicated {holding[victim_id]} chunks in {time.monotonic() - killed_at:.1f}s")
     check_replicas(chunks_of(cluster, inos), expected)
     for name, data in files.items():
-        assert drop_cached(mounted / name) == data
+        assert read_uncached(mounted / name) == data
     st = rpc(cluster.url, "cluster_status")
     assert st["under_goal"] == 0 and st["lost"] == 0 and st["chunkds_alive"] == 3
 
@@ -209,7 +195,7 @@ def test_corrupt_replica_is_scrubbed_and_rereplicated(cluster: Cluster, mounted:
     def reader() -> None:
         while not stop.is_set():
             try:
-                if drop_cached(mounted / "a") != a:
+                if read_uncached(mounted / "a") != a:
                     failures.append("wrong bytes")
             except OSError as exc:
                 failures.append(repr(exc))
