@@ -45,6 +45,9 @@ class Master:
         self.registry = ChunkRegistry(cfg.chunk_size, cfg.heartbeat_interval,
                                       cfg.dead_after_heartbeats, clock)
         self._locks: dict[tuple[int, int], list[Any]] = {}    # key -> [Lock, users]
+        # under-goal chunks a client asked for (handle -> monotonic time): the
+        # replicator copies these before the rest of their class (GFS §4.3)
+        self.wanted: dict[int, float] = {}
 
     @classmethod
     def open(cls, cfg: MasterConfig, caller: ChunkdCaller, data_dir: str | Path | None = None,
@@ -117,9 +120,25 @@ class Master:
             found = sorted((i, h) for i, h in inode.chunks.items() if first <= i < first + count)
         out = []
         for index, handle in found:
+            replicas = self.registry.replicas(handle)
+            if len(replicas) < inode.goal:
+                self.note_wanted(handle)
             out.append({"index": index, "handle": handle, "version": self.ns.chunks[handle][0],
-                        "replicas": [s.replica() for s in self.registry.replicas(handle)]})
+                        "replicas": [s.replica() for s in replicas]})
         return {"size": inode.size, "chunk_size": self.ns.chunk_size, "chunks": out}
+
+    WANTED_FOR = 60.0      # seconds a client's interest keeps a chunk's boost
+
+    def note_wanted(self, handle: int) -> None:
+        now = time.monotonic()
+        if len(self.wanted) > 100_000:
+            self.wanted = {h: t for h, t in self.wanted.items() if now - t < self.WANTED_FOR}
+        self.wanted[handle] = now
+
+    def is_wanted(self, handle: int) -> bool:
+        """Whether a client asked for this chunk lately."""
+        t = self.wanted.get(handle)
+        return t is not None and time.monotonic() - t < self.WANTED_FOR
 
     async def lease(self, ino: int, index: int,
                     avoid: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:

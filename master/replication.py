@@ -6,7 +6,8 @@ it scans the chunk map and
 - gives every chunk with fewer live replicas than its goal (the largest goal
   of the files referencing it) new replicas, by priority: fewest live replicas
   first, then chunks of live files before chunks only trash references, then
-  the most missing replicas. A copy is chunk-to-chunk: the master picks a
+  chunks a client asked for lately (it may be waiting on them), then the most
+  missing replicas. A copy is chunk-to-chunk: the master picks a
   source replica and a target chunkd (distinct, on a rack the chunk is not on
   yet when possible, most free space) and tells the *target* to fetch the chunk
   from the source (``replicate``, see :mod:`gfsfs.protocol`); no data passes
@@ -169,7 +170,8 @@ class Replicator:
         # (some chunkds' reports arrive before the rest answered): not yet
         under = [n for n in needs.values() if 0 < len(n.live) < n.goal
                  and n.handle not in self.inflight and not any(k in busy for k in n.refs)]
-        under.sort(key=lambda n: (len(n.live), n.trash_only, -n.missing, n.handle))
+        under.sort(key=lambda n: (len(n.live), n.trash_only, not self.m.is_wanted(n.handle),
+                                  -n.missing, n.handle))
         out: list[Copy] = []
         now = self.clock()
         for need in under:

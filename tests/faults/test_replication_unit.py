@@ -185,3 +185,21 @@ def test_run_forever_is_cancellable(tmp_path: Path) -> None:
         with trio.move_on_after(0.1):
             await rep.run_forever()
     run(tmp_path, body)
+
+
+def test_a_chunk_a_client_asks_for_goes_first(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        inos = await setup(h, {"c1": "a", "c2": "b", "c3": "c", "c4": "d"}, files=3, chunks=1)
+        reg = h.master.registry
+        holders = {cid for locs in reg.locations.values() for cid in locs}
+        kill(h, sorted(holders)[0])
+        needs = scan(h.master)
+        under = sorted(n.handle for n in needs.values() if len(n.live) < n.goal)
+        assert len(under) >= 2
+        # a client reads the file whose chunk would otherwise come last
+        last = under[-1]
+        ino = next(i for i in inos if h.master.ns.chunk_at(i, 0) == last)
+        await h.call("chunks", ino=ino, first=0, count=1)
+        rep = Replicator(h.master, caller=replicate_ok(h), grace=0)
+        assert rep.plan(scan(h.master))[0].handle == last
+    run(tmp_path, body, replication_max=1, replication_per_chunkd=1)
