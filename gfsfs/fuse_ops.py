@@ -13,6 +13,7 @@ inode (readdir is stateless: the master's offsets are cookies).
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
 import logging
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 BLKSIZE = 1 << 20          # st_blksize: the I/O size we like (cp etc. use it)
 STATFS_FRSIZE = 64 * 1024  # f_frsize: the CRC block size
 DOT_COOKIES = 2            # readdir cookies 1 and 2 are '.' and '..'
+READDIR_BATCH = 512        # entries asked of the master at once
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -73,6 +75,31 @@ def to_fuse_errno(exc: BaseException) -> int:
     return errno.EIO
 
 
+class DirListing:
+    """One opendir's batch of master entries, kept until releasedir: the kernel
+    asks for a few dozen entries per READDIRPLUS, and each of those would
+    otherwise be a master RPC. A listing is a snapshot as of its fetch (POSIX
+    lets readdir miss entries added after opendir)."""
+
+    def __init__(self, ino: int) -> None:
+        self.ino = ino
+        self.base = 0                                        # master offset it starts after
+        self.entries: list[tuple[bytes, Attr, int]] = []     # (name, attr, cookie), ascending
+        self.complete = False
+
+    def keep(self, base: int, entries: list[tuple[bytes, Attr, int]], complete: bool) -> None:
+        self.base, self.entries, self.complete = base, entries, complete
+
+    def after(self, offset: int) -> list[tuple[bytes, Attr, int]] | None:
+        """Entries past master offset ``offset``, or None when they must be fetched."""
+        if not self.entries or offset < self.base:
+            return None
+        if offset >= self.entries[-1][2]:
+            return [] if self.complete else None
+        i = bisect.bisect_right([e[2] for e in self.entries], offset)
+        return self.entries[i:]
+
+
 class Operations(pyfuse3.Operations):
     enable_writeback_cache = False     # write-through: other clients see data on close
     supports_dot_lookup = True
@@ -84,6 +111,8 @@ class Operations(pyfuse3.Operations):
         self.read_only = read_only
         self.files: dict[int, OpenFile] = {}
         self.next_fh = 1
+        self.dirs: dict[int, DirListing] = {}
+        self.next_dir_fh = 1
         self._groups: dict[int, tuple[float, list[int]]] = {}
 
     # ------------------------------------------------------------ helpers
@@ -266,12 +295,18 @@ class Operations(pyfuse3.Operations):
         attr = await self.client.getattr(inode)
         if not stat.S_ISDIR(attr["mode"]):
             raise FUSEError(errno.ENOTDIR)
-        return inode
+        fh = self.next_dir_fh
+        self.next_dir_fh += 1
+        self.dirs[fh] = DirListing(inode)
+        return fh
 
     @errno_boundary
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         """Cookies: 1 after '.', 2 after '..', master offset + 2 after an entry."""
-        ino = fh
+        listing = self.dirs.get(fh)
+        if listing is None:
+            raise FUSEError(errno.EBADF)
+        ino = listing.ino
         if start_id < 1:
             attr = await self.client.getattr(ino)
             if not pyfuse3.readdir_reply(token, b".", self.entry(attr), 1):
@@ -284,22 +319,26 @@ class Operations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, b"..", self.entry(parent), 2):
                 return
         offset = max(0, start_id - DOT_COOKIES)
-        limit = 512
+        if start_id == 0:
+            listing.entries = []                  # rewinddir: list afresh
         while True:
-            entries = await self.client.readdir(ino, offset, limit)
+            entries = listing.after(offset)
+            if entries is None:
+                entries = await self.client.readdir(ino, offset, READDIR_BATCH)
+                listing.keep(offset, entries, complete=len(entries) < READDIR_BATCH)
+            if not entries:
+                return
             for name, attr, next_offset in entries:
                 if name in (b".", b".."):
                     continue
                 if not pyfuse3.readdir_reply(token, name, self.entry(attr),
                                              next_offset + DOT_COOKIES):
                     return
-            if len(entries) < limit:
-                return
             offset = entries[-1][2]
 
     @errno_boundary
     async def releasedir(self, fh: int) -> None:
-        return None
+        self.dirs.pop(fh, None)
 
     @errno_boundary
     async def fsyncdir(self, fh: int, datasync: bool) -> None:

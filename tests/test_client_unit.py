@@ -199,3 +199,17 @@ def test_errno_boundary_passes_results() -> None:
         return x + 1
 
     assert trio.run(handler, 1) == 2
+
+
+def test_dir_listing_serves_offsets_from_its_batch() -> None:
+    from gfsfs.fuse_ops import DirListing
+    d = DirListing(5)
+    assert d.after(0) is None                       # nothing fetched yet
+    batch = [(b"a", {}, 3), (b"b", {}, 7), (b"c", {}, 9)]
+    d.keep(0, batch, complete=False)
+    assert d.after(0) == batch
+    assert d.after(3) == batch[1:] and d.after(8) == batch[2:]
+    assert d.after(9) is None                       # past the batch, more to fetch
+    d.keep(9, [(b"d", {}, 12)], complete=True)
+    assert d.after(12) == [] and d.after(9) == [(b"d", {}, 12)]
+    assert d.after(3) is None                       # before this window: fetch again
