@@ -3,7 +3,9 @@
 :class:`ChunkReports` collects the changes (chunks added, removed, found
 corrupt) since the last report. :class:`Heartbeat` registers with the master
 (the full chunk list), then heartbeats every interval, sends the pending
-reports, and deletes what the master's replies list. ``run_once`` does one
+reports, and deletes what the master's replies list. A heartbeat also asks the
+master to extend the leases of the chunks this chunkd committed to as primary
+since the previous one (``extend``; GFS §3.1). ``run_once`` does one
 round and raises GFSError when the master cannot be reached; ``run_forever``
 never gives up: it retries with capped exponential backoff and jitter.
 """
@@ -35,6 +37,18 @@ class ChunkReports:
         self.corrupt: set[int] = set()
         self.urgent = trio.Event()
         self.corrupt_found = 0      # checksum mismatches found, ever (for /metrics)
+        # chunks this chunkd mutated as primary since the last heartbeat: the
+        # heartbeat asks the master to extend their leases (GFS §3.1)
+        self.primaried: set[int] = set()
+        self.extended = 0           # lease extensions the master granted, ever
+
+    def note_primary(self, handle: int) -> None:
+        self.primaried.add(handle)
+
+    def take_extend(self) -> list[int]:
+        taken = sorted(self.primaried)
+        self.primaried.clear()
+        return taken
 
     def add(self, handle: int, version: int) -> None:
         self.added[handle] = version
@@ -100,7 +114,17 @@ class Heartbeat:
         if not self.registered:
             await self.register()
         else:
-            reply = await self._call("heartbeat", await self._space(chunk_count=True))
+            body = await self._space(chunk_count=True)
+            extend = self.reports.take_extend()
+            if extend:
+                body["extend"] = extend
+            try:
+                reply = await self._call("heartbeat", body)
+            except BaseException:
+                self.reports.primaried.update(extend)   # ask again next time
+                raise
+            if isinstance(reply, dict) and isinstance(reply.get("extended"), list):
+                self.reports.extended += len(reply["extended"])
             await self._obey(reply)
             if isinstance(reply, dict) and reply.get("reregister"):
                 log.info("master asks %s to register again", self.server_id)

@@ -181,6 +181,7 @@ class ChunkServer:
         data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
         async with self._order_lock(m.handle):
             await self._apply(m, data)
+            self.reports.note_primary(m.handle)
             await self._fan_out(secondaries, "apply", m.wire())
         # every replica has it: the primary's copy is no longer needed (a commit
         # retried after this answers EAGAIN: push again). Secondaries keep theirs
@@ -228,6 +229,7 @@ class ChunkServer:
                 return {"retry": "next_chunk", "padded": padded}
             m = Mutation(handle, version, offset, data_id, sync, inline)
             await self._apply(m, data)
+            self.reports.note_primary(handle)
             await self._fan_out(secondaries, "apply", m.wire())
         if inline is None:
             self.buffers.discard(data_id)

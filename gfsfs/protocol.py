@@ -73,6 +73,15 @@ and its write lease. On a new grant the master raises the chunk's version and
 calls ``set_version`` on every replica before replying. ``avoid``: chunkds the
 client could not reach; a valid lease whose primary is one of them is granted
 anew (version raised) with another replica as primary, when there is one.
+A valid lease held by a primary the client can reach is extended (same
+primary, same version, ``expires_ns`` moved to ``lease_seconds`` from now).
+No second primary while a lease may still be used (GFS §3.1): when a new grant
+finds an unexpired lease (current, or dropped because its primary was
+avoided or declared dead) whose primary did not take the new version, and not
+every other replica that lease names did either, the reply waits until that
+lease expires (at most ``lease_seconds``). A rename revokes the leases of the
+renamed file's chunks (of every file under a renamed directory): their
+version goes up, and a writer holding one gets STALE and asks again.
 
 ``append_lease {ino, [index]}`` -> the ``lease`` reply plus ``"index"`` (the
 chunk's index), ``"chunk_size"`` and ``"min_offset"``: the lease of the chunk a
@@ -107,7 +116,9 @@ unexpired lease, if any.
 
 ``cluster_status {}`` -> ``{"chunk_size", "inodes", "files" (regular files with a
 name), "trash_files", "dirs", "chunks",
-"under_goal", "lost", "over_goal", "leases", "chunkds_alive", "chunkds_dead",
+"under_goal", "lost", "over_goal", "leases", "lease_extensions" (leases
+extended at their primary's heartbeat, since start), "lease_waits" (grants that
+waited for an unfenced lease to expire), "chunkds_alive", "chunkds_dead",
 "total_bytes", "free_bytes", "used_bytes", "chunkds" (live), "default_goal",
 "last_seq", "checkpoint_seq", "servers": [{"id", "addr", "rack", "alive",
 "capacity_bytes", "used_bytes", "free_bytes", "chunks", "last_heartbeat_age"
@@ -176,9 +187,15 @@ chunkd -> master
 [[handle, version], ...]}`` -> ``{"heartbeat_interval": float, "delete":
 [handle]}``: at start-up and whenever a heartbeat answers ``reregister``.
 
-``heartbeat {id, capacity_bytes, used_bytes, free_bytes, chunk_count}`` ->
-``{"delete": [handle], "reregister": bool}``. A chunkd not heard from for
+``heartbeat {id, capacity_bytes, used_bytes, free_bytes, chunk_count,
+[extend: [handle]]}`` -> ``{"delete": [handle], "reregister": bool,
+"extended": [handle]}``. A chunkd not heard from for
 ``dead_after_heartbeats`` intervals is dead; its replicas are forgotten.
+``extend`` (GFS §3.1: extensions ride on heartbeats): the chunks this chunkd
+committed or appended to as primary since its previous heartbeat. The master
+extends to ``lease_seconds`` from now each lease that is still valid and held
+by this chunkd, and lists those under ``extended``; a lapsed or moved lease is
+never revived (no version change happens here).
 
 ``report_chunks {id, added: [[handle, version]], removed: [handle],
 corrupt: [handle]}`` -> ``{"delete": [handle]}``: incremental changes.

@@ -44,6 +44,11 @@ class Chunkd:
 class Lease:
     primary: str
     expires_ns: int
+    # the chunkds holding the chunk when the lease was granted (primary
+    # included): a client with this lease commits only if every one of them
+    # applies, so once all but the primary are at a higher version the lease
+    # can no longer get a write acknowledged
+    holders: tuple[str, ...] = ()
 
 
 class ChunkRegistry:

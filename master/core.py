@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -25,6 +25,7 @@ from gfsfs.errors import GFSError
 
 from . import image, snapshot
 from .chunks import Chunkd, ChunkRegistry, Lease
+from .leases import LeaseTable, is_fenced
 from .namespace import MAX_FILE_SIZE, Namespace, Record
 from .oplog import OpLog
 from .perms import Ctx, authorize
@@ -48,6 +49,8 @@ class Master:
         # under-goal chunks a client asked for (handle -> monotonic time): the
         # replicator copies these before the rest of their class (GFS §4.3)
         self.wanted: dict[int, float] = {}
+        self.lease_waits = 0            # grants that waited for an unfenced lease to expire
+        self.heartbeat_extensions = 0   # leases extended at their primary's heartbeat
 
     @classmethod
     def open(cls, cfg: MasterConfig, caller: ChunkdCaller, data_dir: str | Path | None = None,
@@ -96,6 +99,39 @@ class Master:
         if self.ns.garbage:
             self.registry.collect_garbage(self.ns.take_garbage())
         return result, seq
+
+    async def rename(self, rec: Record, ctx: Ctx | None = None) -> None:
+        """A rename (GFS §3.1: the master revokes the leases of a file being
+        renamed): the leases of the renamed file's chunks -- of every file
+        under a renamed directory -- are revoked (version raised, one batched
+        ``set_versions`` per chunkd, :func:`leases.revoke_leases`) with those
+        chunks' locks held, and the rename is applied before the locks are
+        released, so no lease is granted in between. Only chunks with a lease
+        in the table are touched; a directory costs one walk of its tree. A
+        revocation that fails (no replica reachable) does not fail the rename."""
+        from . import leases
+        src = self.ns.child(rec["parent"], rec["name"])
+        keys: list[tuple[int, int, int]] = []
+        if src is not None:
+            authorize(self.ns, dict(rec), ctx)      # no revocations for a refused rename
+            held = self.registry.leases
+            if held:
+                inodes = [src] if src.dir is None else self.ns.subtree(src.ino)
+                keys = sorted((i.ino, index, h) for i in inodes
+                              for index, h in (i.chunks or {}).items() if h in held)
+        if not keys:
+            await self.mutate(rec, ctx)
+            return
+        async with AsyncExitStack() as stack:
+            for ino, index, _h in keys:         # sorted: no lock-order deadlock
+                await stack.enter_async_context(self._chunk_lock((ino, index)))
+            todo = [h for _i, _x, h in keys if h in self.registry.leases and h in self.ns.chunks]
+            if todo:
+                try:
+                    await leases.revoke_leases(self, todo, "a rename")
+                except GFSError as exc:
+                    log.warning("rename: %s", exc)
+            await self.mutate(rec, ctx)
 
     async def mutate_attr(self, rec: Record, ctx: Ctx | None) -> dict[str, Any]:
         ino = await self.mutate(rec, ctx)
@@ -163,6 +199,11 @@ class Master:
                 if (lease is not None and lease.primary in avoid
                         and any(s.id not in avoid for s in self.registry.replicas(handle))):
                     lease = None                # regrant: another primary
+                if lease is not None and not self._holders_intact(handle, lease):
+                    # a replica the lease named is gone (dead, stale, dropped):
+                    # it may have missed mutations, so the version goes up
+                    # before more are made, or it would come back looking current
+                    lease = None
                 if lease is not None:           # the primary keeps it: extend
                     lease.expires_ns = now + self._lease_ns()
                 else:
@@ -215,6 +256,9 @@ class Master:
         srvs.sort(key=lambda s: s.id in avoid)      # the primary is the first that takes it
         if not srvs:
             raise GFSError("UNAVAILABLE", f"no live replica of chunk {handle}")
+        # a lease a client may still hold (its primary unreachable, declared
+        # dead, or avoided by the client)
+        prev = self._outstanding_lease(handle)
         version = self.ns.chunks[handle][0] + 1
         # replicas first, then the log (as in leases.revoke_lease): a master
         # killed in between adopts the replicas' higher version when they report
@@ -228,7 +272,35 @@ class Master:
         current = self.ns.version(handle)
         if current is not None and current < version:
             await self.mutate({"op": "set_version", "handle": handle, "version": version})
+        if prev is not None:
+            await self._await_expiry(handle, prev, {s.id for s in ok})
         self._settle(handle, ok)
+
+    def _holders_intact(self, handle: int, lease: Lease) -> bool:
+        locs = self.registry.locations.get(handle, ())
+        return all(h in locs and self.registry.servers[h].alive for h in lease.holders)
+
+    def _outstanding_lease(self, handle: int) -> Lease | None:
+        leases = self.registry.leases
+        if isinstance(leases, LeaseTable):
+            return leases.outstanding(handle, time.time_ns())
+        lease = leases.get(handle)
+        return lease if lease is not None and lease.expires_ns > time.time_ns() else None
+
+    async def _await_expiry(self, handle: int, prev: Lease, took: set[str]) -> None:
+        """GFS §3.1: no second primary while another's lease may still be
+        used. The new version fences ``prev`` if its primary took it, or every
+        other replica it names did (its commits need them all); otherwise wait
+        for ``prev`` to expire. Called with the chunk's lock held."""
+        if is_fenced(prev, took):
+            return
+        wait = (prev.expires_ns - time.time_ns()) / 1e9
+        if wait > 0:
+            log.warning("chunk %d: the lease of unreachable primary %s is not fenced; "
+                        "waiting %.1fs for it to expire before a new grant", handle,
+                        prev.primary, wait)
+            self.lease_waits += 1
+            await trio.sleep(wait)
 
     def _settle(self, handle: int, ok: list[Chunkd]) -> None:
         """Record the replicas that took the version; the first is the primary."""
@@ -239,7 +311,8 @@ class Master:
         primary = next((s for s in ok if s.alive), None)
         if primary is None:
             raise GFSError("UNAVAILABLE", f"chunk {handle}: replicas died")
-        self.registry.leases[handle] = Lease(primary.id, time.time_ns() + self._lease_ns())
+        self.registry.leases[handle] = Lease(primary.id, time.time_ns() + self._lease_ns(),
+                                             tuple(s.id for s in ok if s.alive))
 
     async def _set_version(self, handle: int, version: int, srvs: list[Chunkd],
                            create: bool) -> list[Chunkd]:
@@ -312,6 +385,30 @@ class Master:
         delete, newer = self.registry.add_replicas(srv, added, self.ns.chunks)
         await self._adopt(cid, newer)
         return {"delete": delete + list(corrupt)}
+
+    MAX_EXTEND = 65536          # handles one heartbeat may ask to extend
+
+    def extend_leases(self, cid: str, handles: list[int]) -> list[int]:
+        """Lease extensions riding on a heartbeat (GFS §3.1): each of
+        ``handles`` whose current, unexpired lease is held by chunkd ``cid``
+        gets ``lease_seconds`` from now; the handles extended. Never a new
+        grant, never a version change: a lease that lapsed or moved is not
+        revived (the client asks for a new one)."""
+        reg = self.registry
+        srv = reg.servers.get(cid)
+        if srv is None or not srv.alive:
+            return []
+        now = time.time_ns()
+        until = now + self._lease_ns()
+        done = []
+        for handle in handles[:self.MAX_EXTEND]:
+            lease = reg.valid_lease(handle, now)
+            if lease is not None and lease.primary == cid:
+                if lease.expires_ns < until:
+                    lease.expires_ns = until
+                done.append(handle)
+        self.heartbeat_extensions += len(done)
+        return done
 
     async def _adopt(self, cid: str, newer: list[tuple[int, int]]) -> None:
         """A replica newer than the master knows (GFS §4.5): take its version."""
@@ -392,6 +489,7 @@ class Master:
                 "dirs": sum(1 for i in ns.inodes.values() if i.dir is not None),
                 "chunks": len(ns.chunks), "under_goal": under, "lost": lost,
                 "over_goal": over, "leases": len(reg.leases),
+                "lease_extensions": self.heartbeat_extensions, "lease_waits": self.lease_waits,
                 "chunkds_alive": alive, "chunkds_dead": len(servers) - alive,
                 **reg.totals(), "default_goal": self.cfg.replication_factor,
                 "last_seq": self.oplog.last_seq, "checkpoint_seq": self.oplog.checkpoint_seq,

@@ -36,12 +36,14 @@ class LeaseTable(dict):  # type: ignore[type-arg]
     def __init__(self, *args: Any, lease_ns: int = 60 * 10**9) -> None:
         super().__init__(*args)
         self.dropped: dict[int, int] = {}      # handle -> expires_ns of a dropped lease
+        self.last: dict[int, Lease] = {}       # handle -> that dropped lease itself
         self.born_ns = time.time_ns()
         self.lease_ns = lease_ns
 
     def _note(self, handle: int, lease: Lease | None) -> None:
         if lease is not None and lease.expires_ns > time.time_ns():
             self.dropped[handle] = max(self.dropped.get(handle, 0), lease.expires_ns)
+            self.last[handle] = lease
 
     def __delitem__(self, handle: int) -> None:
         self._note(handle, self.get(handle))
@@ -60,11 +62,40 @@ class LeaseTable(dict):  # type: ignore[type-arg]
             return False
         if until <= now_ns:
             del self.dropped[handle]
+            self.last.pop(handle, None)
             return False
         return True
 
+    def outstanding(self, handle: int, now_ns: int) -> Lease | None:
+        """The lease a client may still hold on ``handle`` (current, or dropped
+        early and not expired yet), if any."""
+        lease = self.get(handle)
+        if lease is None:
+            lease = self.last.get(handle)
+        if lease is None or lease.expires_ns <= now_ns:
+            if handle not in self:
+                self.last.pop(handle, None)
+            return None
+        return lease
+
     def forget_dropped(self, handle: int) -> None:
         self.dropped.pop(handle, None)
+        self.last.pop(handle, None)
+
+    def fenced(self, handle: int, took: set[str]) -> None:
+        """The chunkds ``took`` a new version of ``handle``: forget its dropped
+        lease if that fences it (see :func:`is_fenced`); keep it otherwise."""
+        lease = self.last.get(handle)
+        if lease is None or is_fenced(lease, took):
+            self.forget_dropped(handle)
+
+
+def is_fenced(lease: Lease, took: set[str]) -> bool:
+    """Whether a client holding ``lease`` can no longer get a write
+    acknowledged once the chunkds in ``took`` are at a higher version: its
+    primary is, or every other replica it names is (a commit needs them all)."""
+    others = [h for h in lease.holders if h != lease.primary]
+    return lease.primary in took or (bool(others) and all(h in took for h in others))
 
 
 def install(master: Master) -> LeaseTable:
@@ -96,13 +127,13 @@ async def revoke_lease(master: Master, handle: int, why: str) -> int:
     from gfsfs.errors import GFSError
     reg, ns = master.registry, master.ns
     reg.leases.pop(handle, None)
-    if isinstance(reg.leases, LeaseTable):
-        reg.leases.forget_dropped(handle)
     version = ns.chunks[handle][0] + 1
     srvs = reg.replicas(handle)
     if not srvs:
         return version - 1
     ok = await master._set_version(handle, version, srvs, create=False)
+    if isinstance(reg.leases, LeaseTable):
+        reg.leases.fenced(handle, {s.id for s in ok})
     if not ok:
         raise GFSError("UNAVAILABLE", f"no replica of chunk {handle} took version {version} "
                                       f"(revoking its lease for {why})")
@@ -136,8 +167,6 @@ async def revoke_leases(master: Master, handles: list[int], why: str) -> int:
         if handle not in ns.chunks:
             continue
         reg.leases.pop(handle, None)
-        if isinstance(reg.leases, LeaseTable):
-            reg.leases.forget_dropped(handle)
         srvs = reg.replicas(handle)
         if not srvs:
             continue
@@ -165,6 +194,9 @@ async def revoke_leases(master: Master, handles: list[int], why: str) -> int:
         for cid, hs in holders.items():
             for i in range(0, len(hs), BATCH):
                 nursery.start_soon(one, cid, hs[i:i + BATCH])
+    if isinstance(reg.leases, LeaseTable):
+        for h, cids in ok.items():
+            reg.leases.fenced(h, cids)
     done = [[h, v] for h, v in want.items() if ok[h] and ns.version(h) is not None
             and ns.version(h) < v]
     if done:

@@ -166,7 +166,7 @@ class Handlers:
         return {}
 
     async def rename(self, req: Req) -> Req:
-        await self.m.mutate({"op": "rename", "parent": need(req, "parent", int),
+        await self.m.rename({"op": "rename", "parent": need(req, "parent", int),
                              "name": _name(req), "new_parent": need(req, "new_parent", int),
                              "new_name": _name(req, "new_name"),
                              "flags": _nat(req, "flags", 0), "now": time.time_ns()}, _ctx(req))
@@ -216,7 +216,10 @@ class Handlers:
         delete, again = self.m.registry.heartbeat(
             need(req, "id", str), _nat(req, "capacity_bytes"), _nat(req, "used_bytes"),
             _nat(req, "free_bytes"), _nat(req, "chunk_count", 0))
-        return {"delete": delete, "reregister": again}
+        extend = _ints(req, "extend")
+        extended = [] if again or not extend else self.m.extend_leases(need(req, "id", str),
+                                                                       extend)
+        return {"delete": delete, "reregister": again, "extended": extended}
 
     async def report_chunks(self, req: Req) -> Req:
         return await self.m.report_chunks(need(req, "id", str), _pairs(req, "added"),
