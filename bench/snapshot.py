@@ -18,7 +18,6 @@ Printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile

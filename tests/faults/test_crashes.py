@@ -10,8 +10,6 @@
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys

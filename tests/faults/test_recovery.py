@@ -14,17 +14,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import msgpack
-import pytest
 import trio
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
-from faultkit import read_uncached
+from faultkit import read_uncached, rpc, wait_for
 from gfsfs.client import Client
 from gfsfs.config import ClientConfig
 from gfsfs.localcluster import ROOT, Cluster
@@ -34,27 +31,6 @@ GOAL = 3
 
 
 # ---------------------------------------------------------------- helpers
-
-def rpc(url: str, name: str, /, **body: Any) -> Any:
-    r = httpx.post(f"{url}/rpc/{name}", content=msgpack.packb(body, use_bin_type=True),
-                   timeout=10.0)
-    reply = msgpack.unpackb(r.content, raw=False, strict_map_key=False)
-    assert r.status_code == 200, reply
-    return reply
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout}s (last: {last!r})")
-        time.sleep(every)
-
 
 def ino_of(cluster: Cluster, name: str) -> int:
     return int(rpc(cluster.url, "lookup", parent=1, name=name.encode())["ino"])
