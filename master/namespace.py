@@ -362,6 +362,11 @@ class Namespace:
         for handle in (inode.chunks or {}).values():
             self._unref(handle)
 
+    def _new_chunk(self, handle: int, version: int) -> None:
+        """A chunk that one file references; handles are never reused."""
+        self.chunks[handle] = [version, 1]
+        self.next_handle = max(self.next_handle, handle + 1)
+
     def _unref(self, handle: int) -> None:
         entry = self.chunks[handle]
         entry[1] -= 1
@@ -508,8 +513,7 @@ class Namespace:
         if handle in self.chunks:
             raise GFSError("INTERNAL", f"chunk handle {handle} in use")
         inode.chunks[index] = handle
-        self.chunks[handle] = [rec["version"], 1]
-        self.next_handle = max(self.next_handle, handle + 1)
+        self._new_chunk(handle, rec["version"])
         return inode.ino
 
     def _op_drop_chunk(self, rec: Record) -> None:
@@ -649,8 +653,7 @@ class Namespace:
         if new in self.chunks:
             raise GFSError("INTERNAL", f"chunk handle {new} in use")
         inode.chunks[index] = new
-        self.chunks[new] = [rec["version"], 1]
-        self.next_handle = max(self.next_handle, new + 1)
+        self._new_chunk(new, rec["version"])
         self._unref(old)
         return inode.ino
 

@@ -7,6 +7,7 @@ daemons' logs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -73,15 +74,11 @@ def mounted(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) ->
         m.stop()
 
 
-@pytest.fixture(scope="module")
-def shared_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Path]]:
-    """One cluster and mount shared by a module's tests (each test uses its own
-    directory inside it)."""
-    base = tmp_path_factory.mktemp("cluster")
-    c = make_cluster(base)
-    # world-traversable, so tests can act as a non-root user on the mount
-    mountpoint = Path(tempfile.mkdtemp(prefix="gfsfs-mnt-"))
-    mountpoint.chmod(0o755)
+@contextlib.contextmanager
+def mounted_cluster(base: Path, mountpoint: Path,
+                    extra: list[str] | None = None) -> Iterator[tuple[Cluster, Path]]:
+    """A cluster under ``base`` mounted at ``mountpoint``; both stopped on exit."""
+    c = make_cluster(base, extra=extra)
     m = Mount("", mountpoint, base / "logs" / "mount.out")
     try:
         c.start()
@@ -91,6 +88,20 @@ def shared_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clu
     finally:
         m.stop()
         c.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Path]]:
+    """One cluster and mount shared by a module's tests (each test uses its own
+    directory inside it)."""
+    base = tmp_path_factory.mktemp("cluster")
+    # world-traversable, so tests can act as a non-root user on the mount
+    mountpoint = Path(tempfile.mkdtemp(prefix="gfsfs-mnt-"))
+    mountpoint.chmod(0o755)
+    try:
+        with mounted_cluster(base, mountpoint) as both:
+            yield both
+    finally:
         if not is_mounted(mountpoint):
             shutil.rmtree(mountpoint, ignore_errors=True)
 

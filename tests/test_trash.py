@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_CHUNK_SIZE, make_cluster, needs_fuse
-from gfsfs.localcluster import Cluster, Mount
+from conftest import TEST_CHUNK_SIZE, mounted_cluster, needs_fuse
+from gfsfs.localcluster import Cluster
 from test_cli import gfs, gfs_json
 from test_snapshot import chunk_files
 
@@ -24,16 +24,9 @@ pytestmark = needs_fuse
 def cap_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, Path]]:
     """A cluster whose chunkds advertise a fixed capacity (free = capacity -
     used: df moves exactly with the chunk bytes), mounted."""
-    c = make_cluster(tmp_path, extra=[f"chunk_server.capacity_bytes={CAPACITY}"])
-    m = Mount("", tmp_path / "mnt", tmp_path / "logs" / "mount.out")
-    try:
-        c.start()
-        m.master_url = c.url
-        m.start()
-        yield c, m.mountpoint
-    finally:
-        m.stop()
-        c.stop()
+    with mounted_cluster(tmp_path, tmp_path / "mnt",
+                         [f"chunk_server.capacity_bytes={CAPACITY}"]) as both:
+        yield both
 
 
 def free_bytes(mnt: Path) -> int:
