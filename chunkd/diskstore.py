@@ -21,14 +21,12 @@ from typing import Any, TypeVar
 import trio
 
 from gfsfs.errors import from_oserror
+from gfsfs.protocol import META_FORMAT, META_HEADER, META_MAGIC
 
 from .store import MAX_HANDLE, ChunkInfo, ChunkStore
 
 log = logging.getLogger(__name__)
 
-META_HEADER = struct.Struct("<4sIQ")   # magic, format, chunk version
-META_MAGIC = b"GFSC"
-META_FORMAT = 1
 _NAME = re.compile(r"^([0-9a-f]{16})\.meta$")
 
 T = TypeVar("T")
@@ -144,6 +142,19 @@ class DiskChunkStore(ChunkStore):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def open_for_reading(self, handle: int) -> list[int]:
+        """Read-only descriptors of the chunk's data and meta files (for a
+        short-circuit reader, who verifies the checksums itself)."""
+        fds: list[int] = []
+        try:
+            for path in (self._data_path(handle), self._meta_path(handle)):
+                fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise from_oserror(exc) from None
+        return fds
 
     def _remove_files(self, handle: int) -> None:
         for path in (self._data_path(handle), self._meta_path(handle)):

@@ -31,6 +31,7 @@ from gfsfs.rpc import make_http, serve_forever, source_address_for
 from .heartbeat import ChunkReports, Heartbeat
 from .scrub import Scrubber
 from .server import ChunkServer
+from .shortcircuit import ShortCircuitServer
 from .diskstore import DiskChunkStore
 
 log = logging.getLogger("chunkd")
@@ -141,6 +142,10 @@ async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int) -> 
                                       http=http, master_url=cfg.master_url,
                                       interval=cfg.heartbeat_interval, reports=reports)
                 async with trio.open_nursery() as background:
+                    if cfg.short_circuit:
+                        local = ShortCircuitServer(store, sid)
+                        server.local_opens = lambda: local.opens
+                        await background.start(local.serve, server.addr)
                     background.start_soon(heartbeat.run_forever)
                     background.start_soon(Scrubber(store, server._corrupt,
                                                    cfg.scrub_bytes_per_sec).run_forever)

@@ -32,6 +32,9 @@ def collect(server: ChunkServer) -> Iterator[Metric]:
     yield counter("gfs_chunkd_fsyncs", "chunk fsyncs done on behalf of clients",
                   getattr(store, "fsyncs", 0))
     yield counter("gfs_chunkd_reads", "GET /chunk requests answered", server.reads)
+    yield counter("gfs_chunkd_local_opens",
+                  "chunks whose files were handed to a reader on this host (short-circuit)",
+                  server.local_opens())
     yield counter("gfs_chunkd_corrupt_blocks",
                   "blocks found with a CRC32C mismatch (each drops and reports the replica)",
                   server.reports.corrupt_found)

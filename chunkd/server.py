@@ -89,6 +89,7 @@ class ChunkServer:
         self.buffers = PushBuffers(cfg.push_buffer_ttl)
         self._order: dict[int, trio.Lock] = {}
         self.reads = 0                # GET /chunk requests answered (for /status)
+        self.local_opens = lambda: 0  # chunk files handed to short-circuit readers
         self.app = App("chunkd", max_raw_body=MAX_READ)
         self.app.route("PUT", "/data/", self.push)
         self.app.route("GET", "/chunk/", self.read)
@@ -169,7 +170,7 @@ class ChunkServer:
             "protocol": PROTOCOL_VERSION, "chunks": self.store.count(),
             "capacity_bytes": cap, "used_bytes": used, "free_bytes": free,
             "push_buffers": len(self.buffers), "push_bytes": self.buffers.bytes,
-            "reads": self.reads, "fsyncs": self.store.fsyncs, "master_url": self.cfg.master_url})
+            "reads": self.reads, "local_opens": self.local_opens(), "fsyncs": self.store.fsyncs, "master_url": self.cfg.master_url})
 
     # ------------------------------------------------------------ mutations
 

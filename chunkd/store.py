@@ -97,6 +97,7 @@ class ChunkStore(ABC):
         self.fsyncs = 0           # chunk fsync(2)s done (for /status and tests)
         self.bytes_read = 0       # chunk bytes returned by read (for /metrics)
         self.bytes_written = 0    # chunk bytes stored by write (for /metrics)
+        self.on_delete: list[Callable[[int], None]] = []   # told each deleted handle
 
     # ------------------------------------------------------------ queries
 
@@ -186,6 +187,8 @@ class ChunkStore(ABC):
             if self._chunks.pop(handle, None) is None:
                 return False
             self._locks.pop(handle, None)
+            for hook in self.on_delete:
+                hook(handle)
             await self._io(self._remove_files, handle)
             return True
 

@@ -35,6 +35,7 @@ import trio
 
 from . import rpc
 from .chunkio import AheadPiece, ReadAhead, WriteBuffer, split_range
+from .client_local import LocalReads
 from .config import ClientConfig
 from .errors import GFSError
 
@@ -124,6 +125,7 @@ class Client:
         self.failed_addrs: dict[str, float] = {}  # chunkd -> monotonic time of last failure
         self.no_xattrs: dict[int, float] = {}     # ino -> until when it is known to have none
         self.writer = Writer(self)
+        self.local_reads = LocalReads(cfg.short_circuit)
         self.appender = Appender(self)
 
     @classmethod
@@ -141,6 +143,7 @@ class Client:
                         with trio.move_on_after(cfg.request_timeout):
                             await client.flush_all()
                     nursery.cancel_scope.cancel()
+                    client.local_reads.close()
         except BaseExceptionGroup as group:   # the caller's own error, not a group
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
@@ -388,9 +391,11 @@ class Client:
         return bytes(out)
 
     def _order(self, replicas: tuple[Replica, ...]) -> list[Replica]:
-        """Replicas to try: not recently failed first, then least busy."""
+        """Replicas to try: not recently failed first, then those on this host
+        (short-circuit reads), then least busy."""
         now = time.monotonic()
         return sorted(replicas, key=lambda r: (now - self.failed_addrs.get(r.addr, -1e9) < 10.0,
+                                               self.local_reads.rank(r.addr),
                                                self.busy_addrs.get(r.addr, 0)))
 
     async def read_chunk(self, ino: int, index: int, chunk_off: int, length: int) -> bytes:
@@ -403,6 +408,9 @@ class Client:
                 return b""
             for rep in self._order(loc.replicas):
                 try:
+                    data = await self.local_reads.read(rep, loc, chunk_off, length)
+                    if data is not None:
+                        return data
                     return await self._get(rep, loc, chunk_off, length)
                 except GFSError as exc:
                     log.info("read of chunk %d from %s failed: %s", loc.handle, rep.addr, exc)

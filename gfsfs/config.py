@@ -61,6 +61,7 @@ class ChunkServerConfig:
     push_buffer_ttl: float = 120.0     # seconds pushed data waits for its commit
     scrub_bytes_per_sec: int = 16 * MIB    # background checksum scrub rate; 0 = no scrubbing
     peer_timeout: float = 10.0         # seconds a forward/apply to another chunkd may stall before it fails
+    short_circuit: bool = True         # hand chunk files to readers on this host (short-circuit reads)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class ClientConfig:
     retries: int = 5                   # attempts before an operation gives EIO
     chunkd_timeout: float = 10.0       # seconds a chunkd read/push/commit may stall before failing over
     source_address: str = ""           # local address to connect from ("" = the OS picks)
+    short_circuit: bool = True         # read replicas on this host from their files, not over HTTP
 
 
 SECTIONS: dict[str, type] = {

@@ -287,12 +287,25 @@ its CRC32C first: a mismatch answers CORRUPT and is reported to the master.
 STALE when the replica's version is older than V, NOCHUNK when unknown.
 
 ``GET /status`` -> msgpack ``{"id", "addr", "chunks", "used_bytes", ...}``.
+
+Short-circuit reads (same host only; gfsfs/shortcircuit.py): on the abstract
+Unix socket ``"\\0gfsfs-chunkd " + addr``, framed msgpack (u32 length prefix)
+``{"handle", "version"}`` -> ``{"id", "version"}`` with the chunk's data and
+meta file descriptors attached (SCM_RIGHTS), or ``{"code", "message"}``.
+
+On disk (chunkd/diskstore.py): ``<handle:016x>.chunk`` holds the data,
+``<handle:016x>.meta`` the header ``META_HEADER`` then one u32 CRC32C per block.
 """
 from __future__ import annotations
+
+import struct
 
 PROTOCOL_VERSION = 1
 CHAIN_HEADER = "x-gfs-chain"
 BLOCK_SIZE = 64 * 1024          # CRC32C block
+META_HEADER = struct.Struct("<4sIQ")   # chunk meta file: magic, format, chunk version
+META_MAGIC = b"GFSC"
+META_FORMAT = 1
 INLINE_MAX = 64 * 1024          # writes/records up to this travel inside commit/append, unpushed
 MAX_NAME = 255                  # bytes in one file name
 MAX_SYMLINK = 4095              # bytes in a symlink target

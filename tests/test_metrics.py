@@ -9,6 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gfsfs import rpc
 from gfsfs.protocol import INLINE_MAX
 from gfsfs.localcluster import Cluster
 
@@ -33,6 +34,11 @@ def scrape(url: str) -> tuple[dict[str, str], Samples]:
     return types, samples
 
 
+def rpc_call(url: str, name: str, body: dict[str, object]) -> dict[str, object]:
+    resp = httpx.post(f"{url}/rpc/{name}", content=rpc.pack(body), timeout=10)
+    return rpc.decode_reply(resp.status_code, resp.content)
+
+
 def value(samples: Samples, name: str, **labels: str) -> float:
     """The sum of ``name``'s samples whose labels include ``labels``."""
     assert name in samples, f"{name} missing; have {sorted(samples)}"
@@ -51,6 +57,16 @@ def test_metrics_after_real_work(cluster: Cluster, mounted: Path) -> None:
     finally:
         os.close(fd)
     assert got == data
+    # the mount shares the chunkds' host, so it read their files (short-circuit);
+    # read every chunk once more over HTTP, as a remote client would
+    reply = rpc_call(cluster.url, "chunks", {"ino": os.stat(mounted / "f").st_ino,
+                                             "first": 0, "count": 3})
+    for c in reply["chunks"]:
+        for rep in c["replicas"]:
+            resp = httpx.get(f"{rep['addr']}/chunk/{c['handle']}", timeout=10, params={
+                "offset": 0, "length": TEST_CHUNK_SIZE, "version": c["version"]})
+            assert resp.status_code == 200
+            assert resp.content == data[c["index"] * TEST_CHUNK_SIZE:][:TEST_CHUNK_SIZE]
 
     types, m = scrape(cluster.url)
     for fam, typ in [("gfs_requests", "counter"), ("gfs_request_seconds", "histogram"),
@@ -92,7 +108,7 @@ def test_metrics_after_real_work(cluster: Cluster, mounted: Path) -> None:
     assert not any(lab.get("route", "").startswith("/rpc/no-such")
                    for lab, _ in m["gfs_requests_total"])
 
-    read_total = pushed_total = 0.0
+    read_total = pushed_total = local_opens = 0.0
     for d in cluster.servers:
         types, c = scrape(d.url)
         for fam in ("gfs_chunkd_read_bytes", "gfs_chunkd_written_bytes", "gfs_chunkd_chunks",
@@ -108,8 +124,10 @@ def test_metrics_after_real_work(cluster: Cluster, mounted: Path) -> None:
         assert value(c, "gfs_chunkd_info", chunkd=d.name) == 1
         assert value(c, "gfs_requests_total", route="/rpc/set_version", status="200") >= 3
         read_total += value(c, "gfs_chunkd_read_bytes_total")
+        local_opens += value(c, "gfs_chunkd_local_opens_total")
         pushed_total += value(c, "gfs_chunkd_push_received_bytes_total")
-    assert read_total >= len(data)            # the read went to the chunkds
+    assert read_total >= 3 * len(data)        # the HTTP reads of every replica
+    assert local_opens >= 3                   # the mount's reads: one open per chunk
     # every replica got every byte pushed, except pieces small enough to travel
     # inside the commit (INLINE_MAX: here the file's last, partial chunk piece)
     inline = len(data) % TEST_CHUNK_SIZE if len(data) % TEST_CHUNK_SIZE <= INLINE_MAX else 0
