@@ -3,8 +3,8 @@
 In the server dir, ``<handle:016x>.chunk`` holds a chunk's data and
 ``<handle:016x>.meta`` a header (magic ``GFSC``, format, chunk version as
 ``<4sIQ``) followed by one little-endian u32 CRC32C per 64 KiB block. Creating a
-chunk fsyncs both files and the directory; a version change fsyncs the meta
-file; other writes reach the disk on ``sync``. Every primitive runs in a
+chunk does not fsync; a version change fsyncs the meta file, and ``sync`` both
+files (each also fsyncs the directory when chunks were created since). Every primitive runs in a
 worker thread (see :meth:`DiskChunkStore._io`).
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ class DiskChunkStore(ChunkStore):
     def __init__(self, root: str | Path, capacity_bytes: int = 0, reserve_bytes: int = 0) -> None:
         super().__init__(capacity_bytes, reserve_bytes)
         self.root = Path(root)
+        self._dir_dirty = False      # chunks created since the directory was last fsync'd
 
     async def open(self) -> None:
         """Load the chunk index (handle, version, length) from the directory."""
@@ -75,19 +76,28 @@ class DiskChunkStore(ChunkStore):
         return os.path.join(self.root, f"{handle:016x}.meta")
 
     def _create_files(self, handle: int, version: int) -> None:
+        # not fsync'd here: a new chunk holds nothing a client was promised yet.
+        # Its files and directory entries reach the disk with its first sync
+        # or version change; a crash before that leaves no chunk or a torn one,
+        # which _scan ignores (a missing replica, as for any unsynced write).
         try:
             for path, content in ((self._data_path(handle), b""),
                                   (self._meta_path(handle), META_HEADER.pack(META_MAGIC, META_FORMAT, version))):
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
                     _pwrite_all(fd, content, 0)
-                    os.fsync(fd)
                 finally:
                     os.close(fd)
-            _fsync_dir(self.root)
+            self._dir_dirty = True
         except OSError as exc:
             self._remove_files(handle)
             raise from_oserror(exc) from None
+
+    def _sync_dir(self) -> None:
+        """fsync the directory if a chunk was created since the last time."""
+        if self._dir_dirty:
+            self._dir_dirty = False
+            _fsync_dir(self.root)
 
     def _write_version(self, handle: int, version: int) -> None:
         fd = os.open(self._meta_path(handle), os.O_WRONLY)
@@ -96,6 +106,7 @@ class DiskChunkStore(ChunkStore):
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._sync_dir()
 
     def _pread(self, handle: int, offset: int, length: int) -> bytes:
         fd = os.open(self._data_path(handle), os.O_RDONLY)
@@ -142,6 +153,7 @@ class DiskChunkStore(ChunkStore):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        self._sync_dir()
 
     def open_for_reading(self, handle: int) -> list[int]:
         """Read-only descriptors of the chunk's data and meta files (for a

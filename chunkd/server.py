@@ -268,7 +268,20 @@ class ChunkServer:
         handle = check_handle(need(req, "handle", int))
         version = check_version(need(req, "version", int))
         if opt(req, "create", bool, False):
+            data = opt(req, "data", bytes, b"")
+            if len(data) > INLINE_MAX:
+                raise GFSError("TOOBIG", f"{len(data)} bytes in a create; at most {INLINE_MAX}")
+            offset = opt(req, "offset", int, 0)
             await self.store.create(handle, version)
+            if data:        # the first write of a new chunk rides on its creation
+                try:
+                    await self.store.write(handle, offset, data, expect_version=version)
+                    if opt(req, "sync", bool, False):
+                        await self.store.sync(handle)
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await self.store.delete(handle)     # no replica without its bytes
+                    raise
             self.reports.add(handle, version)
         else:
             await self.store.set_version(handle, version)

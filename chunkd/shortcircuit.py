@@ -96,8 +96,9 @@ class ShortCircuitServer:
         """Send the files (and return the handle) or an error (and None)."""
         fds: list[int] = []
         try:
+            raw = await _receive_message(conn)    # first, so a refusal is not a broken pipe
             self._check_peer(conn)
-            req = unpack(await _receive_message(conn))
+            req = unpack(raw)
             handle = check_handle(req.get("handle"))
             version = check_version(req.get("version"))
             have = self.store.version(handle)

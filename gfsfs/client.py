@@ -47,6 +47,9 @@ Attr = dict[str, Any]
 # Master RPCs that change nothing: safe to retry when the master is unreachable.
 IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
                         "listxattr", "statfs", "chunks", "lease", "append_lease", "extend"})
+# Namespace RPCs that change nothing (others forget Client.fresh_attrs).
+READ_ONLY = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
+                       "statfs", "chunks"})
 # Chunkd/master failures worth another try (elsewhere, or with fresh locations).
 RETRYABLE = frozenset({"STALE", "NOCHUNK", "UNAVAILABLE", "CORRUPT", "INTERNAL",
                        "EIO", "EAGAIN", "TOOBIG"})
@@ -124,6 +127,10 @@ class Client:
         self.busy_addrs: dict[str, int] = {}      # reads in flight per chunkd
         self.failed_addrs: dict[str, float] = {}  # chunkd -> monotonic time of last failure
         self.no_xattrs: dict[int, float] = {}     # ino -> until when it is known to have none
+        # attributes a mutation of ours answered (a new inode's, its parent
+        # directory's) for the one getattr the kernel sends next, having dropped
+        # its own copy; any other change through this client forgets them all
+        self.fresh_attrs: dict[int, tuple[Attr, float]] = {}
         self.writer = Writer(self)
         self.local_reads = LocalReads(cfg.short_circuit)
         self.appender = Appender(self)
@@ -177,9 +184,15 @@ class Client:
         raise AssertionError("unreachable")
 
     async def _ns(self, rpc_name: str, ctx: Ctx | None, /, **fields: Any) -> Any:
+        if rpc_name not in READ_ONLY:
+            self.fresh_attrs.clear()
         if ctx is not None:
             fields["ctx"] = ctx
-        return await self.call(rpc_name, fields)
+        reply = await self.call(rpc_name, fields)
+        parent = reply.pop("parent_attr", None) if isinstance(reply, dict) else None
+        if parent is not None:
+            self.fresh_attrs[parent["ino"]] = (parent, time.monotonic() + self.cfg.attr_timeout)
+        return reply
 
     def _overlay(self, attr: Attr) -> Attr:
         """The size this client knows of: the master's plus unextended writes.
@@ -199,6 +212,9 @@ class Client:
         return self._overlay(await self._ns("lookup", ctx, parent=parent, name=name))
 
     async def getattr(self, ino: int, ctx: Ctx | None = None) -> Attr:
+        hit = self.fresh_attrs.pop(ino, None)
+        if hit is not None and hit[1] > time.monotonic():
+            return self._overlay(hit[0])
         return self._overlay(await self._ns("getattr", ctx, ino=ino))
 
     async def setattr(self, ino: int, ctx: Ctx | None = None, **changes: Any) -> Attr:
@@ -211,8 +227,11 @@ class Client:
 
     async def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                      rdev: int = 0, ctx: Ctx | None = None) -> Attr:
-        return self._overlay(await self._ns("create", ctx, parent=parent, name=name, mode=mode,
+        attr = self._overlay(await self._ns("create", ctx, parent=parent, name=name, mode=mode,
                                             uid=uid, gid=gid, rdev=rdev))
+        self.state(attr["ino"]).size = int(attr["size"])      # 0: its chunks are all new
+        self.fresh_attrs[attr["ino"]] = (attr, time.monotonic() + self.cfg.attr_timeout)
+        return attr
 
     async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                     ctx: Ctx | None = None) -> Attr:
@@ -322,13 +341,14 @@ class Client:
 
     # ------------------------------------------------------------ open files
 
-    def open_file(self, ino: int, flags: int = 0) -> OpenFile:
+    def open_file(self, ino: int, flags: int = 0, size: int | None = None) -> OpenFile:
         """Close-to-open: forget the cached size and holes of ``ino`` (another
-        client may have grown the file); known chunks stay cached."""
+        client may have grown the file); known chunks stay cached. ``size``:
+        the master's size of it as of now (the file was just created)."""
         st = self.state(ino)
         self.appender.targets.pop(ino, None)     # the last chunk may have moved on
         if not (st.wbuf or st.inflight):
-            st.size = -1
+            st.size = -1 if size is None else size
             st.locs = {i: v for i, v in st.locs.items() if v[0] is not None}
         return OpenFile(ino, flags, ReadAhead(self.cfg.readahead_bytes, self.cfg.readahead_pieces))
 
@@ -440,6 +460,7 @@ class Client:
     # ------------------------------------------------------------ writes
 
     async def write(self, ino: int, offset: int, data: bytes) -> int:
+        self.fresh_attrs.pop(ino, None)
         return await self.writer.write(ino, offset, data)
 
     async def append(self, ino: int, data: bytes | bytearray | memoryview,
@@ -448,6 +469,7 @@ class Client:
         chunk_size/4 bytes) lands whole, at least once, at the end of the file;
         returns its file offset once committed on every replica. Other clients
         see it once the size is extended (at the latest after :meth:`flush`)."""
+        self.fresh_attrs.pop(ino, None)
         return await self.appender.append(ino, data, sync)
 
     async def max_record(self) -> int:

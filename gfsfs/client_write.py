@@ -146,10 +146,17 @@ class Writer:
                 rel = p.file_off - ext.start
                 jobs.append((p.index, p.chunk_off, view[rel:rel + p.length]))
         limiter = trio.CapacityLimiter(PARALLEL_PIECES)
+        end = max(e.end for e in extents)
+        # a batch of one small piece may have the master extend the file in the
+        # same call that creates its chunk (see write_piece)
+        size_hint = end if len(jobs) == 1 else None
+        extended: list[Attr] = []
 
         async def one(index: int, chunk_off: int, data: memoryview) -> None:
             async with limiter:
-                await self.write_piece(ino, index, chunk_off, data, sync)
+                attr = await self.write_piece(ino, index, chunk_off, data, sync, size_hint)
+                if attr is not None:
+                    extended.append(attr)
 
         try:
             async with trio.open_nursery() as nursery:
@@ -157,9 +164,8 @@ class Writer:
                     nursery.start_soon(one, *job)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-        end = max(e.end for e in extents)
-        attr = await self.client.call("extend", {"ino": ino, "size": end,
-                                                 "mtime_ns": time.time_ns()})
+        attr = extended[0] if extended else await self.client.call(
+            "extend", {"ino": ino, "size": end, "mtime_ns": time.time_ns()})
         st = self.client.state(ino)
         st.size = max(st.size, int(attr.get("size", end)))
 
@@ -167,19 +173,32 @@ class Writer:
         st = self.client.state(ino)
         lease = st.leases.get(index)
         if lease is None or lease.expires_ns - LEASE_MARGIN_NS < time.time_ns():
-            body: dict[str, Any] = {"ino": ino, "index": index}
-            avoid = self._unreachable()
-            if avoid:       # chunkds we cannot reach: not as primary, please
-                body["avoid"] = avoid
-            r = await self.client.call("lease", body)
-            lease = Lease(int(r["handle"]), int(r["version"]), _replica(r["primary"]),
-                          tuple(_replica(s) for s in r.get("secondaries", [])),
-                          int(r["expires_ns"]))
-            st.leases[index] = lease
-            st.locs[index] = (ChunkLoc(lease.handle, lease.version,
-                                       (lease.primary, *lease.secondaries)),
-                              time.monotonic() + self.cfg.location_timeout)
+            lease, _ = await self._new_lease(ino, index)
         return lease
+
+    async def _new_lease(self, ino: int, index: int,
+                         first: dict[str, Any] | None = None) -> tuple[Lease, dict[str, Any]]:
+        """A lease from the master; ``first``: the piece to write if the master
+        has to create the chunk (the reply then says ``written``)."""
+        body: dict[str, Any] = {"ino": ino, "index": index, **(first or {})}
+        avoid = self._unreachable()
+        if avoid:       # chunkds we cannot reach: not as primary, please
+            body["avoid"] = avoid
+        r = await self.client.call("lease", body)
+        lease = Lease(int(r["handle"]), int(r["version"]), _replica(r["primary"]),
+                      tuple(_replica(s) for s in r.get("secondaries", [])),
+                      int(r["expires_ns"]))
+        st = self.client.state(ino)
+        st.leases[index] = lease
+        st.locs[index] = (ChunkLoc(lease.handle, lease.version,
+                                   (lease.primary, *lease.secondaries)),
+                          time.monotonic() + self.cfg.location_timeout)
+        return lease, r
+
+    def _maybe_new_chunk(self, st: InodeState, index: int, cs: int) -> bool:
+        """Whether chunk ``index`` probably does not exist yet (the file ends
+        before it and we hold no lease on it)."""
+        return index not in st.leases and 0 <= st.size <= index * cs
 
     def _unreachable(self) -> list[str]:
         """Chunkd ids this client failed to reach in the last UNREACHABLE_TTL s."""
@@ -194,12 +213,24 @@ class Writer:
         st.locs.pop(index, None)
 
     async def write_piece(self, ino: int, index: int, chunk_off: int, data: memoryview,
-                          sync: bool) -> None:
+                          sync: bool, size_hint: int | None = None) -> Attr | None:
+        """Write one piece; the file's attributes when the master extended it
+        to ``size_hint`` (the piece created its chunk), else None."""
         st = self.client.state(ino)
         payload = bytes(data)
         last: GFSError | None = None
         for attempt in range(max(1, self.cfg.retries)):
-            lease = await self.lease(ino, index)
+            if (attempt == 0 and len(payload) <= INLINE_MAX
+                    and self._maybe_new_chunk(st, index, await self.client.get_chunk_size())):
+                first: dict[str, Any] = {"offset": chunk_off, "data": payload, "sync": sync}
+                if size_hint is not None:
+                    first.update(size=size_hint, mtime_ns=time.time_ns())
+                lease, reply = await self._new_lease(ino, index, first)
+                if reply.get("written"):        # the chunk was created holding it
+                    self._written(st, lease, index, sync)
+                    return reply.get("attr")
+            else:
+                lease = await self.lease(ino, index)
             try:
                 body = {"handle": lease.handle, "version": lease.version, "offset": chunk_off,
                         "secondaries": [s.addr for s in lease.secondaries], "sync": sync}
@@ -222,11 +253,16 @@ class Writer:
                 self.drop_lease(ino, index)
                 await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
                 continue
-            if not sync:
-                _, addrs = st.unsynced.setdefault(lease.handle, (index, set()))
-                addrs.update(r.addr for r in (lease.primary, *lease.secondaries))
-            return
+            self._written(st, lease, index, sync)
+            return None
         raise GFSError("EIO", f"inode {ino} chunk {index}: write failed ({last})")
+
+    @staticmethod
+    def _written(st: InodeState, lease: Lease, index: int, sync: bool) -> None:
+        """Note the replicas an fsync must reach."""
+        if not sync:
+            _, addrs = st.unsynced.setdefault(lease.handle, (index, set()))
+            addrs.update(r.addr for r in (lease.primary, *lease.secondaries))
 
     async def push(self, lease: Lease, data_id: str, payload: bytes) -> None:
         """Send the bytes once: to the primary, which forwards down the chain."""

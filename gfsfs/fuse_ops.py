@@ -346,10 +346,10 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------ files
 
-    def _new_fh(self, ino: int, flags: int) -> int:
+    def _new_fh(self, ino: int, flags: int, size: int | None = None) -> int:
         fh = self.next_fh
         self.next_fh += 1
-        self.files[fh] = self.client.open_file(ino, flags)
+        self.files[fh] = self.client.open_file(ino, flags, size)
         return fh
 
     @staticmethod
@@ -368,6 +368,7 @@ class Operations(pyfuse3.Operations):
             # instead of sending a setattr(size=0) first
             self._writable()
             await self.client.setattr(inode, self.ctx(ctx), size=0)
+            return self._file_info(self._new_fh(inode, flags, 0), flags)
         return self._file_info(self._new_fh(inode, flags), flags)
 
     @errno_boundary
@@ -387,7 +388,7 @@ class Operations(pyfuse3.Operations):
                 raise
             log.debug("create %r: made meanwhile elsewhere; opening it", name)
             attr = await self._open_existing(parent_inode, name, flags, ctx)
-        fh = self._new_fh(attr["ino"], flags)
+        fh = self._new_fh(attr["ino"], flags, attr["size"])
         return self._file_info(fh, flags), self.entry(attr)
 
     async def _open_existing(self, parent_inode: int, name: bytes, flags: int,

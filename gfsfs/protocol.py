@@ -41,8 +41,8 @@ create           parent, name, mode, uid, gid, [rdev]         Attr  (EEXIST if n
 mkdir            parent, name, mode, uid, gid                 Attr
 symlink          parent, name, target, uid, gid               Attr
 link             ino, parent, name                            Attr
-unlink           parent, name                                 {}
-rmdir            parent, name                                 {}
+unlink           parent, name                                 {"parent_attr"}
+rmdir            parent, name                                 {"parent_attr"}
 rename           parent, name, new_parent, new_name,          {}
                  [flags: 0 | 1 NOREPLACE | 2 EXCHANGE]
 readdir          ino, offset (0 = start), [limit]             {"entries": [[name, Attr,
@@ -58,6 +58,11 @@ statfs           -                                            {"total_bytes", "f
                                                               "used_bytes", "files",
                                                               "chunk_size", "chunkds"}
 ===============  ===========================================  =====================
+
+Replies to create, mkdir, symlink, link, unlink and rmdir also carry
+``"parent_attr"``: the directory's Attr after the change, which the client
+gives the kernel's next getattr of it (the kernel drops its copy on every
+change) instead of asking again.
 
 client -> master  (data path)
 -----------------------------
@@ -82,6 +87,15 @@ every other replica that lease names did either, the reply waits until that
 lease expires (at most ``lease_seconds``). A rename revokes the leases of the
 renamed file's chunks (of every file under a renamed directory): their
 version goes up, and a writer holding one gets STALE and asks again.
+
+First write (small files): ``lease`` may also carry ``offset``, ``data``
+(at most INLINE_MAX bytes), ``[sync]`` and ``[size, mtime_ns]``. When the
+chunk has to be allocated, each chunkd creates it holding ``data`` at
+``offset`` (``set_version`` with ``data``), the reply adds ``"written": true``,
+and with ``size`` the file is extended as ``extend`` would, its Attr under
+``"attr"``. For an existing chunk the bytes are ignored (no ``written``) and
+the client commits them as usual. A new file's first write is one call instead
+of lease, commit and extend.
 
 ``append_lease {ino, [index]}`` -> the ``lease`` reply plus ``"index"`` (the
 chunk's index), ``"chunk_size"`` and ``"min_offset"``: the lease of the chunk a
@@ -206,8 +220,12 @@ through the ``delete`` list of ``heartbeat`` replies (fullest chunkd first).
 
 master -> chunkd
 ----------------
-``set_version {handle, version, create: bool}`` -> ``{}``: record the chunk's new
-version (before a lease grant); ``create`` makes an empty chunk.
+``set_version {handle, version, create: bool, [offset, data, sync]}`` -> ``{}``:
+record the chunk's new version (before a lease grant); ``create`` makes the
+chunk, empty or holding ``data`` (at most INLINE_MAX bytes) at ``offset``,
+fsync'd when ``sync`` (a replica that cannot store the bytes deletes the chunk
+and fails). A new chunk's files reach the disk with its first sync or version
+change, not at creation.
 ``delete {handles: [handle]}`` -> ``{}``.
 ``replicate {handle, version, source: addr}`` -> ``{"handle", "version", "length"}``:
 re-replication (GFS §4.3). The target fetches the chunk from the chunkd at

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -34,6 +35,20 @@ log = logging.getLogger(__name__)
 
 # (chunkd addr, rpc name, body) -> reply; raises GFSError
 ChunkdCaller = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class FirstWrite:
+    """Bytes (at most INLINE_MAX) a client is about to write to a chunk that
+    may not exist yet. When the lease has to allocate the chunk, the chunkds
+    create it with these bytes already in place -- one round trip where a
+    lease and then a commit took two -- and the file is extended to ``size``
+    (when given) once they hold them. For an existing chunk it is ignored."""
+    offset: int
+    data: bytes
+    sync: bool = False
+    size: int | None = None
+    mtime_ns: int = 0
 
 
 class Master:
@@ -136,7 +151,16 @@ class Master:
     async def mutate_attr(self, rec: Record, ctx: Ctx | None) -> dict[str, Any]:
         ino = await self.mutate(rec, ctx)
         assert ino is not None
-        return self.ns.attr(self.ns.get(ino))
+        return {**self.ns.attr(self.ns.get(ino)), **self.parent_attr(rec)}
+
+    def parent_attr(self, rec: Record) -> dict[str, Any]:
+        """``{"parent_attr": ...}`` for a record that changed a directory: the
+        client answers the kernel's next getattr of it without asking us."""
+        parent = rec.get("parent")
+        try:
+            return {} if parent is None else {"parent_attr": self.ns.attr(self.ns.get(parent))}
+        except GFSError:            # gone meanwhile
+            return {}
 
     def new_ino_record(self, op: str, **fields: Any) -> Record:
         return {"op": op, **fields, "ino": self.ns.next_ino, "now": time.time_ns()}
@@ -176,11 +200,25 @@ class Master:
         t = self.wanted.get(handle)
         return t is not None and time.monotonic() - t < self.WANTED_FOR
 
-    async def lease(self, ino: int, index: int,
-                    avoid: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    async def lease(self, ino: int, index: int, avoid: frozenset[str] | set[str] = frozenset(),
+                    first: FirstWrite | None = None) -> dict[str, Any]:
         """``avoid``: chunkd ids the client cannot reach; a lease whose primary
         is one of them is granted anew to another replica (the version bump
-        fences the old primary), if there is one."""
+        fences the old primary), if there is one. ``first``: see
+        :class:`FirstWrite`; the reply then says ``written`` (and carries the
+        file's ``attr`` when it was extended)."""
+        written, reply = await self._lease(ino, index, avoid, first)
+        if not written or first is None:
+            return reply
+        reply["written"] = True
+        if first.size is not None:
+            reply["attr"] = await self.mutate_attr(
+                {"op": "extend", "ino": ino, "size": first.size, "mtime_ns": first.mtime_ns,
+                 "now": time.time_ns()}, None)
+        return reply
+
+    async def _lease(self, ino: int, index: int, avoid: frozenset[str] | set[str],
+                     first: FirstWrite | None) -> tuple[bool, dict[str, Any]]:
         if index < 0:
             raise GFSError("EINVAL", "negative chunk index")
         if index * self.ns.chunk_size >= MAX_FILE_SIZE:
@@ -191,8 +229,10 @@ class Master:
             if handle is not None and self.ns.chunks[handle][1] > 1:
                 # shared with a snapshot: this file gets its own copy first
                 handle = await snapshot.copy_on_write(self, ino, index, handle)
+            written = False
             if handle is None:
-                handle = await self._allocate(ino, index)
+                handle = await self._allocate(ino, index, first)
+                written = first is not None
             else:
                 now = time.time_ns()
                 lease = self.registry.valid_lease(handle, now)
@@ -208,7 +248,7 @@ class Master:
                     lease.expires_ns = now + self._lease_ns()
                 else:
                     await self._grant(handle, avoid)
-            return self._lease_reply(handle)
+            return written, self._lease_reply(handle)
 
     async def append_lease(self, ino: int, min_index: int = 0) -> dict[str, Any]:
         """The lease of the chunk a record append goes to (GFS §3.3): the last
@@ -232,21 +272,27 @@ class Master:
     def _lease_ns(self) -> int:
         return int(self.cfg.lease_seconds * 1e9)
 
-    async def _allocate(self, ino: int, index: int) -> int:
+    async def _allocate(self, ino: int, index: int, first: FirstWrite | None = None) -> int:
         goal = self.ns.get_file(ino).goal
         targets = self.registry.place(goal)
         handle = self.ns.next_handle
         _, seq = self.stage({"op": "add_chunk", "ino": ino, "index": index, "handle": handle,
                              "version": 1})
+        extra = {} if first is None else {"offset": first.offset, "data": first.data,
+                                          "sync": first.sync}
+        errors: list[GFSError] = []
         # the chunkds create the chunk while the record is fsync'd: a chunk made
         # on a chunkd but lost with an unsynced log tail is an orphan, deleted
         # when that chunkd reports it
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.oplog.commit, seq)
-            ok = await self._set_version(handle, 1, targets, create=True)
+            ok = await self._set_version(handle, 1, targets, create=True, extra=extra,
+                                         errors=errors)
         if not ok:
             await self.mutate({"op": "drop_chunk", "ino": ino, "index": index,
                                "handle": handle})
+            if errors and all(e.code == "ENOSPC" for e in errors):
+                raise GFSError("ENOSPC", f"no chunk server has room for chunk {handle}")
             raise GFSError("UNAVAILABLE", f"no chunk server could create chunk {handle}")
         self._settle(handle, ok)
         return handle
@@ -314,9 +360,11 @@ class Master:
         self.registry.leases[handle] = Lease(primary.id, time.time_ns() + self._lease_ns(),
                                              tuple(s.id for s in ok if s.alive))
 
-    async def _set_version(self, handle: int, version: int, srvs: list[Chunkd],
-                           create: bool) -> list[Chunkd]:
-        """The chunkds that accepted ``set_version``, in the order given."""
+    async def _set_version(self, handle: int, version: int, srvs: list[Chunkd], create: bool,
+                           extra: dict[str, Any] | None = None,
+                           errors: list[GFSError] | None = None) -> list[Chunkd]:
+        """The chunkds that accepted ``set_version``, in the order given;
+        ``extra`` goes into each request, the failures into ``errors``."""
         done: set[str] = set()
 
         # a chunkd that does not answer within the time it takes to be declared
@@ -327,7 +375,8 @@ class Master:
             try:
                 with trio.fail_after(bound):
                     await self.caller(srv.addr, "set_version",
-                                      {"handle": handle, "version": version, "create": create})
+                                      {"handle": handle, "version": version, "create": create,
+                                       **(extra or {})})
                 done.add(srv.id)
             except trio.TooSlowError:
                 log.warning("set_version %d v%d on chunkd %s: no answer in %.1fs",
@@ -335,6 +384,8 @@ class Master:
             except Exception as exc:
                 log.warning("set_version %d v%d on chunkd %s failed: %s",
                             handle, version, srv.id, exc)
+                if errors is not None and isinstance(exc, GFSError):
+                    errors.append(exc)
 
         async with trio.open_nursery() as nursery:
             for srv in srvs:

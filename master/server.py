@@ -10,12 +10,12 @@ import time
 from typing import Any
 
 from gfsfs.errors import GFSError
-from gfsfs.protocol import MAX_NAME
+from gfsfs.protocol import INLINE_MAX, MAX_NAME
 from gfsfs.rpc import App, Request, Response, need, opt
 
 from . import image, metrics
 from . import web
-from .core import Master
+from .core import FirstWrite, Master
 from .namespace import MAX_GOAL
 from .perms import R, X, Ctx, require, xattr_access
 from . import replication
@@ -156,14 +156,16 @@ class Handlers:
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def unlink(self, req: Req) -> Req:
-        await self.m.mutate({"op": "unlink", "parent": need(req, "parent", int),
-                             "name": _name(req), "now": time.time_ns()}, _ctx(req))
-        return {}
+        rec = {"op": "unlink", "parent": need(req, "parent", int), "name": _name(req),
+               "now": time.time_ns()}
+        await self.m.mutate(rec, _ctx(req))
+        return self.m.parent_attr(rec)
 
     async def rmdir(self, req: Req) -> Req:
-        await self.m.mutate({"op": "rmdir", "parent": need(req, "parent", int),
-                             "name": _name(req), "now": time.time_ns()}, _ctx(req))
-        return {}
+        rec = {"op": "rmdir", "parent": need(req, "parent", int), "name": _name(req),
+               "now": time.time_ns()}
+        await self.m.mutate(rec, _ctx(req))
+        return self.m.parent_attr(rec)
 
     async def rename(self, req: Req) -> Req:
         await self.m.rename({"op": "rename", "parent": need(req, "parent", int),
@@ -193,8 +195,17 @@ class Handlers:
         avoid = opt(req, "avoid", list, [])
         if not all(isinstance(a, str) for a in avoid):
             raise GFSError("BADREQ", "avoid must be a list of chunkd ids")
+        first = None
+        if "data" in req:
+            data = need(req, "data", bytes)
+            if len(data) > INLINE_MAX:
+                raise GFSError("TOOBIG", f"{len(data)} bytes in a lease; at most {INLINE_MAX}")
+            size = req.get("size")
+            first = FirstWrite(_nat(req, "offset"), data, opt(req, "sync", bool, False),
+                               None if size is None else _nat(req, "size"),
+                               opt(req, "mtime_ns", int, time.time_ns()))
         return await self.m.lease(need(req, "ino", int), need(req, "index", int),
-                                  frozenset(avoid))
+                                  frozenset(avoid), first)
 
     async def append_lease(self, req: Req) -> Req:
         return await self.m.append_lease(need(req, "ino", int), _nat(req, "index", 0))

@@ -108,9 +108,10 @@ def test_malformed_requests_and_other_users_are_refused(tmp_path: Path) -> None:
                 "sys.stdout.buffer.write(s.recv(4096))")
         # another user cannot run our venv's interpreter; the system one will do
         python = sys.executable if uid is None else "/usr/bin/python3"
-        out = subprocess.run([python, "-c", code], capture_output=True, timeout=10,
-                             user=uid, check=True).stdout
-        return unpack(out)
+        proc = subprocess.run([python, "-c", code], capture_output=True, timeout=10,
+                              user=uid, cwd="/")
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        return unpack(proc.stdout)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
