@@ -127,6 +127,7 @@ class Client:
         self.busy_addrs: dict[str, int] = {}      # reads in flight per chunkd
         self.failed_addrs: dict[str, float] = {}  # chunkd -> monotonic time of last failure
         self.no_xattrs: dict[int, float] = {}     # ino -> until when it is known to have none
+        self.absent_xattrs: dict[int, dict[bytes, float]] = {}  # ino -> name -> until when
         # attributes a mutation of ours answered (a new inode's, its parent
         # directory's) for the one getattr the kernel sends next, having dropped
         # its own copy; any other change through this client forgets them all
@@ -268,15 +269,29 @@ class Client:
     def _known_without_xattrs(self, ino: int) -> bool:
         return self.no_xattrs.get(ino, 0.0) > time.monotonic()
 
+    def _known_absent(self, ino: int, name: bytes) -> bool:
+        return self.absent_xattrs.get(ino, {}).get(name, 0.0) > time.monotonic()
+
     async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0,
                        ctx: Ctx | None = None) -> None:
         self.no_xattrs.pop(ino, None)
+        self.absent_xattrs.pop(ino, None)
         await self._ns("setxattr", ctx, ino=ino, name=name, value=value, flags=flags)
 
     async def getxattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> bytes:
-        if self._known_without_xattrs(ino):
+        if self._known_without_xattrs(ino) or self._known_absent(ino, name):
             raise GFSError("ENODATA", "no such attribute")
-        return bytes((await self._ns("getxattr", ctx, ino=ino, name=name))["value"])
+        try:
+            return bytes((await self._ns("getxattr", ctx, ino=ino, name=name))["value"])
+        except GFSError as exc:
+            # the kernel asks for security.capability before every write(2):
+            # remember the answer as long as attributes are cached
+            if exc.code == "ENODATA":
+                if len(self.absent_xattrs) > 100_000:
+                    self.absent_xattrs.clear()
+                self.absent_xattrs.setdefault(ino, {})[name] = \
+                    time.monotonic() + self.cfg.attr_timeout
+            raise
 
     async def listxattr(self, ino: int, ctx: Ctx | None = None) -> list[bytes]:
         if self._known_without_xattrs(ino):
@@ -285,6 +300,7 @@ class Client:
 
     async def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
         self.no_xattrs.pop(ino, None)
+        self.absent_xattrs.pop(ino, None)
         await self._ns("removexattr", ctx, ino=ino, name=name)
 
     async def statfs(self) -> dict[str, Any]:

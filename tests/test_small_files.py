@@ -2,7 +2,8 @@
 rides on the creation of its chunk (one lease call instead of lease, commit
 and extend), the parent's attributes come back with each create/unlink so the
 kernel's next getattr of the directory needs no RPC, and a new chunk's files
-reach the disk with its first sync (unit test on a real DiskChunkStore)."""
+reach the disk with its first sync (unit test on a real DiskChunkStore), and
+an absent xattr is remembered for attr_timeout."""
 from __future__ import annotations
 
 import stat
@@ -19,6 +20,7 @@ from chunkd.diskstore import DiskChunkStore
 from conftest import TEST_CHUNK_SIZE
 from gfsfs import rpc
 from gfsfs.client import Client
+from gfsfs.errors import GFSError
 from gfsfs.localcluster import Cluster
 from test_client_cluster import config, master_chunks, pattern
 
@@ -173,3 +175,24 @@ def test_torn_new_chunk_is_ignored_at_start(tmp_path: Path) -> None:
         assert again.list() == []
     trio.run(main)
 
+
+
+def test_absent_xattr_is_remembered_until_a_change(cluster: Cluster) -> None:
+    """The kernel asks for security.capability before every write(2)."""
+    async def t(client: Client) -> None:
+        attr = await client.create(1, b"x", stat.S_IFREG | 0o644, 0, 0)
+        ino = attr["ino"]
+        await client.setxattr(ino, b"user.a", b"1")       # not known to have none
+        before = requests(cluster.url, "/rpc/getxattr")
+        for _ in range(5):
+            with pytest.raises(GFSError) as info:
+                await client.getxattr(ino, b"security.capability")
+            assert info.value.code == "ENODATA"
+        assert requests(cluster.url, "/rpc/getxattr") == before + 1
+        await client.setxattr(ino, b"security.capability", b"caps")
+        assert await client.getxattr(ino, b"security.capability") == b"caps"
+        await client.removexattr(ino, b"security.capability")
+        with pytest.raises(GFSError):
+            await client.getxattr(ino, b"security.capability")
+        assert requests(cluster.url, "/rpc/getxattr") == before + 3
+    run(cluster, t)
