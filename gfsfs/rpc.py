@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 import msgpack
 import trio
@@ -29,6 +30,10 @@ from .errors import GFSError
 log = logging.getLogger(__name__)
 
 MSGPACK = "application/msgpack"
+MSGPACK_BYTES = MSGPACK.encode()
+# what httpcore raises when a server cannot be reached or does not answer
+HTTPCORE_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
+                   httpcore.UnsupportedProtocol)
 OCTETS = "application/octet-stream"
 PROTOCOL_VERSION = 1
 
@@ -290,18 +295,38 @@ def _bracket(host: str) -> str:
 
 # ---------------------------------------------------------------- client side
 
+class RpcHTTP(httpx.AsyncClient):
+    """The httpx client every component uses, plus an httpcore pool of its own
+    for msgpack RPCs (:func:`call`): a small request and reply through httpcore
+    directly costs ~0.3 ms less per call than through httpx's request and
+    response machinery (0.94 -> 0.65 ms a round trip here), and metadata
+    operations are chains of such calls. Streams (chunk pushes and reads) keep
+    using httpx."""
+
+    def __init__(self, timeout: float, connections: int, local_address: str | None) -> None:
+        limits = httpx.Limits(max_connections=connections,
+                              max_keepalive_connections=connections, keepalive_expiry=60)
+        transport = httpx.AsyncHTTPTransport(limits=limits, local_address=local_address)
+        super().__init__(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits,
+                         transport=transport)
+        self.rpc_timeout = timeout
+        self.rpc_pool = httpcore.AsyncConnectionPool(
+            max_connections=connections, max_keepalive_connections=connections,
+            keepalive_expiry=60, local_address=local_address)
+
+    async def aclose(self) -> None:
+        try:
+            await self.rpc_pool.aclose()
+        finally:
+            await super().aclose()
+
+
 def make_http(timeout: float = 30.0, connections: int = 64,
-              local_address: str | None = None) -> httpx.AsyncClient:
+              local_address: str | None = None) -> RpcHTTP:
     """``local_address``: connect from this address (a daemon on a machine with
     several addresses is then seen as one host, e.g. by a firewall rule)."""
     tune_io_sizes()
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
-                          keepalive_expiry=60)
-    if local_address:
-        transport = httpx.AsyncHTTPTransport(limits=limits, local_address=local_address)
-        return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits,
-                                 transport=transport)
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits)
+    return RpcHTTP(timeout, connections, local_address)
 
 
 def source_address_for(host: str) -> str | None:
@@ -321,15 +346,26 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
     Raises :class:`GFSError` with the server's code, or UNAVAILABLE when the
     server cannot be reached or does not answer in time.
     """
-    kwargs: dict[str, Any] = {}
-    if timeout is not None:
-        kwargs["timeout"] = timeout
+    pool = getattr(http, "rpc_pool", None)
+    if pool is None:             # a plain httpx client (tests, tools)
+        kwargs: dict[str, Any] = {}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            resp = await http.post(f"{base_url}/rpc/{name}", content=pack(body or {}),
+                                   headers={"content-type": MSGPACK}, **kwargs)
+        except httpx.TransportError as exc:
+            raise GFSError("UNAVAILABLE", f"{base_url}: {type(exc).__name__}: {exc}") from None
+        return decode_reply(resp.status_code, resp.content)
+    t = timeout if timeout is not None else http.rpc_timeout
     try:
-        resp = await http.post(f"{base_url}/rpc/{name}", content=pack(body or {}),
-                               headers={"content-type": MSGPACK}, **kwargs)
-    except httpx.TransportError as exc:
+        reply = await pool.request(
+            "POST", f"{base_url}/rpc/{name}", content=pack(body or {}),
+            headers=[(b"content-type", MSGPACK_BYTES)],
+            extensions={"timeout": {"connect": min(5.0, t), "read": t, "write": t, "pool": t}})
+    except HTTPCORE_ERRORS as exc:
         raise GFSError("UNAVAILABLE", f"{base_url}: {type(exc).__name__}: {exc}") from None
-    return decode_reply(resp.status_code, resp.content)
+    return decode_reply(reply.status, reply.content)
 
 
 def decode_reply(status: int, content: bytes) -> Any:
