@@ -2,10 +2,10 @@
 
 In the server dir, ``<handle:016x>.chunk`` holds a chunk's data and
 ``<handle:016x>.meta`` a header (magic ``GFSC``, format, chunk version as
-``<4sIQ``) followed by one little-endian u32 CRC32C per 64 KiB block. Creating a
-chunk does not fsync; a version change fsyncs the meta file, and ``sync`` both
-files (each also fsyncs the directory when chunks were created since). Every primitive runs in a
-worker thread (see :meth:`DiskChunkStore._io`).
+``<4sIQ``) followed by one little-endian u32 CRC32C per 64 KiB block. Creating
+a chunk does not fsync; a version change fsyncs the meta file, and ``sync``
+both files (each also fsyncs the directory when chunks were created since).
+Every primitive runs in a worker thread (see :meth:`DiskChunkStore._io`).
 """
 from __future__ import annotations
 

@@ -170,7 +170,8 @@ class ChunkServer:
             "protocol": PROTOCOL_VERSION, "chunks": self.store.count(),
             "capacity_bytes": cap, "used_bytes": used, "free_bytes": free,
             "push_buffers": len(self.buffers), "push_bytes": self.buffers.bytes,
-            "reads": self.reads, "local_opens": self.local_opens(), "fsyncs": self.store.fsyncs, "master_url": self.cfg.master_url})
+            "reads": self.reads, "local_opens": self.local_opens(),
+            "fsyncs": self.store.fsyncs, "master_url": self.cfg.master_url})
 
     # ------------------------------------------------------------ mutations
 

@@ -96,7 +96,8 @@ class LocalReads:
             data = await trio.to_thread.run_sync(read_verified, opened.data_fd, opened.meta_fd,
                                                  loc.version, offset, length)
         except (Mismatch, OSError) as exc:
-            log.debug("local read of chunk %d at %s: %s; reading over HTTP", loc.handle, rep.addr, exc)
+            log.debug("local read of chunk %d at %s: %s; reading over HTTP",
+                      loc.handle, rep.addr, exc)
             self.fallbacks += 1
             self._evict((rep.addr, loc.handle))
             return None
@@ -150,8 +151,8 @@ class LocalReads:
             if len(fds) != 2 or (rep.id and reply.get("id") != rep.id):
                 raise NotLocal(f"answered by chunkd {reply.get('id')!r}, not {rep.id!r}")
             sock.setblocking(False)       # for Opened.held()
-            return Opened(sock, fds[0], fds[1], int(reply["version"]),  # type: ignore[call-overload]
-                          time.monotonic() + self.ttl)
+            version = int(reply["version"])  # type: ignore[call-overload]
+            return Opened(sock, fds[0], fds[1], version, time.monotonic() + self.ttl)
         except BaseException:
             for fd in fds:
                 os.close(fd)
