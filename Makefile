@@ -16,6 +16,7 @@ test:
 
 bench: bootstrap
 	$(PY) bench/bench.py
+	$(PY) bench/fuse_floor.py
 
 clean-data:
 	@if grep -q " $(CURDIR)/mnt " /proc/mounts; then echo "unmount ./mnt first (stop make run)"; exit 1; fi
