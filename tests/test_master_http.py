@@ -35,11 +35,14 @@ class FakeChunkds:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         self.down: set[str] = set()
+        self.full: set[str] = set()
 
     async def __call__(self, addr: str, name: str, body: dict[str, Any]) -> Any:
         self.calls.append((addr, name, body))
         if addr in self.down:
             raise GFSError("UNAVAILABLE", f"{addr} is down")
+        if addr in self.full and body.get("data"):
+            raise GFSError("ENOSPC", f"{addr} is full")
         return {}
 
 
@@ -225,6 +228,41 @@ def test_register_heartbeat_lease_flow(tmp_path: Path) -> None:
         assert (await h.heartbeat("a"))["reregister"] is False
         assert (await h.call("statfs"))["chunkds"] == 1
         await h.fails("EFBIG", "lease", ino=ino, index=1 << 40)
+    run(tmp_path, body)
+
+
+def test_first_write_rides_on_chunk_creation(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        for cid in "abc":
+            await h.register(cid)
+        f = await h.call("create", parent=1, name=b"f", mode=0o100644, uid=0, gid=0)
+        ino = f["ino"]
+        h.chunkds.full = {"http://a", "http://b", "http://c"}
+        await h.fails("ENOSPC", "lease", ino=ino, index=0, offset=0, data=b"x" * 10)
+        assert (await h.call("chunks", ino=ino, first=0, count=1))["chunks"] == []
+        h.chunkds.full = {"http://c"}           # c cannot hold the bytes: left out
+        h.chunkds.calls.clear()
+        reply = await h.call("lease", ino=ino, index=0, offset=5, data=b"x" * 10,
+                             size=15, mtime_ns=7)
+        assert reply["written"] is True and reply["attr"]["size"] == 15
+        assert reply["attr"]["mtime_ns"] == 7
+        assert {(a, b["offset"], b["data"]) for a, n, b in h.chunkds.calls} == {
+            (f"http://{c}", 5, b"x" * 10) for c in "abc"}
+        chunk = (await h.call("chunks", ino=ino, first=0, count=1))["chunks"][0]
+        assert sorted(r["id"] for r in chunk["replicas"]) == ["a", "b"]
+        # the chunk exists now: the bytes are ignored, a plain lease comes back
+        h.chunkds.calls.clear()
+        again = await h.call("lease", ino=ino, index=0, offset=0, data=b"y", size=99)
+        assert "written" not in again and again["handle"] == reply["handle"]
+        assert h.chunkds.calls == []
+        assert (await h.call("getattr", ino=ino))["size"] == 15
+        await h.fails("TOOBIG", "lease", ino=ino, index=1, offset=0, data=bytes(65537))
+        await h.fails("BADREQ", "lease", ino=ino, index=1, offset=0, data="text")
+        await h.fails("EINVAL", "lease", ino=ino, index=1, offset=-1, data=b"z")
+        # the parent's attributes come back with creates and unlinks
+        g = await h.call("create", parent=1, name=b"g", mode=0o100644, uid=0, gid=0)
+        assert g["parent_attr"]["ino"] == 1
+        assert (await h.call("unlink", parent=1, name=b"g"))["parent_attr"]["ino"] == 1
     run(tmp_path, body)
 
 

@@ -59,6 +59,13 @@ def test_full_chunkd_gets_no_chunks_then_enospc(tmp_path: Path,
             except OSError as exc:
                 seen.append(exc.errno)
         assert seen and seen[0] == errno.ENOSPC, seen
+        # a small new file (its first write rides on the chunk's creation): the same
+        err = None
+        try:
+            (mnt / "small").write_bytes(b"s" * 4096)
+        except OSError as exc:
+            err = exc.errno
+        assert err == errno.ENOSPC, err
 
         # an overwrite inside existing chunks needs no new space: still works
         patch = os.urandom(1000)
