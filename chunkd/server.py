@@ -272,13 +272,11 @@ class ChunkServer:
             data = opt(req, "data", bytes, b"")
             if len(data) > INLINE_MAX:
                 raise GFSError("TOOBIG", f"{len(data)} bytes in a create; at most {INLINE_MAX}")
-            offset = opt(req, "offset", int, 0)
-            await self.store.create(handle, version)
-            if data:        # the first write of a new chunk rides on its creation
+            # the first write of a new chunk may ride on its creation
+            await self.store.create(handle, version, opt(req, "offset", int, 0), data)
+            if data and opt(req, "sync", bool, False):
                 try:
-                    await self.store.write(handle, offset, data, expect_version=version)
-                    if opt(req, "sync", bool, False):
-                        await self.store.sync(handle)
+                    await self.store.sync(handle)
                 except BaseException:
                     with trio.CancelScope(shield=True):
                         await self.store.delete(handle)     # no replica without its bytes

@@ -128,17 +128,25 @@ class ChunkStore(ABC):
 
     # ------------------------------------------------------------ operations
 
-    async def create(self, handle: int, version: int) -> None:
-        """A new empty chunk; an existing one just takes the new version."""
+    async def create(self, handle: int, version: int, offset: int = 0,
+                     data: bytes = b"") -> None:
+        """A new chunk, empty or holding ``data`` at ``offset``, made in one
+        worker-thread call; if the bytes cannot be stored the chunk is not
+        made. A chunk of that handle already here is an orphan (made for an
+        allocation whose log record a crashed master lost): it is emptied
+        first, so the new chunk never shows its bytes."""
         check_handle(handle)
         check_version(version)
+        _check_range(offset, len(data))
         async with self._lock(handle):
-            if handle in self._chunks:
-                await self._io(self._write_version, handle, version)
-                self._chunks[handle].version = version
-                return
-            await self._io(self._create_files, handle, version)
-            self._chunks[handle] = ChunkInfo(version, 0)
+            old = self._chunks.pop(handle, None)
+            if old is not None:
+                for hook in self.on_delete:
+                    hook(handle)
+            info = ChunkInfo(version, 0)
+            await self._io(self._create_holding, handle, info, offset, data, old)
+            self._chunks[handle] = info
+            self.bytes_written += len(data)
 
     async def set_version(self, handle: int, version: int) -> None:
         check_version(version)
@@ -193,6 +201,20 @@ class ChunkStore(ABC):
             return True
 
     # ------------------------------------------------------------ block logic (worker thread)
+
+    def _create_holding(self, handle: int, info: ChunkInfo, offset: int, data: bytes,
+                        old: ChunkInfo | None) -> None:
+        if old is not None:
+            log.warning("chunk %016x exists already (an orphan): emptied for a new chunk",
+                        handle)
+            self._remove_files(handle)
+        self._create_files(handle, info.version)
+        if data:
+            try:
+                self._write_blocks(handle, info, offset, data)
+            except BaseException:
+                self._remove_files(handle)
+                raise
 
     def _write_blocks(self, handle: int, info: ChunkInfo, offset: int, data: bytes) -> None:
         old_len = info.length
