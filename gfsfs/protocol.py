@@ -225,7 +225,9 @@ record the chunk's new version (before a lease grant); ``create`` makes the
 chunk, empty or holding ``data`` (at most INLINE_MAX bytes) at ``offset``,
 fsync'd when ``sync`` (a replica that cannot store the bytes deletes the chunk
 and fails). A new chunk's files reach the disk with its first sync or version
-change, not at creation.
+change, not at creation. ``create`` of a handle the chunkd already holds (an
+orphan left by a master that crashed before logging its allocation) empties
+it first.
 ``delete {handles: [handle]}`` -> ``{}``.
 ``replicate {handle, version, source: addr}`` -> ``{"handle", "version", "length"}``:
 re-replication (GFS §4.3). The target fetches the chunk from the chunkd at
