@@ -92,7 +92,11 @@ class InodeState:
     error: GFSError | None = None     # a failed background write, reported once
     # handle -> (chunk index, replica addrs not yet fsync'd)
     unsynced: dict[int, tuple[int, set[str]]] = field(default_factory=dict)
-    gen: int = 0                      # bumped by every local change of the data
+    # bumped by every local change of the data or its layout: a buffered
+    # write, a lease (new chunk locations), an extend, an append, a truncate
+    # (at its start and at its end). What is fetched from the cluster is
+    # cached only if gen did not move while it was fetched (docs/consistency.md).
+    gen: int = 0
 
     def busy(self) -> bool:
         return bool(self.wbuf or self.inflight or self.unsynced or self.error)
@@ -220,8 +224,14 @@ class Client:
 
     async def setattr(self, ino: int, ctx: Ctx | None = None, **changes: Any) -> Attr:
         """Change mode/uid/gid/size/atime_ns/mtime_ns; a size goes through
-        :meth:`truncate` so chunks are cut too."""
+        :meth:`truncate` so chunks are cut too. ``write_handle=True``: the
+        change comes through a descriptor open for writing (ftruncate)."""
         changes = {k: v for k, v in changes.items() if v is not None}
+        if "atime_ns" in changes or "mtime_ns" in changes:
+            # data written before explicit times must not stamp its own
+            # mtime over them when it is flushed later (cp -a sets the times
+            # on the open target before closing it)
+            await self.flush(ino)
         if "size" in changes:
             return await self.truncate(ino, changes.pop("size"), ctx, **changes)
         return self._overlay(await self._ns("setattr", ctx, ino=ino, **changes))
@@ -315,26 +325,35 @@ class Client:
 
     # ------------------------------------------------------------ locations
 
-    async def _fetch_locations(self, ino: int, first: int, count: int) -> None:
-        reply = await self.call("chunks", {"ino": ino, "first": first, "count": count})
+    async def _fetch_locations(self, ino: int, first: int, count: int) -> dict[int, ChunkLoc]:
+        """Chunks ``first`` .. ``first+count-1`` (absent: holes) and the size,
+        from the master; cached only if nothing changed the inode here while
+        the call was out (a lease or extend of ours is newer than the reply)."""
         st = self.state(ino)
+        gen = st.gen
+        reply = await self.call("chunks", {"ino": ino, "first": first, "count": count})
         self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
-        st.size = int(reply["size"])
-        expires = time.monotonic() + self.cfg.location_timeout
         found: dict[int, ChunkLoc] = {}
         for c in reply["chunks"]:
             reps = tuple(_replica(r) for r in c.get("replicas", []))
             found[int(c["index"])] = ChunkLoc(int(c["handle"]), int(c["version"]), reps)
+        log.debug("locations of inode %d from %d: size %s, %s%s", ino, first, reply["size"],
+                  {i: (c.handle, c.version) for i, c in found.items()},
+                  "" if st.gen == gen else " (outdated meanwhile: not cached)")
+        if st.gen != gen:
+            return found
+        st.size = int(reply["size"])
+        expires = time.monotonic() + self.cfg.location_timeout
         for index in range(first, first + count):
             st.locs[index] = (found.get(index), expires)
+        return found
 
     async def locate(self, ino: int, index: int) -> ChunkLoc | None:
         """The chunk at ``index`` (None for a hole), from the cache if fresh."""
         st = self.state(ino)
         cached = st.locs.get(index)
         if cached is None or cached[1] < time.monotonic():
-            await self._fetch_locations(ino, index, FETCH_AHEAD_CHUNKS)
-            cached = st.locs[index]
+            return (await self._fetch_locations(ino, index, FETCH_AHEAD_CHUNKS)).get(index)
         return cached[0]
 
     def drop_location(self, ino: int, index: int | None = None) -> None:
@@ -353,7 +372,7 @@ class Client:
         if st.size < 0 or st.size < need:
             first = max(0, need - 1) // await self.get_chunk_size()
             await self._fetch_locations(ino, first, FETCH_AHEAD_CHUNKS)
-        return max(st.size, st.pending_end)
+        return max(st.size, st.pending_end, 0)
 
     # ------------------------------------------------------------ open files
 
@@ -387,7 +406,9 @@ class Client:
         size = min(size, fsize - offset)
         if size <= 0:
             return b""
-        if of is not None:
+        if of is not None and not (st.wbuf or st.inflight):
+            # read-ahead only over committed data: pieces fetched while a
+            # write is buffered would hold the old bytes under the new gen
             ahead = of.ahead
             ahead.sync_gen(st.gen)
             if ahead.observe(offset, size):

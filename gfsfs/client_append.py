@@ -177,6 +177,7 @@ class Appender:
         if current is None or current.index <= target.index:
             self.targets[ino] = target
         st = self.client.state(ino)
+        st.gen += 1
         st.leases[target.index] = lease
         st.locs[target.index] = (ChunkLoc(lease.handle, lease.version,
                                           (lease.primary, *lease.secondaries)),

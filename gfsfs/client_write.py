@@ -167,6 +167,7 @@ class Writer:
         attr = extended[0] if extended else await self.client.call(
             "extend", {"ino": ino, "size": end, "mtime_ns": time.time_ns()})
         st = self.client.state(ino)
+        st.gen += 1
         st.size = max(st.size, int(attr.get("size", end)))
 
     async def lease(self, ino: int, index: int) -> Lease:
@@ -185,10 +186,13 @@ class Writer:
         if avoid:       # chunkds we cannot reach: not as primary, please
             body["avoid"] = avoid
         r = await self.client.call("lease", body)
+        log.debug("lease inode %d chunk %d: handle %s version %s%s", ino, index, r["handle"],
+                  r["version"], " (written)" if r.get("written") else "")
         lease = Lease(int(r["handle"]), int(r["version"]), _replica(r["primary"]),
                       tuple(_replica(s) for s in r.get("secondaries", [])),
                       int(r["expires_ns"]))
         st = self.client.state(ino)
+        st.gen += 1
         st.leases[index] = lease
         st.locs[index] = (ChunkLoc(lease.handle, lease.version,
                                    (lease.primary, *lease.secondaries)),
@@ -218,6 +222,8 @@ class Writer:
         to ``size_hint`` (the piece created its chunk), else None."""
         st = self.client.state(ino)
         payload = bytes(data)
+        log.debug("write piece inode %d chunk %d at %d, %d bytes", ino, index, chunk_off,
+                  len(payload))
         last: GFSError | None = None
         for attempt in range(max(1, self.cfg.retries)):
             if (attempt == 0 and len(payload) <= INLINE_MAX
@@ -366,6 +372,7 @@ class Writer:
         if ctx is not None:
             changes["ctx"] = ctx
         attr: Attr = await client.call("setattr", {"ino": ino, "size": size, **changes})
+        st.gen += 1        # anything fetched while the truncate was under way is old
         st.size = size
         st.pending_end = 0
         st.locs.clear()

@@ -187,6 +187,8 @@ class Operations(pyfuse3.Operations):
     async def setattr(self, inode: int, attr: EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: RequestContext) -> EntryAttributes:
         self._writable()
+        log.debug("setattr inode %d fields %s", inode,
+                  [f for f in dir(fields) if f.startswith("update_") and getattr(fields, f)])
         changes: dict[str, Any] = {}
         if fields.update_mode:
             changes["mode"] = attr.st_mode
@@ -200,6 +202,9 @@ class Operations(pyfuse3.Operations):
             changes["mtime_ns"] = attr.st_mtime_ns
         if fields.update_size:
             changes["size"] = attr.st_size
+            of = self.files.get(fh) if fh is not None else None
+            if of is not None and of.flags & os.O_ACCMODE != os.O_RDONLY:
+                changes["write_handle"] = True   # ftruncate: the open checked access
         if not changes:
             return self.entry(await self.client.getattr(inode))
         return self.entry(await self.client.setattr(inode, self.ctx(ctx), **changes))
@@ -368,8 +373,22 @@ class Operations(pyfuse3.Operations):
             # instead of sending a setattr(size=0) first
             self._writable()
             await self.client.setattr(inode, self.ctx(ctx), size=0)
-            return self._file_info(self._new_fh(inode, flags, 0), flags)
-        return self._file_info(self._new_fh(inode, flags), flags)
+            fh = self._new_fh(inode, flags, 0)
+        else:
+            fh = self._new_fh(inode, flags)
+        self._forget_kernel_attrs(inode)
+        return self._file_info(fh, flags)
+
+    @staticmethod
+    def _forget_kernel_attrs(inode: int) -> None:
+        """Close-to-open: the kernel does not ask for attributes on open and
+        ends cached reads at its cached size, which another mount's close may
+        have outdated. Invalidating them (attributes only: never blocks on
+        pages) makes the next stat, and a read past the old size, ask us."""
+        try:
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+        except OSError as exc:       # ENOENT: the kernel holds no such inode
+            log.debug("invalidate_inode(%d): %s", inode, exc)
 
     @errno_boundary
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
@@ -414,6 +433,7 @@ class Operations(pyfuse3.Operations):
     @errno_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
         of = self._file(fh)
+        log.debug("read inode %d off %d len %d", of.ino, off, size)
         return await self.client.read(of.ino, off, size, of)
 
     @errno_boundary

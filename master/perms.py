@@ -74,6 +74,10 @@ def authorize(ns: Namespace, rec: Record, ctx: Ctx | None) -> Record:
         if inode is not None:
             xattr_access(inode, rec["name"], ctx, W)
         return rec
+    if op == "setattr":
+        rec = dict(rec)
+        by_handle = bool(rec.pop("write_handle", False))
+        return rec if ctx is None or ctx.root else _setattr(ns, rec, ctx, by_handle)
     if ctx is None or ctx.root:
         return rec
     if op in ("create", "mkdir", "symlink", "link"):
@@ -86,8 +90,6 @@ def authorize(ns: Namespace, rec: Record, ctx: Ctx | None) -> Record:
             _sticky(parent, ns.child(parent.ino, rec["name"]), ctx)
     elif op == "rename":
         _rename(ns, rec, ctx)
-    elif op == "setattr":
-        return _setattr(ns, rec, ctx)
     elif op == "setgoal":
         inode = ns.inodes.get(rec["ino"])
         if inode is not None:
@@ -114,18 +116,32 @@ def _rename(ns: Namespace, rec: Record, ctx: Ctx) -> None:
                 require(moved, ctx, W)
 
 
-def _setattr(ns: Namespace, rec: Record, ctx: Ctx) -> Record:
+SETID = stat.S_ISUID | stat.S_ISGID
+
+
+def _kills_setid(inode: Inode, mode: int) -> bool:
+    """Whether ``mode`` is ``inode``'s mode less some set-id bits: what the
+    kernel asks for when a non-owner writes a set-id file (it sends a plain
+    chmod; POSIX clears the bits whoever writes)."""
+    old = inode.mode & 0o7777
+    return mode & 0o7777 != old and (mode & 0o7777) | (old & SETID) == old
+
+
+def _setattr(ns: Namespace, rec: Record, ctx: Ctx, by_handle: bool = False) -> Record:
+    """``by_handle``: the change comes through a descriptor open for writing
+    (ftruncate), which the kernel checked at open: a size change needs no
+    write permission then."""
     inode = ns.inodes.get(rec["ino"])
     if inode is None:
         return rec
     owner = is_owner(inode, ctx)
-    rec = dict(rec)
+    writable = by_handle or can(inode, ctx, W)
     if "uid" in rec and rec["uid"] != inode.uid:
         raise GFSError("EPERM", "only root may change a file's owner")
     if "gid" in rec and rec["gid"] != inode.gid and not (owner and ctx.in_group(rec["gid"])):
         raise GFSError("EPERM", "may not change the group")
     if "mode" in rec:
-        if not owner:
+        if not owner and not (writable and _kills_setid(inode, rec["mode"])):
             raise GFSError("EPERM", "only the owner may chmod")
         if not inode.is_dir and not ctx.in_group(rec.get("gid", inode.gid)):
             rec["mode"] &= ~stat.S_ISGID
@@ -133,8 +149,8 @@ def _setattr(ns: Namespace, rec: Record, ctx: Ctx) -> Record:
         kill = stat.S_ISUID | (stat.S_ISGID if inode.mode & stat.S_IXGRP else 0)
         if inode.mode & kill:
             rec["mode"] = inode.mode & 0o7777 & ~kill
-    if "size" in rec:
-        require(inode, ctx, W)
+    if "size" in rec and not writable:
+        raise GFSError("EACCES", f"permission denied on inode {inode.ino}")
     if ("atime_ns" in rec or "mtime_ns" in rec) and not owner and not can(inode, ctx, W):
         raise GFSError("EPERM", "only the owner may set times")
     return rec

@@ -128,6 +128,8 @@ class Handlers:
         for key in ("size", "atime_ns", "mtime_ns"):
             if req.get(key) is not None:
                 rec[key] = need(req, key, int)
+        if opt(req, "write_handle", bool, False):
+            rec["write_handle"] = True    # ftruncate: checked by perms, never logged
         rec["now"] = time.time_ns()
         return await self.m.mutate_attr(rec, _ctx(req))
 
