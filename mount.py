@@ -25,6 +25,7 @@ from gfsfs import logs
 from gfsfs.client import Client
 from gfsfs.config import ClientConfig
 from gfsfs.errors import GFSError
+from gfsfs import fuse_ext
 from gfsfs.fuse_ops import Operations
 
 log = logging.getLogger("gfsfs.mount")
@@ -127,7 +128,8 @@ async def serve(cfg: ClientConfig, mountpoint: str, fuse_opts: set[str], read_on
     async with Client.open(cfg) as client, trio.open_nursery() as nursery:
         ops = Operations(client, cfg, read_only=read_only)
         log.debug("FUSE options: %s", sorted(fuse_opts))
-        pyfuse3.init(ops, mountpoint, fuse_opts)
+        with fuse_ext.installed(nursery, ops.fallocate):
+            pyfuse3.init(ops, mountpoint, fuse_opts)
         unmount_clean = False
         try:
             nursery.start_soon(watch_signals)

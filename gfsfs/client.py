@@ -528,6 +528,12 @@ class Client:
             except GFSError as exc:
                 log.error("could not write back inode %d: %s", ino, exc)
 
+    async def fallocate(self, ino: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2): mode 0 and FALLOC_FL_KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE."""
+        self.fresh_attrs.pop(ino, None)
+        self.appender.forget(ino)
+        await self.writer.fallocate(ino, mode, offset, length)
+
     async def truncate(self, ino: int, size: int, ctx: Ctx | None = None, **changes: Any) -> Attr:
         self.appender.forget(ino)
         return self._overlay(await self.writer.truncate(ino, size, ctx, **changes))

@@ -41,6 +41,9 @@ PIECE = 8 * MIB             # largest piece pushed to a chunkd at once
 PARALLEL_PIECES = 4         # pieces of one batch in flight
 LEASE_MARGIN_NS = 5 * 10**9  # a lease this close to expiry is renewed first
 UNREACHABLE_TTL = 30.0      # seconds a chunkd we could not reach is avoided as primary
+FALLOC_KEEP_SIZE, FALLOC_PUNCH_HOLE, FALLOC_ZERO_RANGE = 0x01, 0x02, 0x10
+FALLOC_KNOWN = FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE
+ZEROS = bytes(MIB)
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:
@@ -352,6 +355,42 @@ class Writer:
             if loc is None or loc.handle != handle:
                 current = set()
             addrs &= current | (addrs - failed)
+
+    # ------------------------------------------------------------ fallocate
+
+    async def fallocate(self, ino: int, mode: int, offset: int, length: int) -> None:
+        """Mode 0 grows the file to cover the range (sparse: the space is not
+        reserved, as in JuiceFS); KEEP_SIZE alone changes nothing; PUNCH_HOLE
+        and ZERO_RANGE make the range read as zeros (the chunks it touches
+        get zeros written; holes stay holes), ZERO_RANGE also grows the file
+        unless KEEP_SIZE. COLLAPSE_RANGE, INSERT_RANGE and the rest:
+        EOPNOTSUPP."""
+        if mode & ~FALLOC_KNOWN:
+            raise GFSError("ENOTSUP", f"fallocate mode {mode:#x} is not supported")
+        if offset < 0 or length <= 0 or (mode & FALLOC_PUNCH_HOLE and (
+                not mode & FALLOC_KEEP_SIZE or mode & FALLOC_ZERO_RANGE)):
+            raise GFSError("EINVAL", f"fallocate mode {mode:#x} at {offset}+{length}")
+        await self.flush(ino)
+        st = self.client.state(ino)
+        st.gen += 1
+        size = int((await self.client.call("getattr", {"ino": ino}))["size"])
+        end = offset + length
+        if mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE) and offset < size:
+            await self._zero(ino, offset, min(end, size))
+        if not mode & FALLOC_KEEP_SIZE and end > size:
+            await self.truncate(ino, end, None)
+        st.gen += 1
+
+    async def _zero(self, ino: int, start: int, end: int) -> None:
+        """Zeros over ``[start, end)`` of the chunks that exist, through the
+        write buffer (at most BATCHES_IN_FLIGHT batches in memory)."""
+        cs = await self.client.get_chunk_size()
+        for p in split_range(start, end - start, cs):
+            if await self.client.locate(ino, p.index) is None:
+                continue                       # a hole reads as zeros already
+            for pos in range(p.file_off, p.file_off + p.length, len(ZEROS)):
+                await self.write(ino, pos, ZEROS[:min(len(ZEROS), p.file_off + p.length - pos)])
+        await self.flush(ino)
 
     # ------------------------------------------------------------ truncate
 

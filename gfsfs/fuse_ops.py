@@ -470,6 +470,14 @@ class Operations(pyfuse3.Operations):
         return done
 
     @errno_boundary
+    async def fallocate(self, inode: int, mode: int, offset: int, length: int) -> None:
+        """FALLOCATE (served through :mod:`gfsfs.fuse_ext`; pyfuse3 has no
+        handler for it): allocate, keep-size, punch hole, zero range."""
+        self._writable()
+        log.debug("fallocate inode %d mode %#x off %d len %d", inode, mode, offset, length)
+        await self.client.fallocate(inode, mode, offset, length)
+
+    @errno_boundary
     async def flush(self, fh: int) -> None:
         await self.client.flush(self._file(fh).ino)
 
