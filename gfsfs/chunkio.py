@@ -3,6 +3,7 @@
 - :func:`split_range` cuts a byte range of a file into pieces that never cross a
   chunk boundary (and are at most ``max_piece`` bytes).
 - :class:`WriteBuffer` holds an inode's dirty extents, merged, in file order.
+- :func:`overlay` lays dirty extents over bytes read from the chunkds.
 - :class:`ReadAhead` detects a sequential reader and keeps a window of file
   ranges fetched ahead of it (the fetching itself is the client's job).
 
@@ -54,6 +55,29 @@ class Extent:
         return self.start + len(self.data)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Extents taken out of a write buffer and being sent (``lo``..``hi``
+    spans them); ``done`` is set when the batch finished, well or not."""
+    lo: int
+    hi: int
+    done: trio.Event
+    extents: list[Extent]
+
+
+def overlay(data: bytes, offset: int, layers: list[list[Extent]]) -> bytes:
+    """``data`` (read at ``offset``) with the bytes of ``layers`` of extents
+    laid over it, later layers over earlier ones."""
+    buf = bytearray(data)
+    end = offset + len(buf)
+    for extents in layers:
+        for ext in extents:
+            lo, hi = max(offset, ext.start), min(end, ext.end)
+            if lo < hi:
+                buf[lo - offset:hi - offset] = memoryview(ext.data)[lo - ext.start:hi - ext.start]
+    return bytes(buf)
+
+
 class WriteBuffer:
     """Dirty byte ranges of one inode, kept sorted, non-overlapping and
     non-adjacent (touching extents are merged; later writes win)."""
@@ -99,14 +123,6 @@ class WriteBuffer:
         """All dirty extents; the buffer is clean afterwards."""
         extents, self.extents, self.nbytes = self.extents, [], 0
         return extents
-
-    def read_into(self, offset: int, buf: bytearray) -> None:
-        """Overlay the dirty bytes that fall in ``[offset, offset+len(buf))``."""
-        end = offset + len(buf)
-        for ext in self.extents:
-            lo, hi = max(offset, ext.start), min(end, ext.end)
-            if lo < hi:
-                buf[lo - offset:hi - offset] = memoryview(ext.data)[lo - ext.start:hi - ext.start]
 
 
 # ---------------------------------------------------------------- read-ahead

@@ -13,7 +13,8 @@ replicas, or a hole) for ``location_timeout`` seconds and write leases until
 they expire; both are dropped on STALE/NOCHUNK or any replica failure.
 Attributes are cached by the kernel (attr_timeout), not here.
 
-Reads see this client's own buffered writes: a read first flushes the inode.
+Reads see this client's own writes at once: buffered and in-flight data is
+laid over what the chunkds return (docs/consistency.md, "What a client caches").
 The write half (buffering, push, commit, extend) is :mod:`gfsfs.client_write`;
 record append (O_APPEND) is :mod:`gfsfs.client_append`.
 
@@ -34,7 +35,7 @@ import httpx
 import trio
 
 from . import rpc
-from .chunkio import AheadPiece, ReadAhead, WriteBuffer, split_range
+from .chunkio import AheadPiece, Batch, ReadAhead, WriteBuffer, overlay, split_range
 from .client_local import LocalReads
 from .config import ClientConfig
 from .errors import GFSError
@@ -86,7 +87,7 @@ class InodeState:
     size: int = -1                    # file size from the master (-1 = unknown)
     leases: dict[int, Lease] = field(default_factory=dict)
     wbuf: WriteBuffer = field(default_factory=WriteBuffer)
-    inflight: list[tuple[int, int, trio.Event]] = field(default_factory=list)
+    inflight: list[Batch] = field(default_factory=list)   # batches being sent, oldest first
     slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BATCHES_IN_FLIGHT))
     pending_end: int = 0              # end of data written but not yet extended
     error: GFSError | None = None     # a failed background write, reported once
@@ -396,8 +397,6 @@ class Client:
     async def read(self, ino: int, offset: int, size: int, of: OpenFile | None = None) -> bytes:
         """Up to ``size`` bytes at ``offset``; short only at end of file."""
         st = self.state(ino)
-        if st.wbuf or st.inflight:
-            await self.flush(ino)
         if size <= 0:
             return b""
         fsize = await self.file_size(ino)
@@ -421,7 +420,11 @@ class Client:
                     data = ahead.assemble(pieces, offset, size)
                     if data is not None:
                         return data
-        return await self.read_range(ino, offset, size)
+        # our own writes not yet committed (buffered, or in batches under
+        # way when the read starts) are laid over what the chunkds hold
+        dirty = [b.extents for b in st.inflight] + [list(st.wbuf.extents)]
+        data = await self.read_range(ino, offset, size)
+        return overlay(data, offset, dirty) if any(dirty) else data
 
     async def _fetch_ahead(self, ino: int, piece: AheadPiece) -> None:
         try:

@@ -26,7 +26,7 @@ import httpx
 import trio
 
 from . import rpc
-from .chunkio import Extent, split_range
+from .chunkio import Batch, Extent, split_range
 from .client import RETRYABLE, ChunkLoc, InodeState, Lease, _replica
 from .errors import GFSError
 from .protocol import CHAIN_HEADER, INLINE_MAX
@@ -99,32 +99,30 @@ class Writer:
         if st.wbuf:
             await self._start_batch(ino, st, sync=sync)
         while st.inflight:
-            await st.inflight[0][2].wait()
+            await st.inflight[0].done.wait()
         if sync and st.unsynced:
             await self._sync(ino, st)
         self._raise_error(st)
 
     async def _start_batch(self, ino: int, st: InodeState, sync: bool) -> None:
         extents = st.wbuf.take()
-        lo, hi = extents[0].start, extents[-1].end
-        done = trio.Event()
-        entry = (lo, hi, done)
-        st.inflight.append(entry)          # readers and flushers wait for it from now on
+        entry = Batch(extents[0].start, extents[-1].end, trio.Event(), extents)
+        st.inflight.append(entry)          # readers and flushers see it from now on
         try:
             await st.slots.acquire()
             for other in list(st.inflight):
                 if other is entry:
                     break
-                if other[0] < hi and lo < other[1]:
-                    await other[2].wait()
+                if other.lo < entry.hi and entry.lo < other.hi:
+                    await other.done.wait()
         except BaseException:
             st.inflight.remove(entry)
-            done.set()
+            entry.done.set()
             raise
         self.client.nursery.start_soon(self._run_batch, ino, st, extents, sync, entry)
 
     async def _run_batch(self, ino: int, st: InodeState, extents: list[Extent], sync: bool,
-                         entry: tuple[int, int, trio.Event]) -> None:
+                         entry: Batch) -> None:
         try:
             await self.send(ino, extents, sync)
         except Exception as exc:
@@ -133,7 +131,7 @@ class Writer:
         finally:
             st.slots.release()
             st.inflight.remove(entry)
-            entry[2].set()
+            entry.done.set()
             if not st.inflight and not st.wbuf and st.pending_end <= max(st.size, 0):
                 st.pending_end = 0
 
@@ -416,6 +414,8 @@ class Writer:
         st.pending_end = 0
         st.locs.clear()
         st.leases = {i: v for i, v in st.leases.items() if i * cs < size}
+        # chunks wholly past the new size are gone: nothing left to fsync there
+        st.unsynced = {h: v for h, v in st.unsynced.items() if v[0] * cs < size}
         return attr
 
     async def _truncate_chunk(self, ino: int, index: int, length: int) -> None:

@@ -88,6 +88,7 @@ class Exerciser:
     src_model: bytearray = field(default_factory=bytearray)
     oplog: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    seconds: Counter[str] = field(default_factory=Counter)   # time spent per op name
     fd: int = -1
     src_fd: int = -1
 
@@ -152,9 +153,11 @@ class Exerciser:
         self.oplog.append(op)
         self.recent.append(json.dumps(op, sort_keys=True))
         self.counts[op["op"]] += 1
+        start = time.perf_counter()
         try:
             getattr(self, "do_" + op["op"])(**{k: v for k, v in op.items() if k != "op"})
             self.check_size(op["n"])
+            self.seconds[op["op"]] += time.perf_counter() - start
         except Mismatch as exc:
             raise Mismatch(self.report(op["n"], f"{exc}\n{self.diagnose(exc)}")) from None
         except OSError as exc:
@@ -517,7 +520,8 @@ def _run_one(opt: Options, nops: int) -> int:
         print(f"FAILED: {exc}", file=sys.stderr, flush=True)
         return 1
     took = time.monotonic() - start
-    mix = ", ".join(f"{k} {v}" for k, v in sorted(ex.counts.items()))
+    mix = ", ".join(f"{k} {v} ({1000 * ex.seconds[k] / v:.1f} ms)"
+                    for k, v in sorted(ex.counts.items()))
     print(f"fsx seed {opt.seed} ({'mmap' if opt.mmap else 'plain'}): {nops} ops passed in "
           f"{took:.1f} s ({nops / took:.0f} ops/s); {mix}", flush=True)
     return 0

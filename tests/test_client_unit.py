@@ -9,7 +9,7 @@ import pyfuse3
 import pytest
 import trio
 
-from gfsfs.chunkio import MIB, Piece, ReadAhead, WriteBuffer, split_range
+from gfsfs.chunkio import MIB, Piece, ReadAhead, WriteBuffer, overlay, split_range
 from gfsfs.errors import GFSError
 from gfsfs.fuse_ops import errno_boundary, to_fuse_errno
 
@@ -86,13 +86,14 @@ def test_take_empties() -> None:
     assert len(exts) == 1 and not buf and buf.nbytes == 0 and buf.end == 0
 
 
-def test_read_into_overlays() -> None:
-    buf = WriteBuffer()
-    buf.add(2, b"ab")
-    buf.add(8, b"cd")
-    out = bytearray(b"." * 10)
-    buf.read_into(1, out)
-    assert bytes(out) == b".ab....cd."
+def test_overlay_lays_later_layers_over_earlier() -> None:
+    older, newer = WriteBuffer(), WriteBuffer()
+    older.add(2, b"ab")
+    older.add(8, b"cd")
+    newer.add(3, b"XY")
+    assert overlay(b"." * 10, 1, [older.extents]) == b".ab....cd."
+    assert overlay(b"." * 10, 1, [older.extents, newer.extents]) == b".aXY...cd."
+    assert overlay(b"." * 4, 100, [older.extents]) == b"...."
 
 
 def test_random_writes_match_model() -> None:
