@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test bootstrap bench clean-data install-helper uninstall-helper install-systemd
+.PHONY: run test soak bootstrap bench clean-data install-helper uninstall-helper install-systemd
 
 bootstrap:
 	@bash .ci/bootstrap
@@ -13,6 +13,14 @@ run: bootstrap
 test:
 	@bash .ci/bootstrap test
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# long randomized runs of gfs-fsx (gfsfs/fsx.py) on a cluster of its own with two
+# mounts: every seed with and without mmap, remounting now and then
+SOAK_OPS ?= 1000000
+SOAK_SEEDS ?= 1,2,3
+soak: bootstrap
+	$(PY) -m gfsfs.fsx --cluster --seeds $(SOAK_SEEDS) --ops $(SOAK_OPS) --both-modes \
+		--remount-every 50000 --progress 10000
 
 bench: bootstrap
 	$(PY) bench/bench.py

@@ -1,9 +1,12 @@
 """A Hypothesis state machine runs the same random file operations on a local
-directory and on the mount, and compares results and errnos."""
+directory and on the mount, and compares results and errnos: writes, reads,
+truncates, renames, links, mmap stores and loads, fallocate modes,
+copy_file_range, fsync."""
 from __future__ import annotations
 
 import errno
 import itertools
+import mmap
 import os
 import shutil
 import stat
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
+from gfsfs import fsx
 
 pytestmark = [needs_fuse, pytest.mark.mount]
 
@@ -96,6 +100,73 @@ def make_machine(mount_root: Path) -> type[RuleBasedStateMachine]:
                     f.seek(offset)
                     return f.read(size)
             self.both(r, name)
+
+        @rule(name=NAMES, offset=OFFSETS, size=st.sampled_from([1, 5000, 70000]),
+              seed=st.integers(0, 255), sync=st.booleans(), load=st.booleans())
+        def mmap_store(self, name: str, offset: int, size: int, seed: int, sync: bool,
+                       load: bool) -> None:
+            """A store through a shared mapping (within the file's size), then
+            optionally a load of the same range through a new mapping."""
+            data = bytes((seed * 3 + i) % 251 for i in range(size))
+
+            def m(path: Path) -> tuple[int, bytes]:
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    end = min(offset + size, os.fstat(fd).st_size)
+                    if end <= offset:
+                        return 0, b""
+                    base = offset - offset % mmap.PAGESIZE
+                    with mmap.mmap(fd, end - base, offset=base) as mm:
+                        mm[offset - base:end - base] = data[:end - offset]
+                        if sync:
+                            mm.flush()
+                    if not load:
+                        return end - offset, b""
+                    with mmap.mmap(fd, end - base, offset=base, prot=mmap.PROT_READ) as mm:
+                        return end - offset, mm[offset - base:end - base]
+                finally:
+                    os.close(fd)
+            self.both(m, name)
+
+        @rule(name=NAMES, mode=st.sampled_from([0, 1, 3, 0x10, 0x11]), offset=OFFSETS,
+              size=st.sampled_from([1, 5000, TEST_CHUNK_SIZE + 10]))
+        def fallocate(self, name: str, mode: int, offset: int, size: int) -> None:
+            """Allocate, keep-size, punch hole, zero range (and keep-size)."""
+            def f(path: Path) -> None:
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    fsx.fallocate(fd, mode, offset, size)
+                finally:
+                    os.close(fd)
+            self.both(f, name)
+
+        @rule(src=NAMES, dst=NAMES, src_off=OFFSETS, dst_off=OFFSETS, size=SIZES)
+        def copy_range(self, src: str, dst: str, src_off: int, dst_off: int, size: int) -> None:
+            def c(a: Path, b: Path) -> int:
+                fa = os.open(a, os.O_RDONLY)
+                try:
+                    fb = os.open(b, os.O_WRONLY | os.O_CREAT, 0o644)
+                    try:
+                        return os.copy_file_range(fa, fb, size, src_off, dst_off)
+                    finally:
+                        os.close(fb)
+                finally:
+                    os.close(fa)
+            self.both(c, src, dst)
+
+        @rule(name=NAMES)
+        def fsync(self, name: str) -> None:
+            def f(path: Path) -> None:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self.both(f, name)
+
+        @rule(name=NAMES)
+        def read_whole(self, name: str) -> None:
+            self.both(lambda p: p.read_bytes(), name)
 
         @invariant()
         def same_tree(self) -> None:
