@@ -21,11 +21,10 @@ import pyfuse3
 import trio
 
 from gfsfs import config as gconfig
-from gfsfs import logs
+from gfsfs import fuse_ext, logs
 from gfsfs.client import Client
 from gfsfs.config import ClientConfig
 from gfsfs.errors import GFSError
-from gfsfs import fuse_ext
 from gfsfs.fuse_ops import Operations
 
 log = logging.getLogger("gfsfs.mount")

@@ -187,8 +187,6 @@ class Operations(pyfuse3.Operations):
     async def setattr(self, inode: int, attr: EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: RequestContext) -> EntryAttributes:
         self._writable()
-        log.debug("setattr inode %d fields %s", inode,
-                  [f for f in dir(fields) if f.startswith("update_") and getattr(fields, f)])
         changes: dict[str, Any] = {}
         if fields.update_mode:
             changes["mode"] = attr.st_mode
