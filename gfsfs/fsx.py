@@ -199,9 +199,9 @@ class Exerciser:
             op["off"] = self._offset(max(size, 1))
             op["count"] = self._length()
         elif name == "truncate":
-            op["size"] = self.rng.choice((self._offset(maxlen), self._offset(max(size, 1)), 0)
-                                         if self.rng.random() < 0.1 else
-                                         (self._offset(maxlen), self._offset(max(size, 1))))
+            to_zero = self.rng.random() < 0.1        # now and then, all the way down
+            sizes = [self._offset(maxlen), self._offset(max(size, 1))] + ([0] if to_zero else [])
+            op["size"] = self.rng.choice(sizes)
         elif name == "copy":
             op["src_off"] = self._offset(len(self.src_model))
             op["off"] = self._offset(maxlen)
@@ -226,9 +226,10 @@ class Exerciser:
         """The bytes op ``n`` writes: from (seed, n), so a replay needs no data."""
         return random.Random(self.opt.seed * 1_000_003 + n).randbytes(length)
 
-    def compare(self, got: bytes, off: int, what: str) -> None:
-        want = bytes(self.model[off:off + len(got)])
-        if len(got) != min(len(want), len(got)) or got != want:
+    def compare(self, got: bytes, off: int, what: str, count: int | None = None) -> None:
+        """``got`` must be the model's bytes at ``off`` (and ``count`` long if given)."""
+        want = bytes(self.model[off:off + (len(got) if count is None else count)])
+        if got != want:
             bad = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]),
                        min(len(got), len(want)))
             exc = Mismatch(f"{what}: first bad byte at offset {off + bad:#x} "
@@ -300,7 +301,7 @@ class Exerciser:
     # ------------------------------------------------------------ operations
 
     def do_read(self, n: int, off: int, count: int) -> None:
-        self.compare(os.pread(self.fd, count, off), off, "read")
+        self.compare(os.pread(self.fd, count, off), off, "read", count)
 
     def do_write(self, n: int, off: int, count: int) -> None:
         data = self.data(n, count)
@@ -314,7 +315,7 @@ class Exerciser:
         with mmap.mmap(self.fd, off + count - base, mmap.MAP_SHARED, mmap.PROT_READ,
                        offset=base) as m:
             got = m[off - base:off - base + count]
-        self.compare(got, off, "mmap load")
+        self.compare(got, off, "mmap load", count)
 
     def do_mapwrite(self, n: int, off: int, count: int, msync: bool) -> None:
         data = self.data(n, count)
