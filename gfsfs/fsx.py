@@ -489,12 +489,12 @@ def _cluster_run(args: argparse.Namespace) -> int:
 
 
 def _replay(log: str, path: Path, second: Path | None,
-            remount: Callable[[], None] | None = None) -> int:
+            remount: Callable[[], None] | None = None, save_to: Path | None = None) -> int:
     with open(log) as f:
         head = json.loads(f.readline())
         ops = [json.loads(line) for line in f if line.strip()]
     opt = Options(path, second=second, seed=head["seed"], maxlen=head["maxlen"],
-                  maxop=head["maxop"], remount=remount, log_path=Path(log + ".again"))
+                  maxop=head["maxop"], remount=remount, log_path=save_to or Path(log + ".again"))
     try:
         Exerciser(opt).replay(ops)
     except Mismatch as exc:
