@@ -338,9 +338,10 @@ class Client:
         for c in reply["chunks"]:
             reps = tuple(_replica(r) for r in c.get("replicas", []))
             found[int(c["index"])] = ChunkLoc(int(c["handle"]), int(c["version"]), reps)
-        log.debug("locations of inode %d from %d: size %s, %s%s", ino, first, reply["size"],
-                  {i: (c.handle, c.version) for i, c in found.items()},
-                  "" if st.gen == gen else " (outdated meanwhile: not cached)")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("locations of inode %d from %d: size %s, %s%s", ino, first, reply["size"],
+                      {i: (c.handle, c.version) for i, c in found.items()},
+                      "" if st.gen == gen else " (outdated meanwhile: not cached)")
         if st.gen != gen:
             return found
         st.size = int(reply["size"])
@@ -405,7 +406,11 @@ class Client:
         size = min(size, fsize - offset)
         if size <= 0:
             return b""
-        if of is not None and not (st.wbuf or st.inflight):
+        # our own writes not yet committed (buffered, or in batches under
+        # way when the read starts) are laid over what the chunkds hold
+        dirty = [b.extents for b in st.inflight] + [list(st.wbuf.extents)] \
+            if st.wbuf or st.inflight else None
+        if of is not None and dirty is None:
             # read-ahead only over committed data: pieces fetched while a
             # write is buffered would hold the old bytes under the new gen
             ahead = of.ahead
@@ -420,11 +425,8 @@ class Client:
                     data = ahead.assemble(pieces, offset, size)
                     if data is not None:
                         return data
-        # our own writes not yet committed (buffered, or in batches under
-        # way when the read starts) are laid over what the chunkds hold
-        dirty = [b.extents for b in st.inflight] + [list(st.wbuf.extents)]
         data = await self.read_range(ino, offset, size)
-        return overlay(data, offset, dirty) if any(dirty) else data
+        return data if dirty is None else overlay(data, offset, dirty)
 
     async def _fetch_ahead(self, ino: int, piece: AheadPiece) -> None:
         try:

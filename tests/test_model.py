@@ -4,6 +4,7 @@ truncates, renames, links, mmap stores and loads, fallocate modes,
 copy_file_range, fsync."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import mmap
@@ -11,6 +12,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,15 @@ OFFSETS = st.sampled_from([0, 1, 4095, 65536, TEST_CHUNK_SIZE - 3, TEST_CHUNK_SI
                            2 * TEST_CHUNK_SIZE + 100])
 SIZES = st.sampled_from([0, 1, 100, 70000, TEST_CHUNK_SIZE + 10])
 _counter = itertools.count()
+
+
+@contextlib.contextmanager
+def opened(path: Path, flags: int, mode: int = 0o644) -> Iterator[int]:
+    fd = os.open(path, flags, mode)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def outcome(fn, *args):  # type: ignore[no-untyped-def]
@@ -58,11 +69,8 @@ def make_machine(mount_root: Path) -> type[RuleBasedStateMachine]:
             data = bytes((seed + i) % 251 for i in range(size))
 
             def w(path: Path) -> int:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-                try:
+                with opened(path, os.O_WRONLY | os.O_CREAT) as fd:
                     return os.pwrite(fd, data, offset)
-                finally:
-                    os.close(fd)
             self.both(w, name)
 
         @rule(name=NAMES, size=SIZES)
@@ -110,8 +118,7 @@ def make_machine(mount_root: Path) -> type[RuleBasedStateMachine]:
             data = bytes((seed * 3 + i) % 251 for i in range(size))
 
             def m(path: Path) -> tuple[int, bytes]:
-                fd = os.open(path, os.O_RDWR)
-                try:
+                with opened(path, os.O_RDWR) as fd:
                     end = min(offset + size, os.fstat(fd).st_size)
                     if end <= offset:
                         return 0, b""
@@ -124,8 +131,6 @@ def make_machine(mount_root: Path) -> type[RuleBasedStateMachine]:
                         return end - offset, b""
                     with mmap.mmap(fd, end - base, offset=base, prot=mmap.PROT_READ) as mm:
                         return end - offset, mm[offset - base:end - base]
-                finally:
-                    os.close(fd)
             self.both(m, name)
 
         @rule(name=NAMES, mode=st.sampled_from([0, 1, 3, 0x10, 0x11]), offset=OFFSETS,
@@ -133,35 +138,22 @@ def make_machine(mount_root: Path) -> type[RuleBasedStateMachine]:
         def fallocate(self, name: str, mode: int, offset: int, size: int) -> None:
             """Allocate, keep-size, punch hole, zero range (and keep-size)."""
             def f(path: Path) -> None:
-                fd = os.open(path, os.O_RDWR)
-                try:
+                with opened(path, os.O_RDWR) as fd:
                     fsx.fallocate(fd, mode, offset, size)
-                finally:
-                    os.close(fd)
             self.both(f, name)
 
         @rule(src=NAMES, dst=NAMES, src_off=OFFSETS, dst_off=OFFSETS, size=SIZES)
         def copy_range(self, src: str, dst: str, src_off: int, dst_off: int, size: int) -> None:
             def c(a: Path, b: Path) -> int:
-                fa = os.open(a, os.O_RDONLY)
-                try:
-                    fb = os.open(b, os.O_WRONLY | os.O_CREAT, 0o644)
-                    try:
-                        return os.copy_file_range(fa, fb, size, src_off, dst_off)
-                    finally:
-                        os.close(fb)
-                finally:
-                    os.close(fa)
+                with opened(a, os.O_RDONLY) as fa, opened(b, os.O_WRONLY | os.O_CREAT) as fb:
+                    return os.copy_file_range(fa, fb, size, src_off, dst_off)
             self.both(c, src, dst)
 
         @rule(name=NAMES)
         def fsync(self, name: str) -> None:
             def f(path: Path) -> None:
-                fd = os.open(path, os.O_RDONLY)
-                try:
+                with opened(path, os.O_RDONLY) as fd:
                     os.fsync(fd)
-                finally:
-                    os.close(fd)
             self.both(f, name)
 
         @rule(name=NAMES)
