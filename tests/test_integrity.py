@@ -35,8 +35,8 @@ pytestmark = [needs_fuse, pytest.mark.mount]
 
 CS = 256 * 1024
 DATA = Path(__file__).parent / "data"
-# two seeds of this many ops run at once (about 4 min here); make soak runs long ones
-FSX_OPS = int(os.environ.get("GFS_FSX_OPS", "10000"))
+# two seeds of this many ops run at once (~80 s here); make soak runs long ones
+FSX_OPS = int(os.environ.get("GFS_FSX_OPS", "6000"))
 
 
 @dataclasses.dataclass
