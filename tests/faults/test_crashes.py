@@ -188,7 +188,10 @@ def test_chunkd_kill9_during_client_write(tmp_path: Path, request: pytest.Fixtur
             out=bounded("slow write", slow_write, 60)), daemon=True)
         t.start()
         wait_for("half written", lambda: progress["written"] >= 3 * CS, 30, every=0.02)
-        chunks = wait_for("chunks on chunkds", lambda: file_chunks(c.url, "big"), 10)
+        # the master lists a chunk as soon as it allocates it, before the
+        # chunkds have made it: wait for the last one to have its replicas
+        chunks = wait_for("chunks on chunkds", lambda: (
+            (cs := file_chunks(c.url, "big")) and cs[-1]["replicas"] and cs), 10)
         victim_id = sorted(replica_ids(chunks[-1]))[0]
         daemon(c, victim_id).kill()
         t.join(70)
