@@ -26,7 +26,10 @@ Copies and leases. A copy must not race a mutation: under a lease, writes go on
 at the *same* version for up to ``lease_seconds``, so a copy taken meanwhile
 could miss some of them and still look current. Waiting for the lease to lapse
 would leave a chunk under-replicated for up to a minute after every write, so
-instead, when the chunk has a lease entry, the copy first *revokes* the lease
+instead, when a client may hold a lease on the chunk (``leases.maybe_leased``:
+a lease in the table, one dropped early with a primary declared dead but maybe
+still serving clients, or any lease in the first ``lease_seconds`` after a
+master start), the copy first *revokes* the lease
 and raises the chunk's version (logged, then ``set_version`` on every live
 replica, under the same per-chunk lock the ``lease`` RPC takes). From then on
 no replica accepts a write at the old version (commits answer STALE, the
@@ -51,7 +54,7 @@ from gfsfs.errors import GFSError
 
 from .chunks import Chunkd
 from .core import ChunkdCaller, Master
-from .leases import revoke_lease
+from .leases import maybe_leased, revoke_lease
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +257,11 @@ class Replicator:
                     or c.source.id not in holders
                     or c.target.id in holders or not c.target.alive):
                 return None                 # no longer needed, or no longer possible
-            if c.handle not in reg.leases:
+            # a lease dropped early (its primary was declared dead, but cut
+            # off from us it may still serve clients) counts until it expires,
+            # as does any lease a master before a restart may have granted:
+            # writes through it would miss the new replica at the same version
+            if not maybe_leased(m, c.handle, time.time_ns()):
                 return version
             return await revoke_lease(m, c.handle, "a copy")
 
