@@ -14,11 +14,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"listening on (http://\S+)")
+
+
+class Cancelled(RuntimeError):
+    """A start given up because we are stopping (Ctrl-C while a daemon came up)."""
 
 
 @dataclass
@@ -30,6 +35,8 @@ class Daemon:
     logfile: Path
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    # polled while waiting for readiness: True stops the process and raises Cancelled
+    cancel: Callable[[], bool] | None = None
 
     def start(self, ready: re.Pattern[str] | None = READY, timeout: float = 30.0) -> None:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +60,9 @@ class Daemon:
                 return m.group(1) if m.groups() else ""
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{text[-3000:]}")
+            if self.cancel is not None and self.cancel():
+                self.stop()
+                raise Cancelled(f"{self.name}: start cancelled")
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.logfile}")
@@ -222,13 +232,14 @@ class Mount:
     logfile: Path
     options: list[str] = field(default_factory=list)
     daemon: Daemon | None = None
+    cancel: Callable[[], bool] | None = None
 
     def start(self, timeout: float = 30.0) -> Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         argv = [python(), str(ROOT / "mount.py"), self.master_url, str(self.mountpoint),
                 "--foreground", "--set", f"client.log_dir={str(self.logfile.parent)!r}"]
         argv += self.options
-        self.daemon = Daemon("mount", argv, self.logfile)
+        self.daemon = Daemon("mount", argv, self.logfile, cancel=self.cancel)
         self.daemon.start(ready=None)
         deadline = time.monotonic() + timeout
         while not is_mounted(self.mountpoint):
@@ -237,6 +248,9 @@ class Mount:
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"not mounted after {timeout}s:\n{self.daemon.log_tail()}")
+            if self.cancel is not None and self.cancel():
+                self.stop()
+                raise Cancelled("mount: start cancelled")
             time.sleep(0.05)
         return self
 
@@ -252,20 +266,202 @@ class Mount:
         unmount(self.mountpoint)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``make run``: master + 3 chunkds + a mount, in the foreground."""
-    p = argparse.ArgumentParser(description="Run a local gfsfs cluster mounted at ./mnt")
+def unmount_lazy(path: Path) -> None:
+    """``fusermount3 -uz``: detach a mount whose FUSE process is gone, even if busy."""
+    if is_mounted(path):
+        subprocess.run(["fusermount3", "-uz", str(path)], capture_output=True)
+
+
+def exit_reason(returncode: int | None) -> str:
+    """``killed by SIGKILL`` or ``exited with status 1``."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def last_lines(path: Path, n: int = 10) -> list[str]:
+    try:
+        text = path.read_bytes()[-16384:].decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-n:]
+
+
+@dataclass
+class Policy:
+    """When the launcher restarts a dead process and when it gives up."""
+
+    backoff: float = 1.0        # seconds before a restart; doubles per recent death
+    max_backoff: float = 10.0
+    max_deaths: int = 5         # more deaths than this of one process within window: give up
+    window: float = 60.0
+
+    def delay(self, recent_deaths: int) -> float:
+        return min(self.max_backoff, self.backoff * 2 ** max(0, recent_deaths - 1))
+
+
+@dataclass
+class Child:
+    """One supervised process: how to find and restart it, and when it died."""
+
+    name: str
+    daemon: Callable[[], Daemon | None]
+    restart: Callable[[], None]
+    deaths: list[float] = field(default_factory=list)
+    restart_at: float | None = None
+
+
+class GiveUp(Exception):
+    """A process died too often; the launcher stops everything."""
+
+
+class Supervisor:
+    """Keeps ``make run``'s master, chunkds and mount running.
+
+    A process that dies is logged (exit status or signal, the last lines of its
+    .out file) and restarted after a backoff with the same argv: a chunkd keeps
+    its --id and data dir (so its chunks), the master its data dir and port (it
+    replays its op log; chunkds and the mount reconnect), the mount is detached
+    with ``fusermount3 -uz`` and mounted again. A process that dies more than
+    ``policy.max_deaths`` times within ``policy.window`` seconds raises GiveUp.
+    """
+
+    def __init__(self, cluster: Cluster, mount: Mount, policy: Policy,
+                 stopping: Callable[[], bool], pid_dir: Path) -> None:
+        self.cluster = cluster
+        self.mount = mount
+        self.policy = policy
+        self.stopping = stopping
+        self.pid_dir = pid_dir
+        self.children = self._children()
+        for ch in self.children:
+            d = ch.daemon()
+            if d is not None:
+                d.cancel = stopping
+        mount.cancel = stopping
+
+    def _children(self) -> list[Child]:
+        c = self.cluster
+        kids = [Child("master", lambda: c.master, self._restart_master)]
+        for d in c.servers:
+            kids.append(Child(d.name, lambda d=d: d, d.start))
+        kids.append(Child("mount", lambda: self.mount.daemon, self._restart_mount))
+        return kids
+
+    def _restart_master(self) -> None:
+        self.cluster.restart_master(kill=True)      # same data dir and port
+
+    def _restart_mount(self) -> None:
+        unmount_lazy(self.mount.mountpoint)
+        self.mount.start()
+
+    def run(self, poll: float = 0.2) -> None:
+        """Until ``stopping()``; raises GiveUp."""
+        self.write_pids()
+        while not self.stopping():
+            for ch in self.children:
+                if self.stopping():
+                    return
+                self._check(ch, time.monotonic())
+            time.sleep(poll)
+
+    def _check(self, ch: Child, now: float) -> None:
+        d = ch.daemon()
+        if ch.restart_at is None:
+            if d is not None and not d.alive():
+                self._died(ch, d, now)
+        elif now >= ch.restart_at:
+            self._restart(ch)
+
+    def _died(self, ch: Child, d: Daemon | None, now: float, why: str = "") -> None:
+        ch.deaths = [t for t in ch.deaths if now - t < self.policy.window] + [now]
+        if d is not None and not why:
+            why = f"pid {d.pid} {exit_reason(d.proc.returncode if d.proc else None)}"
+        say(f"gfsfs: {ch.name} died: {why}", err=True)
+        if d is not None and (tail := last_lines(d.logfile)):
+            say(f"gfsfs: last lines of {d.logfile}:\n"
+                + "\n".join("    " + line for line in tail), err=True)
+        self._remove_pid(ch.name)
+        n = len(ch.deaths)
+        if n > self.policy.max_deaths:
+            raise GiveUp(f"{ch.name} died {n} times within {self.policy.window:g}s")
+        delay = self.policy.delay(n)
+        ch.restart_at = now + delay
+        say(f"gfsfs: restarting {ch.name} in {delay:g}s "
+            f"({n} of {self.policy.max_deaths} allowed deaths in {self.policy.window:g}s)",
+            err=True)
+
+    def _restart(self, ch: Child) -> None:
+        ch.restart_at = None
+        try:
+            ch.restart()
+        except Cancelled:
+            return
+        except RuntimeError as e:           # exited or not ready while starting
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            self._died(ch, ch.daemon(), time.monotonic(), why=f"while restarting: {first}")
+            return
+        d = ch.daemon()
+        if d is not None:
+            d.cancel = self.stopping
+            say(f"gfsfs: {ch.name} restarted, pid {d.pid}", err=True)
+        self.write_pids()
+
+    def write_pids(self) -> None:
+        """logs/NAME.pid for every running process (``kill -9 $(cat logs/chunk2.pid)``)."""
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        for ch in self.children:
+            d = ch.daemon()
+            if d is not None and d.alive():
+                (self.pid_dir / f"{ch.name}.pid").write_text(f"{d.pid}\n")
+
+    def _remove_pid(self, name: str) -> None:
+        (self.pid_dir / f"{name}.pid").unlink(missing_ok=True)
+
+    def remove_pids(self) -> None:
+        for ch in self.children:
+            self._remove_pid(ch.name)
+
+
+def say(msg: str, err: bool = False) -> None:
+    print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Run a local gfsfs cluster mounted at ./mnt; a process that dies is "
+                    "restarted; Ctrl-C unmounts and stops everything")
     p.add_argument("--base", default=str(ROOT), help="directory holding data/ and logs/")
     p.add_argument("--mountpoint", default=str(ROOT / "mnt"))
     p.add_argument("--chunkds", type=int, default=3)
     p.add_argument("--master-port", type=int, default=5000)
     p.add_argument("--chunk-base-port", type=int, default=5001)
-    args = p.parse_args(argv)
+    p.add_argument("--restart-backoff", type=float, default=Policy.backoff, metavar="SECS",
+                   help="wait before restarting a dead process; doubles per recent death "
+                        "(default %(default)s)")
+    p.add_argument("--max-deaths", type=int, default=Policy.max_deaths, metavar="N",
+                   help="give up (stop everything, unmount) when one process dies more than "
+                        "N times within --death-window (default %(default)s)")
+    p.add_argument("--death-window", type=float, default=Policy.window, metavar="SECS",
+                   help="(default %(default)s)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make run``: master + 3 chunkds + a mount, in the foreground, supervised."""
+    args = parse_args(argv)
     base = Path(args.base).resolve()
     cluster = Cluster(base, args.chunkds, host="127.0.0.1", master_port=args.master_port,
                       chunk_ports=[args.chunk_base_port + i for i in range(args.chunkds)])
     mnt = Path(args.mountpoint).resolve()
     mount = Mount("", mnt, cluster.logs / "mount.out")
+    policy = Policy(backoff=args.restart_backoff, max_deaths=args.max_deaths,
+                    window=args.death_window)
     stop = {"now": False}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -273,26 +469,33 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    sup: Supervisor | None = None
     try:
         cluster.start()
         mount.master_url = cluster.url
         mount.start()
-        print(f"gfsfs: master {cluster.url}, {args.chunkds} chunkds, data in {cluster.data}, "
-              f"logs in {cluster.logs}", flush=True)
-        print(f"gfsfs: mounted at {mnt} — use it from another shell; Ctrl-C unmounts and "
-              "stops everything.", flush=True)
-        while not stop["now"]:
-            if not all(d.alive() for d in [cluster.master, *cluster.servers, mount.daemon]
-                       if d is not None):
-                print("gfsfs: a process died; see logs/ — stopping", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+        sup = Supervisor(cluster, mount, policy, lambda: stop["now"], cluster.logs)
+        say(f"gfsfs: master {cluster.url}, {args.chunkds} chunkds, data in {cluster.data}, "
+            f"logs in {cluster.logs}")
+        say("gfsfs: pids: " + ", ".join(f"{ch.name} {d.pid}" for ch in sup.children
+                                        if (d := ch.daemon()) is not None)
+            + f" (also in {cluster.logs}/NAME.pid)")
+        say(f"gfsfs: mounted at {mnt} — use it from another shell; a process that dies is "
+            "restarted; Ctrl-C unmounts and stops everything.")
+        sup.run()
         return 0
+    except GiveUp as e:
+        bar = "!" * 72
+        say(f"{bar}\ngfsfs: GIVING UP: {e} — stopping everything and unmounting; "
+            f"see {cluster.logs}\n{bar}", err=True)
+        return 1
     finally:
-        print("gfsfs: unmounting and stopping...", flush=True)
+        say("gfsfs: unmounting and stopping...")
         mount.stop()
         cluster.stop()
-        print("gfsfs: stopped.", flush=True)
+        if sup is not None:
+            sup.remove_pids()
+        say("gfsfs: stopped.")
 
 
 if __name__ == "__main__":
