@@ -284,6 +284,14 @@ def exit_reason(returncode: int | None) -> str:
     return f"exited with status {returncode}"
 
 
+def start_failure(d: Daemon | None, e: Exception) -> str:
+    """Why a restart failed: its exit status, or the error (e.g. not ready in time)."""
+    first = (str(e).splitlines() or [type(e).__name__])[0]
+    if d is not None and d.proc is not None and "exited" in first:
+        return f"pid {d.pid} {exit_reason(d.proc.returncode)} while starting"
+    return f"while starting: {first}"
+
+
 def last_lines(path: Path, n: int = 10) -> list[str]:
     try:
         text = path.read_bytes()[-16384:].decode("utf-8", "replace")
@@ -403,8 +411,7 @@ class Supervisor:
         except Cancelled:
             return
         except RuntimeError as e:           # exited or not ready while starting
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            self._died(ch, ch.daemon(), time.monotonic(), why=f"while restarting: {first}")
+            self._died(ch, ch.daemon(), time.monotonic(), why=start_failure(ch.daemon(), e))
             return
         d = ch.daemon()
         if d is not None:
