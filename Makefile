@@ -1,14 +1,16 @@
 # gfsfs — `make run` brings up a local cluster mounted at ./mnt; `make test` runs the suite.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+RUN_ARGS ?=
 
 .PHONY: run test soak bootstrap bench clean-data install-helper uninstall-helper install-systemd
 
 bootstrap:
 	@bash .ci/bootstrap
 
+# RUN_ARGS: e.g. --max-deaths 10 --restart-backoff 2 (python -m gfsfs.localcluster --help)
 run: bootstrap
-	$(PY) -m gfsfs.localcluster
+	$(PY) -m gfsfs.localcluster $(RUN_ARGS)
 
 test:
 	@bash .ci/bootstrap test

@@ -1,8 +1,8 @@
 """Start and stop real gfsfs processes: a master, chunkds and mounts.
 
 Used by ``make run`` (``python -m gfsfs.localcluster``: master + 3 chunkds on
-loopback, mounted at ./mnt, in the foreground until Ctrl-C) and by the test
-fixtures. Every process is started by us, remembered by PID and stopped by that
+loopback, mounted at ./mnt, in the foreground until Ctrl-C, restarting whatever
+dies; see Supervisor) and by the test fixtures. Every process is started by us, remembered by PID and stopped by that
 PID; mounts are unmounted with ``fusermount3 -u`` and then ``-uz``.
 """
 from __future__ import annotations
