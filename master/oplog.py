@@ -19,9 +19,26 @@ Checkpoint: under the same lock, flush the current log, switch appends to a new
 to S), then write ``checkpoint.<S>`` to a temp file, fsync, rename, fsync the
 dir, and only then delete older checkpoints and logs.
 
-Recovery: the newest checkpoint that passes its CRC, then every record with a
-larger sequence number from the logs in order. A torn or corrupt record ends a
-log: the file is truncated there with a warning, and start-up continues.
+A failed write or fsync (ENOSPC, EIO): every record after ``durable_seq`` is
+lost. The file is cut back to its durable size, ``on_failure`` (the master's
+:func:`master.rollback.undo`) rebuilds the namespace from the durable records,
+and only then is every waiter of a lost record answered ENOSPC (or EIO).
+Sequence numbers are never reused, so a waiter can tell a lost record from a
+later one. :meth:`OpLog.check_writable` refuses new records until
+:meth:`OpLog.reopen` manages to checkpoint the durable state at ``last_seq``
+(the lost numbers stay unused) and open a new log there. Actions that must not
+happen for a lost record (deleting the chunks it freed) wait in
+:meth:`OpLog.when_durable`.
+
+Recovery (:mod:`master.logread`, read-only): the newest checkpoint that passes
+its CRC, then every record with a larger sequence number from the logs in
+order. Only a torn tail -- the last record of the newest log, short or failing
+its CRC, with nothing valid after it -- is dropped (with a warning, and cut off
+by :meth:`OpLog.start`). A bad record before the tail, in an older log file, a
+gap in sequence numbers, or (checked by ``Master.open``) a record that does not
+replay raise :class:`LogDamage` naming the file and byte offset; start-up
+stops and the files stay as they are (``gfs-master --recover-log`` keeps a copy
+and cuts there).
 """
 from __future__ import annotations
 
