@@ -616,6 +616,7 @@ class Master:
                 "pending_deletes": sum(len(v) for v in reg.pending_delete.values()),
                 "last_seq": self.oplog.last_seq, "durable_seq": self.oplog.durable_seq,
                 "checkpoint_seq": self.oplog.checkpoint_seq, "fsyncs": self.oplog.fsyncs,
+                "oplog_failed": None if self.oplog.failed is None else self.oplog.failed.message,
                 **self.statfs(), "servers": reg.status()}
 
 

@@ -265,14 +265,19 @@ class OpLog:
         err = GFSError(code, f"op log write failed: {exc}")
         self.failed = err
         self.failures += 1
-        self._lost.append((self.durable_seq, self.last_seq, err))
+        lost = (self.durable_seq, self.last_seq, err)
         self._buf, self._after = [], []
         log.critical("op log %s: write failed (%s); records %d..%d undone, refusing mutations "
                      "until the log can be written again", self._path(), exc,
                      self.durable_seq + 1, self.last_seq)
         self._cut_back()
-        if self.on_failure is not None:
-            await self.on_failure()
+        try:
+            if self.on_failure is not None:
+                await self.on_failure()
+        finally:
+            # only now: a waiter answered earlier could retry and still see
+            # its undone record; until then they queue on the lock we hold
+            self._lost.append(lost)
         return err
 
     def _path(self) -> Path:

@@ -67,7 +67,8 @@ def swap(master: Master, fresh: Namespace) -> None:
     old, reg = master.ns, master.registry
     fresh.next_ino = max(fresh.next_ino, old.next_ino)
     fresh.next_handle = max(fresh.next_handle, old.next_handle)
-    orphans = [h for h in old.chunks if h not in fresh.chunks]
+    # chunks only undone records made (also when a later undone record freed them)
+    orphans = sorted({h for h in (*old.chunks, *reg.locations) if h not in fresh.chunks})
     for handle, (version, _refs) in old.chunks.items():
         entry = fresh.chunks.get(handle)
         if entry is not None and entry[0] < version:

@@ -340,3 +340,41 @@ def test_checkpoint_loop_survives_unexpected_errors(tmp_path: Path,
     m.close()
     assert len(calls) >= 3
     assert "Traceback" in caplog.text and "KeyError" in caplog.text
+
+
+def test_failed_write_keeps_the_chunk_registry_consistent(tmp_path: Path) -> None:
+    """A lost truncate deletes no replica; a lost allocation's chunk is garbage."""
+    m = open_master(tmp_path)
+    trio.run(make_tree, m, 3)
+    d = m.ns.lookup(ROOT_INO, b"f-dir").ino
+    ino = m.ns.lookup(d, b"f2").ino
+    kept = m.ns.chunk_at(ino, 0)
+    assert kept is not None
+    m.registry.register("c1", "http://c1", "r", 1 << 30, 0, 1 << 30, [(kept, 1)], m.ns.chunks)
+    fd = m.oplog._fd
+    saved = os.dup(fd)
+    full = os.open("/dev/full", os.O_WRONLY)
+
+    async def lose() -> None:
+        os.dup2(full, fd)
+        new = m.ns.next_handle
+        _, seq = m.stage({"op": "add_chunk", "ino": ino, "index": 1, "handle": new,
+                          "version": 1})
+        m.registry.set_locations(new, ["c1"])       # the chunkd made it meanwhile
+        with pytest.raises(GFSError):
+            await m.mutate({"op": "setattr", "ino": ino, "size": 0, "now": time.time_ns()})
+        with pytest.raises(GFSError):
+            await m.oplog.commit(seq)
+        assert m.ns.chunk_at(ino, 0) == kept and m.ns.chunk_at(ino, 1) is None
+        assert m.registry.pending_delete == {"c1": {new}}
+        assert m.registry.locations == {kept: {"c1"}}
+        assert m.ns.next_handle > new               # never handed out again
+
+    try:
+        trio.run(lose)
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(full)
+    assert trio.run(m.reopen_log)
+    m.close()
