@@ -97,7 +97,8 @@ def _next_frame(data: bytes, pos: int) -> int | None:
     view = memoryview(data)
     for p in range(pos + 1, len(data) - HEADER.size + 1):
         length, _crc = HEADER.unpack_from(view, p)
-        if length <= len(data) - p - HEADER.size and not isinstance(_decode(view, p), str):
+        # a record is at least [seq, {}] (3 bytes): runs of zeros are skipped fast
+        if 3 <= length <= len(data) - p - HEADER.size and not isinstance(_decode(view, p), str):
             return p
     return None
 
