@@ -24,9 +24,10 @@ import trio
 from gfsfs.config import MasterConfig
 from gfsfs.errors import GFSError
 
-from . import image, snapshot
+from . import image, rollback, snapshot
 from .chunks import Chunkd, ChunkRegistry, Lease
 from .leases import LeaseTable, is_fenced
+from .logread import Loaded, LogDamage, keep_damaged
 from .namespace import MAX_FILE_SIZE, Namespace, Record
 from .oplog import OpLog
 from .perms import Ctx, authorize
@@ -66,32 +67,58 @@ class Master:
         self.wanted: dict[int, float] = {}
         self.lease_waits = 0            # grants that waited for an unfenced lease to expire
         self.heartbeat_extensions = 0   # leases extended at their primary's heartbeat
+        # op log failures (master.rollback): chunk versions to log again, and
+        # whether the namespace still holds undone records (rebuild failed)
+        self.readopt: dict[int, int] = {}
+        self.undo_pending = False
+        oplog.on_failure = self._undo
 
     @classmethod
     def open(cls, cfg: MasterConfig, caller: ChunkdCaller, data_dir: str | Path | None = None,
-             clock: Callable[[], float] = time.monotonic) -> Master:
-        """Recover from ``data_dir`` (checkpoint + op log replay)."""
+             clock: Callable[[], float] = time.monotonic, recover_log: bool = False) -> Master:
+        """Recover from ``data_dir`` (checkpoint + op log replay). Raises
+        :class:`LogDamage` if the log cannot be replayed as it is; with
+        ``recover_log`` the damaged file is kept aside and cut there instead."""
         oplog = OpLog(data_dir if data_dir is not None else cfg.data_dir)
-        state, records = oplog.recover()
-        if state is not None:
-            ns = image.from_state(state, cfg.replication_factor)
-            if ns.chunk_size != cfg.chunk_size:
-                log.warning("chunk_size %d in config, %d in the checkpoint: keeping %d",
-                            cfg.chunk_size, ns.chunk_size, ns.chunk_size)
-        else:
-            ns = Namespace(cfg.chunk_size, cfg.replication_factor)
-        for rec in records:
+        for _attempt in range(100):
             try:
-                ns.apply(rec)
-            except GFSError as exc:
-                log.error("op log replay: record %r failed: %s", rec.get("op"), exc)
-        ns.take_garbage()        # chunkds' reports will show what to delete
-        if state is None and not records and oplog.last_seq == 0:
+                ns, loaded = cls._replay(cfg, oplog)
+                break
+            except LogDamage as damage:
+                if not recover_log:
+                    raise
+                kept = keep_damaged(damage)
+                log.critical("%s; kept %s, cut the log at offset %d and dropped every record "
+                             "from there", damage, ", ".join(map(str, kept)), damage.offset)
+        else:
+            raise RuntimeError("op log recovery did not converge")
+        oplog.start(loaded)
+        if loaded.state is None and not loaded.entries and oplog.last_seq == 0:
             rec = {"op": "init", "now": time.time_ns()}
             ns.apply(rec)
             oplog.append(rec)
             oplog.flush_sync()
         return cls(cfg, ns, oplog, caller, clock)
+
+    @staticmethod
+    def _replay(cfg: MasterConfig, oplog: OpLog) -> tuple[Namespace, Loaded]:
+        loaded = oplog.load()
+        if loaded.state is not None:
+            ns = image.from_state(loaded.state, cfg.replication_factor)
+            if ns.chunk_size != cfg.chunk_size:
+                log.warning("chunk_size %d in config, %d in the checkpoint: keeping %d",
+                            cfg.chunk_size, ns.chunk_size, ns.chunk_size)
+        else:
+            ns = Namespace(cfg.chunk_size, cfg.replication_factor)
+        for entry in loaded.entries:
+            try:
+                ns.apply(entry.rec)
+            except GFSError as exc:
+                raise LogDamage(entry.path, entry.offset,
+                                f"record {entry.seq} ({entry.rec.get('op')!r}) does not "
+                                f"replay: {exc}") from None
+        ns.take_garbage()        # chunkds' reports will show what to delete
+        return ns, loaded
 
     def close(self) -> None:
         self.oplog.close()
@@ -107,13 +134,41 @@ class Master:
     def stage(self, rec: Record, ctx: Ctx | None = None) -> tuple[int | None, int]:
         """Check, apply and append to the op log, with no await in between;
         returns (result, log sequence number). Nothing may be answered to a
-        client about it before ``oplog.commit(seq)`` returns."""
+        client about it before ``oplog.commit(seq)`` returns. While the op log
+        is unusable this raises ENOSPC/EIO before touching anything; chunks
+        the record frees are deleted only once it is durable."""
+        self.oplog.check_writable()
         rec = authorize(self.ns, rec, ctx)
         result = self.ns.apply(rec)
         seq = self.oplog.append(rec)
         if self.ns.garbage:
-            self.registry.collect_garbage(self.ns.take_garbage())
+            garbage = self.ns.take_garbage()
+            self.oplog.when_durable(seq, lambda: self.registry.collect_garbage(garbage))
         return result, seq
+
+    async def _undo(self) -> None:
+        """The op log lost records: back to the durable state (master.rollback)."""
+        try:
+            await rollback.undo(self)
+            self.undo_pending = False
+        except Exception:
+            self.undo_pending = True
+            log.critical("op log failure: cannot rebuild the durable namespace; it may show "
+                         "undone records until the log is writable again", exc_info=True)
+
+    async def reopen_log(self) -> bool:
+        """After an op log failure: try to write again (a checkpoint of the
+        durable state, a new log); whether mutations are accepted again."""
+        if self.oplog.failed is None:
+            return True
+        if self.undo_pending:
+            await self._undo()
+            if self.undo_pending:
+                return False
+        if not await self.oplog.reopen(lambda: image.to_state(self.ns)):
+            return False
+        await rollback.readopt(self)
+        return True
 
     async def rename(self, rec: Record, ctx: Ctx | None = None) -> None:
         """A rename (GFS §3.1: the master revokes the leases of a file being
@@ -561,17 +616,22 @@ class Master:
                 "pending_deletes": sum(len(v) for v in reg.pending_delete.values()),
                 "last_seq": self.oplog.last_seq, "durable_seq": self.oplog.durable_seq,
                 "checkpoint_seq": self.oplog.checkpoint_seq, "fsyncs": self.oplog.fsyncs,
+                "oplog_failed": None if self.oplog.failed is None else self.oplog.failed.message,
                 **self.statfs(), "servers": reg.status()}
 
 
 class CheckpointLoop:
-    """Background loop: a checkpoint every ``checkpoint_every`` records."""
+    """Background loop: a checkpoint every ``checkpoint_every`` records; while
+    the op log is unusable, a retry to write it every ``period`` seconds."""
 
-    def __init__(self, master: Master, period: float = 5.0) -> None:
+    def __init__(self, master: Master, period: float = 5.0, retry_period: float = 2.0) -> None:
         self.master = master
         self.period = period
+        self.retry_period = retry_period
 
     async def run_once(self) -> bool:
+        if self.master.oplog.failed is not None:
+            return await self.master.reopen_log()
         if self.master.oplog.since_checkpoint < max(1, self.master.cfg.checkpoint_every):
             return False
         await self.master.checkpoint()
@@ -579,8 +639,13 @@ class CheckpointLoop:
 
     async def run_forever(self) -> None:
         while True:
-            await trio.sleep(self.period)
+            failed = self.master.oplog.failed is not None
+            await trio.sleep(min(self.period, self.retry_period) if failed else self.period)
             try:
                 await self.run_once()
             except (OSError, GFSError) as exc:
                 log.error("checkpoint failed: %s", exc)
+            except Exception:
+                # a bug must not end checkpoints (or the op log's recovery) for good
+                log.exception("checkpoint loop: unexpected error; retrying in %.0fs",
+                              self.period)

@@ -3,6 +3,13 @@
 Start-up: config -> logs -> op log recovery -> bind -> one readiness line on
 stdout (``gfs-master listening on http://HOST:PORT``). SIGINT/SIGTERM stop it
 gracefully (the op log is already durable; no checkpoint needed) with exit 0.
+
+A damaged op log (a bad record before the torn tail, a gap in sequence
+numbers, a record that does not replay) stops start-up: the file and byte
+offset go to stderr and the log, the files are left as they are, exit 1.
+``--recover-log`` instead keeps a copy of the damaged file
+(``oplog.N.damaged-<time>``; newer log files are set aside the same way), cuts
+it at the damage -- every record from there is lost -- and starts.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from gfsfs.config import ConfigError, MasterConfig
 
 from .chunks import LivenessMonitor
 from .core import CheckpointLoop, ChunkdCaller, Master
+from .logread import LogDamage
 from .trash import TrashPurger
 from .replication import COPY_TIMEOUT, Replicator
 from .server import build_app
@@ -35,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--host", help="address to listen on (master.host)")
     p.add_argument("--port", type=int, help="port to listen on, 0 = any free (master.port)")
     p.add_argument("--data-dir", help="op log and checkpoints (master.data_dir)")
+    p.add_argument("--recover-log", action="store_true",
+                   help="if the op log is damaged, keep a copy of the damaged file "
+                        "(oplog.N.damaged-TIME), cut it at the damage (losing every record "
+                        "from there) and start")
     args = p.parse_args(argv)
     extra = []
     if args.host is not None:
@@ -54,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gfs-master: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.setup("master", cfg.log_dir, cfg.log_level)
-    trio.run(serve, cfg)
+    try:
+        trio.run(serve, cfg, args.recover_log)
+    except LogDamage as damage:
+        log.critical("%s; not starting", damage)
+        print(f"gfs-master: {damage}\n"
+              "gfs-master: not starting; the files are unchanged. Restore the data dir from a "
+              "backup, or run with --recover-log to keep a copy of the damaged file and cut "
+              "the log there (every record from that offset on is lost).", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -64,9 +84,9 @@ def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
     return caller
 
 
-async def serve(cfg: MasterConfig) -> None:
+async def serve(cfg: MasterConfig, recover_log: bool = False) -> None:
     async with rpc.make_http() as http:
-        master = Master.open(cfg, make_caller(http))
+        master = Master.open(cfg, make_caller(http), recover_log=recover_log)
         try:
             # a target answers `replicate` once it has the whole chunk
             replicator = Replicator(master, make_caller(http, COPY_TIMEOUT))

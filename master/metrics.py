@@ -107,3 +107,9 @@ def collect(master: Master) -> Iterator[Metric]:
                 "records a restart would replay", oplog.since_checkpoint)
     yield counter("gfs_master_oplog_fsyncs", "op log fsyncs (group commits) since start",
                   oplog.fsyncs)
+    yield gauge("gfs_master_oplog_failed",
+                "1 while the op log cannot be written (ENOSPC, EIO): mutations are refused",
+                int(oplog.failed is not None))
+    yield counter("gfs_master_oplog_failures",
+                  "op log write/fsync failures since start (each undid its records)",
+                  oplog.failures)

@@ -1,6 +1,7 @@
 """Tier 1: op log durability, replay, torn tails, checkpoints, group commit."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -13,9 +14,10 @@ import trio
 
 from gfsfs.config import MasterConfig
 from master import image
-from master.core import Master
+from gfsfs.errors import GFSError
+from master.core import CheckpointLoop, Master
 from master.namespace import ROOT_INO
-from master.oplog import LOG_PREFIX, read_log
+from master.oplog import LOG_PREFIX, LogDamage, frame, read_log
 
 CFG = MasterConfig(chunk_size=1 << 20)
 
@@ -153,3 +155,226 @@ def test_group_commit(tmp_path: Path) -> None:
     again = open_master(tmp_path)
     assert len(again.ns.readdir(ROOT_INO, 0, 1000)) == n
     again.close()
+
+
+# ------------------------------------------------------------ damage before the tail
+
+def _frames(path: Path) -> list[tuple[int, int]]:
+    """(offset, length) of every frame in a log file."""
+    data, pos, out = path.read_bytes(), 0, []
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "little")
+        out.append((pos, 8 + length))
+        pos += 8 + length
+    return out
+
+
+def _closed_tree(path: Path, n: int = 5) -> Path:
+    m = open_master(path)
+    trio.run(make_tree, m, n)
+    m.close()
+    return logs(path)[-1]
+
+
+@pytest.mark.parametrize("where", ["payload", "length", "crc"])
+def test_mid_log_damage_is_refused(tmp_path: Path, where: str) -> None:
+    path = _closed_tree(tmp_path)
+    offset, length = _frames(path)[4]
+    data = bytearray(path.read_bytes())
+    data[offset + {"payload": 8 + length // 2, "length": 1, "crc": 5}[where]] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(LogDamage) as info:
+        open_master(tmp_path)
+    assert info.value.path == path and info.value.offset == offset
+    assert str(path) in str(info.value) and f"offset {offset}" in str(info.value)
+    assert path.read_bytes() == bytes(data)          # untouched
+
+
+def test_damage_in_an_older_log_is_refused(tmp_path: Path) -> None:
+    path = _closed_tree(tmp_path)
+    good = path.read_bytes()
+    last = read_log(path)[-1][0]
+    # a torn write at the end of a log that is not the newest one
+    path.write_bytes(good + b"\x30\x00\x00\x00torn")
+    newer = tmp_path / f"{LOG_PREFIX}{last:016d}"
+    newer.write_bytes(frame(last + 1, {"op": "setgoal", "ino": ROOT_INO, "goal": 2,
+                                       "recursive": False, "now": 1}))
+    with pytest.raises(LogDamage) as info:
+        open_master(tmp_path)
+    assert info.value.path == path and info.value.offset == len(good)
+    assert "not the newest" in str(info.value)
+
+
+def test_sequence_gap_is_refused(tmp_path: Path) -> None:
+    path = _closed_tree(tmp_path)
+    frames = _frames(path)
+    data = path.read_bytes()
+    offset, length = frames[3]
+    path.write_bytes(data[:offset] + data[offset + length:])     # one whole record gone
+    with pytest.raises(LogDamage) as info:
+        open_master(tmp_path)
+    assert info.value.offset == offset and "sequence gap" in str(info.value)
+    assert "expected 4" in str(info.value)
+
+
+def test_record_that_does_not_replay_is_refused(tmp_path: Path) -> None:
+    path = _closed_tree(tmp_path)
+    records = read_log(path)
+    create = next(rec for _seq, rec in records if rec["op"] == "create")
+    size = path.stat().st_size
+    with open(path, "ab") as f:                 # the same create again: fails
+        f.write(frame(records[-1][0] + 1, create))
+    with pytest.raises(LogDamage) as info:
+        open_master(tmp_path)
+    assert info.value.path == path and info.value.offset == size
+    assert "does not replay" in str(info.value)
+    assert f"record {records[-1][0] + 1} " in str(info.value)
+
+
+def test_recover_log_keeps_a_copy_and_cuts(tmp_path: Path) -> None:
+    path = _closed_tree(tmp_path)
+    offset, length = _frames(path)[6]
+    data = bytearray(path.read_bytes())
+    data[offset + 8 + length // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    m = Master.open(CFG, no_chunkd, tmp_path, recover_log=True)
+    assert m.oplog.last_seq == 6
+    copies = list(tmp_path.glob(f"{path.name}.damaged-*"))
+    assert len(copies) == 1 and copies[0].read_bytes() == bytes(data)
+    assert path.stat().st_size == offset
+    trio.run(make_tree, m, 2, b"after")         # and it keeps working
+    live = state(m)
+    m.close()
+    again = open_master(tmp_path)
+    assert state(again) == live
+    again.close()
+
+
+# ------------------------------------------------------------ a log that cannot be written
+
+def _durable_view(m: Master) -> Any:
+    """The state without the id high-water marks (never reused, so kept)."""
+    s = state(m)
+    return {k: v for k, v in s.items() if k not in ("next_ino", "next_handle")}
+
+
+def _create(m: Master, name: bytes) -> Any:
+    return m.mutate(m.new_ino_record("create", parent=ROOT_INO, name=name,
+                                     mode=stat.S_IFREG | 0o644, uid=0, gid=0))
+
+
+def test_failed_write_undoes_unacknowledged_records(tmp_path: Path) -> None:
+    """/dev/full in place of the log file: each write fails with ENOSPC."""
+    from master.metrics import collect
+
+    m = open_master(tmp_path)
+    trio.run(make_tree, m, 3)
+    durable = _durable_view(m)
+    fd = m.oplog._fd
+    saved = os.dup(fd)
+    full = os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, fd)
+    os.close(full)
+    codes: list[str] = []
+
+    async def one(i: int) -> None:
+        try:
+            await _create(m, b"lost%d" % i)
+        except GFSError as exc:
+            codes.append(exc.code)
+
+    async def burst() -> None:
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(one, i)
+
+    try:
+        trio.run(burst)
+        assert codes == ["ENOSPC"] * 20
+        assert _durable_view(m) == durable            # nothing unacknowledged visible
+        for i in range(20):
+            with pytest.raises(GFSError):
+                m.ns.lookup(ROOT_INO, b"lost%d" % i)
+        before = state(m)
+        with pytest.raises(GFSError) as info:       # refused, without touching memory
+            trio.run(_create, m, b"refused")
+        assert info.value.code == "ENOSPC" and state(m) == before
+        metrics = {fam.name: fam.samples[0].value for fam in collect(m)
+                   if fam.name.startswith("gfs_master_oplog_fail")}
+        assert metrics == {"gfs_master_oplog_failed": 1, "gfs_master_oplog_failures": 1}
+        assert not trio.run(m.reopen_log)            # still no room
+    finally:
+        os.dup2(saved, fd)                          # space is back
+        os.close(saved)
+    assert trio.run(m.reopen_log)
+    assert m.oplog.failed is None
+    trio.run(_create, m, b"after")
+    live = state(m)
+    m.close()
+    again = open_master(tmp_path)
+    assert state(again) == live
+    assert again.ns.lookup(ROOT_INO, b"after") is not None
+    with pytest.raises(GFSError):
+        again.ns.lookup(ROOT_INO, b"lost0")
+    again.close()
+
+
+def test_checkpoint_loop_survives_unexpected_errors(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    m = Master.open(dataclasses.replace(CFG, checkpoint_every=1), no_chunkd, tmp_path)
+    calls = []
+
+    async def broken() -> int:
+        calls.append(1)
+        raise KeyError("a bug")
+
+    m.checkpoint = broken  # type: ignore[method-assign]
+    loop = CheckpointLoop(m, period=0.01)
+
+    async def run() -> None:
+        with trio.move_on_after(0.5):
+            await loop.run_forever()
+
+    with caplog.at_level(logging.ERROR):
+        trio.run(run)
+    m.close()
+    assert len(calls) >= 3
+    assert "Traceback" in caplog.text and "KeyError" in caplog.text
+
+
+def test_failed_write_keeps_the_chunk_registry_consistent(tmp_path: Path) -> None:
+    """A lost truncate deletes no replica; a lost allocation's chunk is garbage."""
+    m = open_master(tmp_path)
+    trio.run(make_tree, m, 3)
+    d = m.ns.lookup(ROOT_INO, b"f-dir").ino
+    ino = m.ns.lookup(d, b"f2").ino
+    kept = m.ns.chunk_at(ino, 0)
+    assert kept is not None
+    m.registry.register("c1", "http://c1", "r", 1 << 30, 0, 1 << 30, [(kept, 1)], m.ns.chunks)
+    fd = m.oplog._fd
+    saved = os.dup(fd)
+    full = os.open("/dev/full", os.O_WRONLY)
+
+    async def lose() -> None:
+        os.dup2(full, fd)
+        new = m.ns.next_handle
+        _, seq = m.stage({"op": "add_chunk", "ino": ino, "index": 1, "handle": new,
+                          "version": 1})
+        m.registry.set_locations(new, ["c1"])       # the chunkd made it meanwhile
+        with pytest.raises(GFSError):
+            await m.mutate({"op": "setattr", "ino": ino, "size": 0, "now": time.time_ns()})
+        with pytest.raises(GFSError):
+            await m.oplog.commit(seq)
+        assert m.ns.chunk_at(ino, 0) == kept and m.ns.chunk_at(ino, 1) is None
+        assert m.registry.pending_delete == {"c1": {new}}
+        assert m.registry.locations == {kept: {"c1"}}
+        assert m.ns.next_handle > new               # never handed out again
+
+    try:
+        trio.run(lose)
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(full)
+    assert trio.run(m.reopen_log)
+    m.close()
