@@ -25,7 +25,7 @@ import httpx
 import msgpack
 import trio
 
-from .errors import GFSError
+from .errors import GFSError, code_for_status
 from .httpserver import AbortResponse, Limits, serve
 
 log = logging.getLogger(__name__)
@@ -397,7 +397,8 @@ def decode_reply(status: int, content: bytes) -> Any:
     try:
         body = unpack(content) if content else {}
     except Exception:
-        raise GFSError("UNAVAILABLE", f"HTTP {status}: reply is not msgpack") from None
+        code = code_for_status(status) if status >= 400 else "UNAVAILABLE"
+        raise GFSError(code, f"HTTP {status}: reply is not msgpack") from None
     if status >= 400:
         raise GFSError.from_wire(body, status)
     return body
