@@ -15,7 +15,8 @@ import httpx
 import msgpack
 import pytest
 
-from gfsfs import fuzz
+from gfsfs import fuzz, validate
+from gfsfs.errors import GFSError
 from gfsfs.localcluster import Cluster, Mount
 
 from conftest import _failed, make_cluster
@@ -49,6 +50,22 @@ def register(c: Cluster, cid: str, addr: str = "http://127.0.0.9:7", cap: int = 
              chunks: list | None = None) -> tuple[int, str]:
     return code(c.url, "register", {"id": cid, "addr": addr, "capacity_bytes": cap,
                                     "used_bytes": 0, "free_bytes": cap, "chunks": chunks or []})
+
+
+@pytest.mark.parametrize("addr", ["http://127.0.0.1:5000", "http://h", "https://a.b-c.d:1",
+                                  "http://[::1]:65535", "http://localhost:80"])
+def test_address_validator_accepts(addr: str) -> None:
+    assert validate.check_addr(addr) == addr
+
+
+@pytest.mark.parametrize("addr", ["http://127.0.0.1:65536", "http://h:0", "http://h:1,http://g:2",
+                                  "http://[::1", "http://[zz]:1", "http://-h:1", "ftp://h:1",
+                                  "http://h:1/", "http://u@h:1", "http://h:1?x", "http://", "",
+                                  "http://" + "a" * 300 + ":1", 5, None])
+def test_address_validator_refuses(addr: object) -> None:
+    with pytest.raises(GFSError) as e:
+        validate.check_addr(addr)
+    assert e.value.code == "BADREQ"
 
 
 def test_capacities_cannot_overflow_the_wire(hostile: Cluster) -> None:
