@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -261,3 +262,24 @@ def test_fuzz_every_route(hostile: Cluster, tmp_path: Path,
         if _failed(request):
             print(hostile.logs_text())
         m.stop()
+
+
+def test_closed_connections_do_not_linger_in_close_wait(hostile: Cluster) -> None:
+    """Clients that leave -- after a full request, mid-body, mid-head -- are
+    closed on the server's side at once (no CLOSE-WAIT socket stays)."""
+    port = int(hostile.url.rsplit(":", 1)[1])
+    for i in range(12):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall([b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n",
+                   b"POST /rpc/statfs HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n\x80",
+                   b"GET /sta"][i % 3])
+        time.sleep(0.05)
+        s.close()
+    deadline = time.monotonic() + 5
+    while True:
+        out = subprocess.run(["ss", "-tanH", "state", "close-wait", f"sport = :{port}"],
+                             capture_output=True, text=True, check=True).stdout
+        if not out.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert out.strip() == ""
