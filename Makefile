@@ -20,7 +20,11 @@ test:
 # mounts: every seed with and without mmap, remounting now and then
 SOAK_OPS ?= 1000000
 SOAK_SEEDS ?= 1,2,3
+# ... and gfs-fuzz (gfsfs/fuzz.py): FUZZ_COUNT hostile requests at every route of
+# a cluster of its own; fails on any 5xx other than UNAVAILABLE, or a traceback
+FUZZ_COUNT ?= 100000
 soak: bootstrap
+	$(PY) -m gfsfs.fuzz --seed 1 --count $(FUZZ_COUNT) --progress 10000
 	$(PY) -m gfsfs.fsx --cluster --seeds $(SOAK_SEEDS) --ops $(SOAK_OPS) --both-modes \
 		--remount-every 50000 --progress 10000
 

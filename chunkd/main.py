@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import socket
@@ -27,6 +26,7 @@ import trio
 from gfsfs import logs
 from gfsfs.config import ChunkServerConfig, ConfigError, add_arguments, from_args
 from gfsfs.rpc import make_http, serve_forever, source_address_for
+from gfsfs.validate import SERVER_ID
 
 from .heartbeat import ChunkReports, Heartbeat
 from .scrub import Scrubber
@@ -36,7 +36,6 @@ from .diskstore import DiskChunkStore
 
 log = logging.getLogger("chunkd")
 
-SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import httpx
 import trio
 
+from gfsfs import validate
 from gfsfs.errors import GFSError
 from gfsfs.protocol import CHAIN_HEADER
 from gfsfs.rpc import OCTETS, decode_reply
@@ -24,7 +25,6 @@ from gfsfs.rpc import OCTETS, decode_reply
 log = logging.getLogger(__name__)
 
 DATA_ID = re.compile(r"[0-9a-fA-F]{1,64}")
-ADDR = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 MAX_CHAIN = 16
 MAX_PUSH_BYTES = 256 << 20        # all buffered pushes together; oldest dropped first
 
@@ -37,9 +37,7 @@ def check_data_id(data_id: object) -> str:
 
 def check_addr(addr: object) -> str:
     """A chunkd address ``http://host:port`` (no path), BADREQ otherwise."""
-    if not isinstance(addr, str) or not ADDR.fullmatch(addr):
-        raise GFSError("BADREQ", f"bad chunkd address {addr!r}")
-    return addr
+    return validate.check_addr(addr, "chunkd address")
 
 
 def parse_chain(header: str) -> list[str]:

@@ -90,7 +90,7 @@ class ChunkServer:
         self._order: dict[int, trio.Lock] = {}
         self.reads = 0                # GET /chunk requests answered (for /status)
         self.local_opens = lambda: 0  # chunk files handed to short-circuit readers
-        self.app = App("chunkd", max_raw_body=MAX_READ)
+        self.app = App("chunkd", max_raw_body=MAX_READ, body_timeout=cfg.body_timeout)
         self.app.route("PUT", "/data/", self.push)
         self.app.route("GET", "/chunk/", self.read)
         self.app.route("GET", "/status", self.status)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -38,6 +39,7 @@ class MasterConfig:
     checkpoint_every: int = 50000      # op log records between automatic checkpoints
     trash_time: float = 86400.0        # seconds a deleted file waits in trash
     max_request_bytes: int = 16 * MIB  # largest msgpack request body accepted
+    body_timeout: float = 30.0         # seconds a request body may stall before it fails (408)
     replication_per_chunkd: int = 4    # concurrent re-replication copies per chunkd (source or target)
     replication_max: int = 16          # concurrent re-replication copies in the whole cluster
     rebalance_threshold: float = 0.1   # move replicas when disk use (fraction) differs more than this
@@ -61,6 +63,7 @@ class ChunkServerConfig:
     push_buffer_ttl: float = 120.0     # seconds pushed data waits for its commit
     scrub_bytes_per_sec: int = 16 * MIB    # background checksum scrub rate; 0 = no scrubbing
     peer_timeout: float = 10.0         # seconds a forward/apply to another chunkd may stall before it fails
+    body_timeout: float = 30.0         # seconds a request body may stall before it fails (408)
     short_circuit: bool = True         # hand chunk files to readers on this host (short-circuit reads)
 
 
@@ -104,6 +107,8 @@ def _coerce(where: str, typ: str, value: Any) -> Any:
         raise ConfigError(f"{where}: expected {typ}, got a boolean")
     if not isinstance(value, expected):
         raise ConfigError(f"{where}: expected {typ}, got {type(value).__name__} {value!r}")
+    if expected is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value}")
     if expected in (int, float) and value < 0:
         raise ConfigError(f"{where}: must not be negative, got {value}")
     return value

@@ -12,6 +12,7 @@ Exception tree::
     ├── BADREQ          malformed request: bad msgpack, missing or mistyped field
     ├── NOROUTE         unknown route
     ├── TOOBIG          request body over the limit
+    ├── TIMEOUT         request body not received within its deadline
     ├── CORRUPT         a checksum mismatch; never served (EIO at the FUSE edge)
     ├── STALE           replica or version out of date; retry elsewhere (ESTALE)
     ├── UNAVAILABLE     a server could not be reached or timed out (EIO)
@@ -46,6 +47,7 @@ CODES: dict[str, tuple[int, int]] = {
     "BADREQ": (400, _errno.EINVAL),
     "NOROUTE": (404, _errno.ENOSYS),
     "TOOBIG": (413, _errno.EFBIG),
+    "TIMEOUT": (408, _errno.ETIMEDOUT),
     "CORRUPT": (500, _errno.EIO),
     "STALE": (409, _errno.ESTALE),
     "UNAVAILABLE": (503, _errno.EIO),
@@ -81,7 +83,15 @@ class GFSError(Exception):
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             err = body["error"]
             return cls(str(err.get("code", "INTERNAL")), str(err.get("message", "")))
-        return cls("INTERNAL", f"HTTP {status} without an error body")
+        return cls(code_for_status(status), f"HTTP {status} without an error body")
+
+
+def code_for_status(status: int) -> str:
+    """The code for a peer's error reply that carries none of ours (a proxy,
+    a server that is not gfsfs): the client-error statuses we use keep their
+    meaning; anything else means the peer did not serve us (UNAVAILABLE)."""
+    return {400: "BADREQ", 404: "NOROUTE", 408: "TIMEOUT", 413: "TOOBIG"}.get(
+        status, "UNAVAILABLE")
 
 
 def from_oserror(exc: OSError) -> GFSError:

@@ -1,8 +1,8 @@
 """msgpack-over-HTTP plumbing shared by the master and chunkd (server side) and
 the client library (client side).
 
-Server side: :class:`App` is a small ASGI application (served by hypercorn's trio
-worker). Control messages are ``POST /rpc/<name>`` with a msgpack map body and a
+Server side: :class:`App` is a small ASGI application (served by
+:mod:`gfsfs.httpserver`, h11 on trio). Control messages are ``POST /rpc/<name>`` with a msgpack map body and a
 msgpack map reply; handlers are plain ``async def handler(req: dict) -> dict``.
 Other routes (chunk data, the web page, /metrics) are registered with
 :meth:`App.route` and get a :class:`Request` they can stream from.
@@ -25,7 +25,8 @@ import httpx
 import msgpack
 import trio
 
-from .errors import GFSError
+from .errors import GFSError, code_for_status
+from .httpserver import AbortResponse, Limits, serve
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ MSGPACK_BYTES = MSGPACK.encode()
 HTTPCORE_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
                    httpcore.UnsupportedProtocol)
 OCTETS = "application/octet-stream"
+# seconds an idle pooled connection is reused: below the server's keep-alive
+# (httpserver.Limits.keep_alive), so a client never sends on one the server is closing
+KEEPALIVE = 20.0
+MIN_BODY_RATE = 256 << 10       # bytes/s a request body must average (beyond body_timeout)
 PROTOCOL_VERSION = 1
 
 RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -86,15 +91,33 @@ class Request:
     client: str
     _receive: Callable[[], Awaitable[dict[str, Any]]]
     max_body: int
+    body_timeout: float = 30.0
     _done: bool = False
+    _deadline: float = 0.0
+
+    async def _next(self) -> dict[str, Any]:
+        """The next ASGI message of the body, within the body's deadlines:
+        ``body_timeout`` for any one piece, and for the whole body that plus
+        its declared length at :data:`MIN_BODY_RATE` -- a client that sends
+        slowly, or less than it announced, costs one connection for a bounded
+        time (TIMEOUT, 408, and the connection is closed)."""
+        now = trio.current_time()
+        if not self._deadline:
+            length = self.headers.get("content-length", "")
+            size = int(length) if length.isdigit() else self.max_body
+            self._deadline = now + self.body_timeout + min(size, self.max_body) / MIN_BODY_RATE
+        with trio.move_on_at(min(self._deadline, now + self.body_timeout)):
+            return await self._receive()
+        raise GFSError("TIMEOUT", f"request body stalled ({self.body_timeout:g} s for a piece, "
+                                  f"{MIN_BODY_RATE >> 10} KiB/s at least)")
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body, piece by piece as it arrives, at most ``max_body`` bytes."""
         seen = 0
         while not self._done:
-            msg = await self._receive()
+            msg = await self._next()
             if msg["type"] == "http.disconnect":
-                raise GFSError("UNAVAILABLE", "client went away")
+                raise GFSError("BADREQ", "request body incomplete: the client closed the connection")
             body = msg.get("body", b"")
             self._done = not msg.get("more_body", False)
             seen += len(body)
@@ -108,7 +131,7 @@ class Request:
         reaches a client that is still sending (instead of a reset)."""
         seen = 0
         while not self._done and seen < limit:
-            msg = await self._receive()
+            msg = await self._next()
             if msg["type"] == "http.disconnect":
                 return
             seen += len(msg.get("body", b""))
@@ -149,8 +172,9 @@ class App:
     """An ASGI app: ``/rpc/<name>`` msgpack handlers plus raw routes."""
 
     def __init__(self, name: str, max_rpc_body: int = 16 << 20,
-                 max_raw_body: int = 80 << 20) -> None:
+                 max_raw_body: int = 80 << 20, body_timeout: float = 30.0) -> None:
         self.name = name
+        self.body_timeout = body_timeout
         self.rpcs: dict[str, RpcHandler] = {}
         self.routes: list[tuple[str, str, RouteHandler]] = []
         self.max_rpc_body = max_rpc_body
@@ -168,15 +192,21 @@ class App:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
+        if scope["type"] == "websocket":
+            await _refuse_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
-        req = _make_request(scope, receive, self.max_raw_body)
+        req = _make_request(scope, receive, self.max_raw_body, self.body_timeout)
         start = time.monotonic()
         route_name, resp = await self._dispatch(req)
         try:
             await _send_response(send, resp)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.debug("%s: client went away while answering %s: %s", self.name, req.path, exc)
+        except GFSError as exc:     # a streamed body's source failed after the 200
+            log.warning("%s %s: response aborted midway: %s", req.method, req.path, exc)
+            raise AbortResponse(str(exc)) from None
         for obs in self.observers:
             obs(route_name, resp.status, time.monotonic() - start)
 
@@ -197,7 +227,10 @@ class App:
             if exc.code == "TOOBIG":
                 with trio.move_on_after(10):
                     await req.drain(4 * req.max_body)
-            return route_name, Response.msgpack(exc.to_wire(), exc.status)
+            resp = Response.msgpack(exc.to_wire(), exc.status)
+            if not req._done:       # the rest of the body will not be read: close
+                resp.headers["connection"] = "close"
+            return route_name, resp
         except Exception as exc:  # the one catch-all: log, answer 500, keep serving
             log.exception("%s %s failed", req.method, req.path)
             err = GFSError("INTERNAL", f"{type(exc).__name__}: {exc}")
@@ -218,12 +251,28 @@ class App:
         return Response.msgpack(await handler(body))
 
 
-def _make_request(scope: dict[str, Any], receive: Any, max_body: int) -> Request:
+def _make_request(scope: dict[str, Any], receive: Any, max_body: int,
+                  body_timeout: float) -> Request:
     query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     client = scope.get("client") or ("", 0)
     return Request(scope["method"], scope["path"], query, headers, str(client[0]),
-                   receive, max_body)
+                   receive, max_body, body_timeout)
+
+
+async def _refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Nothing here speaks WebSocket: answer the upgrade with 400 NOROUTE
+    (ASGI's denial response where the server offers it, else a close before
+    accepting, which the server answers with 403)."""
+    await receive()                         # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = pack(GFSError("NOROUTE", "WebSocket upgrades are not served").to_wire())
+    await send({"type": "websocket.http.response.start", "status": 400,
+                "headers": [(b"content-type", MSGPACK_BYTES),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 async def _send_response(send: Any, resp: Response) -> None:
@@ -250,47 +299,23 @@ async def _lifespan(receive: Any, send: Any) -> None:
             return
 
 
-async def serve_forever(app: App, host: str, port: int, shutdown: trio.Event, *,
+async def serve_forever(app: Any, host: str, port: int, shutdown: trio.Event, *,
                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until ``shutdown`` is set; ``task_status`` gets the bound port."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve as hserve
-
-    cfg = Config()
-    cfg.bind = [f"{_bracket(host)}:{port}"]
-    cfg.accesslog = None
-    cfg.errorlog = logging.getLogger("hypercorn.error")
-    cfg.keep_alive_timeout = 75
-    cfg.graceful_timeout = 2
-    cfg.backlog = 1024
-    cfg.h11_max_incomplete_size = 1 << 20
+    """Serve until ``shutdown`` is set; ``task_status`` gets the bound port
+    (:mod:`gfsfs.httpserver`)."""
     tune_io_sizes()
-
-    async def started(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        await hserve(app, cfg, shutdown_trigger=shutdown.wait, task_status=task_status)
-
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(started)
-        bound_port = int(binds[0].rsplit(":", 1)[1])
-        task_status.started(bound_port)
+    await serve(app, host, port, shutdown, Limits(), task_status=task_status)
 
 
 def tune_io_sizes(size: int = 1 << 20) -> None:
-    """Read sockets in pieces of ``size`` instead of 64 KiB: hypercorn and
-    httpcore keep their read size in module/class constants, and chunk data
-    moves several times faster through Python in 1 MiB pieces than in 64 KiB
-    ones (fewer h11 events, ASGI messages and trio checkpoints per byte)."""
+    """Read sockets in pieces of ``size`` instead of 64 KiB: httpcore keeps
+    its read size in a class constant, and chunk data moves several times
+    faster through Python in 1 MiB pieces than in 64 KiB ones (fewer h11
+    events and trio checkpoints per byte). The server reads 1 MiB already."""
     import httpcore._async.http11 as http11
-    import hypercorn.trio.tcp_server as tcp_server
 
-    if hasattr(tcp_server, "MAX_RECV"):
-        tcp_server.MAX_RECV = size
     if hasattr(http11.AsyncHTTP11Connection, "READ_NUM_BYTES"):
         http11.AsyncHTTP11Connection.READ_NUM_BYTES = size
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 # ---------------------------------------------------------------- client side
@@ -305,14 +330,14 @@ class RpcHTTP(httpx.AsyncClient):
 
     def __init__(self, timeout: float, connections: int, local_address: str | None) -> None:
         limits = httpx.Limits(max_connections=connections,
-                              max_keepalive_connections=connections, keepalive_expiry=60)
+                              max_keepalive_connections=connections, keepalive_expiry=KEEPALIVE)
         transport = httpx.AsyncHTTPTransport(limits=limits, local_address=local_address)
         super().__init__(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits,
                          transport=transport)
         self.rpc_timeout = timeout
         self.rpc_pool = httpcore.AsyncConnectionPool(
             max_connections=connections, max_keepalive_connections=connections,
-            keepalive_expiry=60, local_address=local_address)
+            keepalive_expiry=KEEPALIVE, local_address=local_address)
 
     async def aclose(self) -> None:
         try:
@@ -372,7 +397,8 @@ def decode_reply(status: int, content: bytes) -> Any:
     try:
         body = unpack(content) if content else {}
     except Exception:
-        raise GFSError("INTERNAL", f"HTTP {status}: reply is not msgpack") from None
+        code = code_for_status(status) if status >= 400 else "UNAVAILABLE"
+        raise GFSError(code, f"HTTP {status}: reply is not msgpack") from None
     if status >= 400:
         raise GFSError.from_wire(body, status)
     return body

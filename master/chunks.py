@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import trio
 
 from gfsfs.errors import GFSError
+from gfsfs.validate import wire_sum
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +250,9 @@ class ChunkRegistry:
 
     def totals(self) -> dict[str, int]:
         live = self.live()
-        return {"total_bytes": sum(s.capacity_bytes for s in live),
-                "free_bytes": sum(s.free_bytes for s in live),
-                "used_bytes": sum(s.used_bytes for s in live),
+        return {"total_bytes": wire_sum(s.capacity_bytes for s in live),
+                "free_bytes": wire_sum(s.free_bytes for s in live),
+                "used_bytes": wire_sum(s.used_bytes for s in live),
                 "chunkds": len(live)}
 
     def status(self) -> list[dict[str, object]]:

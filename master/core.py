@@ -72,6 +72,11 @@ class Master:
         self.readopt: dict[int, int] = {}
         self.undo_pending = False
         oplog.on_failure = self._undo
+        # handle -> the highest version this master asked a chunkd to take: a
+        # report above it (or, for a chunk not granted since start-up, above
+        # the logged version + 1) claims a version nobody granted
+        self.granted: dict[int, int] = {}
+        self.refused_versions = 0       # such reports, refused
 
     @classmethod
     def open(cls, cfg: MasterConfig, caller: ChunkdCaller, data_dir: str | Path | None = None,
@@ -420,6 +425,7 @@ class Master:
                            errors: list[GFSError] | None = None) -> list[Chunkd]:
         """The chunkds that accepted ``set_version``, in the order given;
         ``extra`` goes into each request, the failures into ``errors``."""
+        self.note_granted(handle, version)
         done: set[str] = set()
 
         # a chunkd that does not answer within the time it takes to be declared
@@ -516,9 +522,37 @@ class Master:
         self.heartbeat_extensions += len(done)
         return done
 
+    def note_granted(self, handle: int, version: int) -> None:
+        """``version`` of chunk ``handle`` is about to be sent to chunkds."""
+        if version > self.granted.get(handle, 0):
+            self.granted[handle] = version
+
+    def _may_adopt(self, cid: str, handle: int, version: int) -> bool:
+        """Whether a reported ``version`` above ours can come from a grant of
+        ours: one this master is making or made, or -- for a chunk it has not
+        granted since it started -- the one step a master killed between
+        ``set_version`` on the replicas and its log record leaves behind."""
+        current = self.ns.version(handle)
+        if current is None:
+            self.granted.pop(handle, None)
+            return False
+        ceiling = self.granted.get(handle, current + 1)
+        if version <= ceiling:
+            self.note_granted(handle, version)
+            return True
+        self.refused_versions += 1
+        log.warning("chunkd %s reports chunk %d at v%d, but no version above v%d was ever "
+                    "granted: refused (not adopted, not counted as a replica)", cid, handle,
+                    version, ceiling)
+        self.registry.drop_location(handle, cid)
+        return False
+
     async def _adopt(self, cid: str, newer: list[tuple[int, int]]) -> None:
-        """A replica newer than the master knows (GFS §4.5): take its version."""
+        """A replica newer than the master knows (GFS §4.5): take its version
+        if a grant of ours can explain it (:meth:`_may_adopt`)."""
         for handle, version in newer:
+            if not self._may_adopt(cid, handle, version):
+                continue
             log.warning("chunkd %s has chunk %d at v%d, newer than ours: adopting", cid,
                         handle, version)
             try:

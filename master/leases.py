@@ -171,6 +171,7 @@ async def revoke_leases(master: Master, handles: list[int], why: str) -> int:
         if not srvs:
             continue
         want[handle] = ns.chunks[handle][0] + 1
+        master.note_granted(handle, want[handle])
         asked[handle] = {s.id for s in srvs}
         for srv in srvs:
             holders.setdefault(srv.id, []).append(handle)

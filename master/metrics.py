@@ -67,6 +67,9 @@ def collect(master: Master) -> Iterator[Metric]:
     now_ns = time.time_ns()
     yield gauge("gfs_master_leases", "chunk leases currently held by a primary",
                 sum(1 for h in list(reg.leases) if reg.valid_lease(h, now_ns) is not None))
+    yield counter("gfs_master_refused_versions",
+                  "chunk reports claiming a version no grant of this master explains",
+                  master.refused_versions)
 
     # chunk servers
     servers = sorted(reg.servers.values(), key=lambda s: s.id)

@@ -12,6 +12,7 @@ from typing import Any
 from gfsfs.errors import GFSError
 from gfsfs.protocol import INLINE_MAX, MAX_NAME
 from gfsfs.rpc import App, Request, Response, need, opt
+from gfsfs.validate import check_addr, check_bytes, check_id, check_server_id
 
 from . import image, metrics
 from . import web
@@ -23,6 +24,7 @@ from . import snapshot, trash
 
 Req = dict[str, Any]
 U32 = (1 << 32) - 1
+I63 = (1 << 63) - 1
 MAX_READDIR = 4096
 MAX_CHUNKS = 1 << 16
 
@@ -41,6 +43,23 @@ def _nat(req: Req, name: str, default: int | None = None) -> int:
     return value
 
 
+def _id(req: Req, name: str, default: int | None = None) -> int:
+    """A uid or gid (2**32-1, the kernel's "no id", is refused)."""
+    if default is not None and req.get(name) is None:
+        return default
+    return check_id(name, need(req, name, int))
+
+
+def _chunkd_id(req: Req) -> str:
+    return check_server_id(need(req, "id", str))
+
+
+def _space(req: Req) -> tuple[int, int, int]:
+    """A chunkd's capacity, used and free bytes, each within what sums can carry."""
+    return tuple(check_bytes(k, need(req, k, int))          # type: ignore[return-value]
+                 for k in ("capacity_bytes", "used_bytes", "free_bytes"))
+
+
 def _name(req: Req, name: str = "name") -> bytes:
     value = need(req, name, (bytes, str))
     return value.encode() if isinstance(value, str) else value
@@ -54,15 +73,17 @@ def _ctx(req: Req) -> Ctx | None:
     for g in gids:
         if isinstance(g, bool) or not isinstance(g, int):
             raise GFSError("BADREQ", "ctx.gids must be integers")
-    return Ctx(_u32(raw, "uid"), _u32(raw, "gid"), frozenset(gids))
+    return Ctx(_id(raw, "uid"), _id(raw, "gid"), frozenset(gids))
 
 
 def _pairs(req: Req, name: str) -> list[tuple[int, int]]:
     out = []
     for item in opt(req, name, list, []):
         if (not isinstance(item, (list, tuple)) or len(item) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in item)):
-            raise GFSError("BADREQ", f"{name} must be [[handle, version], ...]")
+                or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= I63
+                           for x in item)):
+            raise GFSError("BADREQ", f"{name} must be [[handle, version], ...] "
+                                     f"(integers 0..2**63-1)")
         out.append((item[0], item[1]))
     return out
 
@@ -122,9 +143,11 @@ class Handlers:
     async def setattr(self, req: Req) -> Req:
         ino = need(req, "ino", int)
         rec: Req = {"op": "setattr", "ino": ino}
-        for key in ("mode", "uid", "gid"):
+        if req.get("mode") is not None:
+            rec["mode"] = _u32(req, "mode")
+        for key in ("uid", "gid"):
             if req.get(key) is not None:
-                rec[key] = _u32(req, key)
+                rec[key] = _id(req, key)
         for key in ("size", "atime_ns", "mtime_ns"):
             if req.get(key) is not None:
                 rec[key] = need(req, key, int)
@@ -136,20 +159,20 @@ class Handlers:
     async def create(self, req: Req) -> Req:
         rec = self.m.new_ino_record("create", parent=need(req, "parent", int),
                                     name=_name(req), mode=_u32(req, "mode"),
-                                    uid=_u32(req, "uid"), gid=_u32(req, "gid"),
+                                    uid=_id(req, "uid"), gid=_id(req, "gid"),
                                     rdev=_u32(req, "rdev", 0))
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def mkdir(self, req: Req) -> Req:
         rec = self.m.new_ino_record("mkdir", parent=need(req, "parent", int),
                                     name=_name(req), mode=_u32(req, "mode"),
-                                    uid=_u32(req, "uid"), gid=_u32(req, "gid"))
+                                    uid=_id(req, "uid"), gid=_id(req, "gid"))
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def symlink(self, req: Req) -> Req:
         rec = self.m.new_ino_record("symlink", parent=need(req, "parent", int),
                                     name=_name(req), target=_name(req, "target"),
-                                    uid=_u32(req, "uid"), gid=_u32(req, "gid"))
+                                    uid=_id(req, "uid"), gid=_id(req, "gid"))
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def link(self, req: Req) -> Req:
@@ -221,21 +244,19 @@ class Handlers:
 
     async def register(self, req: Req) -> Req:
         return await self.m.register(
-            need(req, "id", str), need(req, "addr", str), opt(req, "rack", str, "default"),
-            _nat(req, "capacity_bytes"), _nat(req, "used_bytes"), _nat(req, "free_bytes"),
-            _pairs(req, "chunks"))
+            _chunkd_id(req), check_addr(need(req, "addr", str), "addr"),
+            opt(req, "rack", str, "default"), *_space(req), _pairs(req, "chunks"))
 
     async def heartbeat(self, req: Req) -> Req:
         delete, again = self.m.registry.heartbeat(
-            need(req, "id", str), _nat(req, "capacity_bytes"), _nat(req, "used_bytes"),
-            _nat(req, "free_bytes"), _nat(req, "chunk_count", 0))
+            _chunkd_id(req), *_space(req), _nat(req, "chunk_count", 0))
         extend = _ints(req, "extend")
-        extended = [] if again or not extend else self.m.extend_leases(need(req, "id", str),
+        extended = [] if again or not extend else self.m.extend_leases(_chunkd_id(req),
                                                                        extend)
         return {"delete": delete, "reregister": again, "extended": extended}
 
     async def report_chunks(self, req: Req) -> Req:
-        return await self.m.report_chunks(need(req, "id", str), _pairs(req, "added"),
+        return await self.m.report_chunks(_chunkd_id(req), _pairs(req, "added"),
                                           _ints(req, "removed"), _ints(req, "corrupt"))
 
     # ------------------------------------------------------------ admin
@@ -290,7 +311,8 @@ RPCS = ("lookup", "getattr", "setattr", "create", "mkdir", "symlink", "link", "u
 
 
 def build_app(master: Master) -> App:
-    app = App("master", max_rpc_body=master.cfg.max_request_bytes)
+    app = App("master", max_rpc_body=master.cfg.max_request_bytes,
+              body_timeout=master.cfg.body_timeout)
     handlers = Handlers(master)
     for name in RPCS:
         app.rpc(name, getattr(handlers, name))

@@ -12,6 +12,7 @@ import trio
 
 from gfsfs.errors import GFSError
 from gfsfs.rpc import App, need, opt
+from gfsfs.validate import opt_float
 
 from .core import Master
 from .namespace import ROOT_INO
@@ -138,9 +139,8 @@ def install(master: Master, app: App) -> None:
         return await trash_restore(master, need(req, "ino", int), parent, name)
 
     async def rpc_purge(req: dict[str, Any]) -> dict[str, Any]:
-        older = opt(req, "older_than", (int, float))
-        if older is not None and older < 0:
-            raise GFSError("EINVAL", "older_than must not be negative")
+        # seconds; at most ~317 years (time.time_ns() - older_than stays an int64)
+        older = opt_float(req, "older_than", 0.0, 1e10)
         inos = opt(req, "inos", list)
         if inos is not None and not all(isinstance(i, int) for i in inos):
             raise GFSError("BADREQ", "inos must be integers")

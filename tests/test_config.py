@@ -35,6 +35,8 @@ def test_overrides_parse_toml_values() -> None:
     ("[master]\nchunk_size = 1000\n", "chunk_size"),
     ("[chunk_server]\nheartbeat_interval = -2\n", "heartbeat_interval"),
     ("[client]\nlog_level = 'LOUD'\n", "log_level"),
+    ("[master]\nlease_seconds = nan\n", "lease_seconds"),
+    ("[chunk_server]\nbody_timeout = inf\n", "body_timeout"),
     ("[elsewhere]\nx = 1\n", "elsewhere"),
     ("[master\n", "config.toml"),
 ])

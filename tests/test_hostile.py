@@ -1,0 +1,285 @@
+"""Hostile and broken requests against real daemons (issue 10): every one gets
+a 4xx with an error code (or a correct answer), never a 500, and no daemon
+dies; plus a seeded fuzz run of every route (gfsfs/fuzz.py)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+
+from gfsfs import fuzz, validate
+from gfsfs.errors import GFSError
+from gfsfs.localcluster import Cluster, Mount
+
+from conftest import _failed, make_cluster
+
+FUZZ_COUNT = int(os.environ.get("GFS_FUZZ_COUNT", "3000"))
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster for the module; its daemons' logs are checked at the end."""
+    c = make_cluster(tmp_path_factory.mktemp("hostile"),
+                     extra=["master.body_timeout=2.0", "chunk_server.body_timeout=2.0"])
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def rpc(base: str, name: str, body: object) -> tuple[int, dict]:
+    resp = httpx.post(f"{base}/rpc/{name}", content=msgpack.packb(body), timeout=20)
+    return resp.status_code, msgpack.unpackb(resp.content, strict_map_key=False)
+
+
+def code(base: str, name: str, body: object) -> tuple[int, str]:
+    status, reply = rpc(base, name, body)
+    return status, reply["error"]["code"] if status >= 400 else "ok"
+
+
+def register(c: Cluster, cid: str, addr: str = "http://127.0.0.9:7", cap: int = 1 << 40,
+             chunks: list | None = None) -> tuple[int, str]:
+    return code(c.url, "register", {"id": cid, "addr": addr, "capacity_bytes": cap,
+                                    "used_bytes": 0, "free_bytes": cap, "chunks": chunks or []})
+
+
+@pytest.mark.parametrize("addr", ["http://127.0.0.1:5000", "http://h", "https://a.b-c.d:1",
+                                  "http://[::1]:65535", "http://localhost:80"])
+def test_address_validator_accepts(addr: str) -> None:
+    assert validate.check_addr(addr) == addr
+
+
+@pytest.mark.parametrize("addr", ["http://127.0.0.1:65536", "http://h:0", "http://h:1,http://g:2",
+                                  "http://[::1", "http://[zz]:1", "http://-h:1", "ftp://h:1",
+                                  "http://h:1/", "http://u@h:1", "http://h:1?x", "http://", "",
+                                  "http://" + "a" * 300 + ":1", 5, None])
+def test_address_validator_refuses(addr: object) -> None:
+    with pytest.raises(GFSError) as e:
+        validate.check_addr(addr)
+    assert e.value.code == "BADREQ"
+
+
+def test_capacities_cannot_overflow_the_wire(hostile: Cluster) -> None:
+    assert register(hostile, "big0", cap=(1 << 64) - 1) == (400, "EINVAL")
+    assert register(hostile, "big0", cap=-1) == (400, "EINVAL")
+    for i in range(20):             # each at the maximum: the sum is past 2**64
+        assert register(hostile, f"big{i}", cap=1 << 60) == (200, "ok")
+    status, st = rpc(hostile.url, "statfs", {})
+    assert status == 200 and st["total_bytes"] == (1 << 63) - 1
+    assert rpc(hostile.url, "cluster_status", {})[0] == 200
+    assert httpx.get(f"{hostile.url}/status").status_code == 200
+    assert httpx.get(f"{hostile.url}/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 1e300, -1.0, "x"])
+def test_non_finite_and_out_of_range_floats_are_refused(hostile: Cluster, value: object) -> None:
+    status, err = code(hostile.url, "trash_purge", {"older_than": value})
+    assert 400 <= status < 500, err
+
+
+@pytest.mark.parametrize("addr", ["http://127.0.0.1:65536", "http://127.0.0.1:99999",
+                                  "http://127.0.0.1:0", "http://127.0.0.1:1,http://x:2",
+                                  "ftp://h:1", "http://h:1/p", "http://u@h:1", "http:// h:1"])
+def test_one_address_validator_everywhere(hostile: Cluster, addr: str) -> None:
+    assert register(hostile, "addr-test", addr=addr) == (400, "BADREQ")
+    chunkd = hostile.servers[0].url
+    assert code(chunkd, "sync", {"handles": [], "relay": addr}) == (400, "BADREQ")
+    assert code(chunkd, "replicate", {"handle": 1 << 40, "version": 1, "source": addr}) == \
+        (400, "BADREQ")
+    assert code(chunkd, "truncate", {"handle": 1 << 40, "version": 1, "length": 0,
+                                     "secondaries": [addr]})[0] == 400
+    if "," not in addr:             # the chain header is a list of addresses by design
+        resp = httpx.put(f"{chunkd}/data/abcd", content=b"x", headers={"x-gfs-chain": addr})
+        assert resp.status_code == 400
+
+
+def test_ids_of_the_kernels_no_id_are_refused(hostile: Cluster) -> None:
+    for field in ("uid", "gid"):
+        body = {"parent": 1, "name": f"noid-{field}".encode(), "mode": 0o100644,
+                "uid": 0, "gid": 0, field: (1 << 32) - 1}
+        assert code(hostile.url, "create", body) == (400, "EINVAL")
+    st, attr = rpc(hostile.url, "create", {"parent": 1, "name": b"owned", "mode": 0o100644,
+                                           "uid": 0, "gid": 0})
+    assert st == 200
+    assert code(hostile.url, "setattr", {"ino": attr["ino"], "uid": (1 << 32) - 1}) == \
+        (400, "EINVAL")
+    assert code(hostile.url, "lookup", {"parent": 1, "name": b"owned",
+                                        "ctx": {"uid": (1 << 32) - 1, "gid": 0}}) == \
+        (400, "EINVAL")
+
+
+def test_a_version_no_grant_explains_is_refused(hostile: Cluster, tmp_path: Path) -> None:
+    """A report of v2**64-1 (or v+2) is refused, never adopted: the chunk stays writable."""
+    m = Mount(hostile.url, tmp_path / "mnt", hostile.logs / "mount-versions.out")
+    m.start()
+    try:
+        f = m.mountpoint / "versioned"
+        f.write_bytes(b"a" * 1000)
+        ino = os.stat(f).st_ino
+        st, info = rpc(hostile.url, "fileinfo", {"ino": ino})
+        chunk = info["chunks"][0]
+        handle, version = chunk["handle"], chunk["version"]
+        assert register(hostile, "liar", chunks=[[handle, (1 << 63) - 1]]) == (200, "ok")
+        assert code(hostile.url, "report_chunks", {"id": "liar", "added": [[handle, version + 2]]}) \
+            == (200, "ok")
+        st, info = rpc(hostile.url, "fileinfo", {"ino": ino})
+        assert info["chunks"][0]["version"] == version
+        assert "liar" not in {r["id"] for r in info["chunks"][0]["replicas"]}
+        with open(f, "r+b") as fh:              # still writable
+            fh.write(b"b" * 10)
+        assert f.read_bytes() == b"b" * 10 + b"a" * 990
+        metrics = httpx.get(f"{hostile.url}/metrics").text
+        assert "gfs_master_refused_versions_total 2" in metrics or \
+            "gfs_master_refused_versions 2" in metrics
+    finally:
+        m.stop()
+
+
+def test_websocket_and_other_upgrades_get_a_4xx(hostile: Cluster) -> None:
+    ws = {"upgrade": "websocket", "connection": "Upgrade",
+          "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "sec-websocket-version": "13"}
+    for base in (hostile.url, hostile.servers[0].url):
+        for path in ("/status", "/rpc/statfs", "/", "/nope"):
+            resp = httpx.get(f"{base}{path}", headers=ws)
+            assert resp.status_code == 400
+            assert msgpack.unpackb(resp.content)["error"]["code"] == "NOROUTE"
+        resp = httpx.get(f"{base}/status", headers={"upgrade": "h2c", "connection": "Upgrade"})
+        assert resp.status_code == 400
+    assert httpx.get(f"{hostile.url}/status").status_code == 200
+
+
+def test_a_peer_answering_without_an_error_body_is_unavailable_not_500(
+        hostile: Cluster) -> None:
+    """A relay to something that is not a gfsfs daemon (here: a plain HTTP
+    server answering 404 with no msgpack)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+
+    def answer() -> None:
+        for _ in range(2):
+            conn, _addr = srv.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    try:
+        status, err = code(hostile.servers[0].url, "sync",
+                           {"handles": [], "relay": f"http://127.0.0.1:{port}"})
+        assert (status, err) == (404, "NOROUTE")
+        status, err = code(hostile.servers[0].url, "replicate",
+                           {"handle": 1 << 40, "version": 1, "source": f"http://127.0.0.1:{port}"})
+        assert status < 500 or err == "UNAVAILABLE", err
+    finally:
+        srv.close()
+
+
+def _short_body(host: str, port: int, path: str, method: str = "POST") -> bytes:
+    with socket.create_connection((host, port), timeout=20) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+                  .encode() + b"\x81")
+        s.shutdown(socket.SHUT_WR)
+        return s.recv(200)
+
+
+def test_short_bodies_then_half_close_several_at_once(hostile: Cluster) -> None:
+    host, port = "127.0.0.1", int(hostile.url.rsplit(":", 1)[1])
+    cport = int(hostile.servers[0].url.rsplit(":", 1)[1])
+    out: list[bytes] = []
+    jobs = [(port, "/rpc/lookup", "POST"), (port, "/web/upload?path=/x", "PUT"),
+            (cport, "/data/abcd", "PUT"), (cport, "/rpc/commit", "POST")] * 4
+    threads = [threading.Thread(target=lambda j=j: out.append(_short_body(host, j[0], j[1], j[2])))
+               for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(out) == len(jobs)
+    assert all(o.startswith(b"HTTP/1.1 4") for o in out), out
+    for base in (hostile.url, hostile.servers[0].url):
+        assert httpx.get(f"{base}/status").status_code == 200
+
+
+def test_a_body_that_never_arrives_times_out(hostile: Cluster) -> None:
+    """15 requests announcing more than they send: each is answered 408 and
+    closed within the configured body_timeout (2 s here), none lingers."""
+    targets = [(hostile.url, "/rpc/lookup"), (hostile.servers[0].url, "/data/abcd")]
+    socks = []
+    for i in range(15):
+        base, path = targets[i % 2]
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        s = socket.create_connection((host, int(port)), timeout=30)
+        method = "PUT" if path.startswith("/data") else "POST"
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab"
+                  .encode())
+        socks.append(s)
+    start = time.monotonic()
+    for s in socks:
+        head = s.recv(200)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        while s.recv(65536):            # then the server closes
+            pass
+        s.close()
+    assert time.monotonic() - start < 15
+
+
+def test_fuzz_every_route(hostile: Cluster, tmp_path: Path,
+                          request: pytest.FixtureRequest) -> None:
+    """A seeded fuzz run (GFS_FUZZ_COUNT requests): no 5xx but UNAVAILABLE from
+    relays to absent peers, every error with a code, daemons alive, no
+    traceback in their logs, and a file written before it unchanged."""
+    m = Mount(hostile.url, tmp_path / "mnt", hostile.logs / "mount-fuzz.out")
+    m.start()
+    try:
+        data = os.urandom(3 << 20)
+        (m.mountpoint / "before").write_bytes(data)
+        tally = fuzz.run(hostile.url, [d.url for d in hostile.servers], seed=7,
+                         count=FUZZ_COUNT)
+        print(tally.summary())
+        assert tally.failures == [], tally.failures[:20]
+        assert not [k for k, n in tally.counts.items() if k[1] >= 500 and k[1] != 503]
+        problems = fuzz.log_problems(hostile.logs)
+        assert problems == [], problems[:20]
+        fd = os.open(m.mountpoint / "before", os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+        assert hashlib.sha256((m.mountpoint / "before").read_bytes()).digest() == \
+            hashlib.sha256(data).digest()
+    finally:
+        if _failed(request):
+            print(hostile.logs_text())
+        m.stop()
+
+
+def test_closed_connections_do_not_linger_in_close_wait(hostile: Cluster) -> None:
+    """Clients that leave -- after a full request, mid-body, mid-head -- are
+    closed on the server's side at once (no CLOSE-WAIT socket stays)."""
+    port = int(hostile.url.rsplit(":", 1)[1])
+    for i in range(12):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall([b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n",
+                   b"POST /rpc/statfs HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n\x80",
+                   b"GET /sta"][i % 3])
+        time.sleep(0.05)
+        s.close()
+    deadline = time.monotonic() + 5
+    while True:
+        out = subprocess.run(["ss", "-tanH", "state", "close-wait", f"sport = :{port}"],
+                             capture_output=True, text=True, check=True).stdout
+        if not out.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert out.strip() == ""
