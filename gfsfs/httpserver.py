@@ -115,7 +115,7 @@ class Connection:
 
     async def _refuse(self, status: int, code: str, message: str) -> None:
         """A short error reply to a request the app never sees, then close."""
-        if self.h11.our_state is not h11.SEND_RESPONSE:
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):   # IDLE: a bad head
             return
         from .rpc import pack
         body = pack(GFSError(code, message).to_wire())

@@ -283,3 +283,20 @@ def test_closed_connections_do_not_linger_in_close_wait(hostile: Cluster) -> Non
             break
         time.sleep(0.2)
     assert out.strip() == ""
+
+
+@pytest.mark.parametrize("raw", [b"BLAH\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n",
+                                 b"GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+                                 b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40])
+def test_malformed_http_gets_400_with_a_code(hostile: Cluster, raw: bytes) -> None:
+    """A bad request line, no Host, a negative Content-Length, a TLS hello."""
+    for base in (hostile.url, hostile.servers[0].url):
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(raw)
+            reply = b""
+            while chunk := s.recv(4096):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), reply
+        assert msgpack.unpackb(body)["error"]["code"] == "BADREQ"
