@@ -36,7 +36,8 @@ from . import metrics as chunkd_metrics
 from .heartbeat import ChunkReports
 from .replicate import replicate
 from .copy import copy_chunk, set_versions
-from .push import PushBuffers, check_addr, check_data_id, parse_chain, receive_and_forward
+from .push import (PushBuffers, Reservation, check_addr, check_data_id, parse_chain,
+                   receive_and_forward)
 from .store import MAX_CHUNK_BYTES, ChunkStore, check_handle, check_version
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class ChunkServer:
         reservation = self.buffers.reservation(hops=len(chain))
         try:
             if length is not None:
-                await reservation.grow(length)
+                await self._reserve(req, reservation, length)
             data, failure = await receive_and_forward(
                 self.http, req.stream(), data_id, chain, timeout=self.cfg.peer_timeout or None,
                 length=length, reservation=reservation)
@@ -126,6 +127,17 @@ class ChunkServer:
         if failure is not None:
             raise failure
         return Response.msgpack({"length": len(data)})
+
+    async def _reserve(self, req: Request, reservation: Reservation, length: int) -> None:
+        """Room for the whole body before a byte of it is read. Refused
+        (EAGAIN): the body is read and dropped first, so that the sender,
+        still sending, gets the answer rather than a reset connection."""
+        try:
+            await reservation.grow(length)
+        except GFSError:
+            with trio.move_on_after(self.cfg.peer_timeout or 10.0):
+                await req.drain(length)
+            raise
 
     async def read(self, req: Request) -> Response:
         handle = _path_handle(req.path[len("/chunk/"):])

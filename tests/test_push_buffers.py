@@ -233,3 +233,27 @@ def test_a_burst_over_the_push_buffer_cap_is_written_right(tmp_path: Path) -> No
         raise
     finally:
         c.stop()
+
+
+def test_a_refused_push_is_answered_eagain_not_reset() -> None:
+    """In process (chunkd over ASGI): a chunkd whose buffers are full answers
+    a push 503 EAGAIN after push_buffer_wait, having read the body."""
+    from chunkd.server import ChunkServer
+    from chunkd.store import MemoryChunkStore
+    from gfsfs.config import ChunkServerConfig
+    from gfsfs.rpc import unpack
+
+    async def go() -> None:
+        cfg = ChunkServerConfig(push_buffer_bytes=2 * MIB, push_buffer_wait=0.2)
+        server = ChunkServer(MemoryChunkStore(), cfg, None, "cs1", "http://cs1")  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=server.app),
+                                     base_url="http://cs1") as http:
+            server.http = http
+            assert (await http.put("/data/aa", content=bytes(2 * MIB))).status_code == 200
+            r = await http.put("/data/bb", content=bytes(MIB))
+            assert r.status_code == 503 and unpack(r.content)["error"]["code"] == "EAGAIN"
+            assert server.buffers.rejected == 1 and server.buffers.reserved == 0
+            server.buffers.discard("aa")        # its commit came
+            assert (await http.put("/data/bb", content=bytes(MIB))).status_code == 200
+            assert server.buffers.held == MIB
+    trio.run(go)
