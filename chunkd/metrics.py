@@ -48,7 +48,21 @@ def collect(server: ChunkServer) -> Iterator[Metric]:
     yield counter("gfs_chunkd_push_received_bytes",
                   "bytes pushed to this chunkd (by clients or the previous chunkd of a chain)",
                   buffers.received_bytes)
-    yield gauge("gfs_chunkd_push_buffered_bytes", "pushed bytes waiting for their commit",
+    yield gauge("gfs_chunkd_push_buffered_bytes",
+                "pushed bytes held (waiting for their commit, or kept for a retried one)",
                 buffers.bytes)
+    yield gauge("gfs_chunkd_push_reserved_bytes", "room held for pushes still arriving",
+                buffers.reserved)
+    yield gauge("gfs_chunkd_push_buffer_limit_bytes", "push_buffer_bytes: the cap on the two above",
+                buffers.max_bytes)
+    yield counter("gfs_chunkd_push_expired_bytes",
+                  "pushed bytes dropped unused after push_buffer_ttl", buffers.expired_bytes)
+    yield counter("gfs_chunkd_push_evicted_bytes",
+                  "pushed bytes dropped early to make room for newer pushes", buffers.evicted_bytes)
+    yield counter("gfs_chunkd_push_waits", "pushes that waited for room in full push buffers",
+                  buffers.waits)
+    yield counter("gfs_chunkd_push_rejected",
+                  "pushes answered EAGAIN: the buffers stayed full for push_buffer_wait",
+                  buffers.rejected)
     yield gauge("gfs_chunkd_push_buffers", "pushed bodies waiting for their commit",
                 len(buffers))

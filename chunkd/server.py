@@ -36,7 +36,8 @@ from . import metrics as chunkd_metrics
 from .heartbeat import ChunkReports
 from .replicate import replicate
 from .copy import copy_chunk, set_versions
-from .push import PushBuffers, check_addr, check_data_id, parse_chain, receive_and_forward
+from .push import (PushBuffers, Reservation, check_addr, check_data_id, parse_chain,
+                   receive_and_forward)
 from .store import MAX_CHUNK_BYTES, ChunkStore, check_handle, check_version
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ class ChunkServer:
         self.server_id = server_id
         self.addr = addr
         self.reports = reports if reports is not None else ChunkReports()
-        self.buffers = PushBuffers(cfg.push_buffer_ttl)
+        self.buffers = PushBuffers(cfg.push_buffer_ttl, cfg.push_buffer_bytes,
+                                   cfg.push_buffer_wait)
         self._order: dict[int, trio.Lock] = {}
         self.reads = 0                # GET /chunk requests answered (for /status)
         self.local_opens = lambda: 0  # chunk files handed to short-circuit readers
@@ -105,14 +107,37 @@ class ChunkServer:
     # ------------------------------------------------------------ data plane
 
     async def push(self, req: Request) -> Response:
+        """Reserve room for the body (waiting while the push buffers are full;
+        EAGAIN after push_buffer_wait), then receive and forward it."""
         data_id = check_data_id(req.path[len("/data/"):])
         chain = parse_chain(req.headers.get(CHAIN_HEADER, ""))
-        data, failure = await receive_and_forward(self.http, req.stream(), data_id, chain,
-                                                  timeout=self.cfg.peer_timeout or None)
-        self.buffers.put(data_id, data)     # kept even if the rest of the chain failed
+        length = _content_length(req)
+        if length is not None and length > req.max_body:
+            raise GFSError("TOOBIG", f"push of {length} bytes; at most {req.max_body}")
+        reservation = self.buffers.reservation(hops=len(chain))
+        try:
+            if length is not None:
+                await self._reserve(req, reservation, length)
+            data, failure = await receive_and_forward(
+                self.http, req.stream(), data_id, chain, timeout=self.cfg.peer_timeout or None,
+                length=length, reservation=reservation)
+            self.buffers.put(data_id, data, reservation)  # kept even if the chain failed
+        finally:
+            reservation.release()
         if failure is not None:
             raise failure
         return Response.msgpack({"length": len(data)})
+
+    async def _reserve(self, req: Request, reservation: Reservation, length: int) -> None:
+        """Room for the whole body before a byte of it is read. Refused
+        (EAGAIN): the body is read and dropped first, so that the sender,
+        still sending, gets the answer rather than a reset connection."""
+        try:
+            await reservation.grow(length)
+        except GFSError:
+            with trio.move_on_after(self.cfg.peer_timeout or 10.0):
+                await req.drain(length)
+            raise
 
     async def read(self, req: Request) -> Response:
         handle = _path_handle(req.path[len("/chunk/"):])
@@ -170,6 +195,7 @@ class ChunkServer:
             "protocol": PROTOCOL_VERSION, "chunks": self.store.count(),
             "capacity_bytes": cap, "used_bytes": used, "free_bytes": free,
             "push_buffers": len(self.buffers), "push_bytes": self.buffers.bytes,
+            "push_reserved_bytes": self.buffers.reserved,
             "reads": self.reads, "local_opens": self.local_opens(),
             "fsyncs": self.store.fsyncs, "master_url": self.cfg.master_url})
 
@@ -187,7 +213,8 @@ class ChunkServer:
             await self._fan_out(secondaries, "apply", m.wire())
         # every replica has it: the primary's copy is no longer needed (a commit
         # retried after this answers EAGAIN: push again). Secondaries keep theirs
-        # until push_buffer_ttl, as a retried commit re-sends apply to them.
+        # until push_buffer_ttl (or until room is needed), as a retried commit
+        # re-sends apply to them.
         if m.inline is None:
             self.buffers.discard(m.data_id)
         return {"length": len(data)}
@@ -242,6 +269,8 @@ class ChunkServer:
         data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
         async with self._order_lock(m.handle):
             await self._apply(m, data)
+        if m.inline is None:
+            self.buffers.mark_used(m.data_id)   # kept for a retry, but first to go
         return {"length": len(data)}
 
     async def rpc_truncate(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -340,6 +369,15 @@ class ChunkServer:
         if lock is None:
             lock = self._order[handle] = trio.Lock()
         return lock
+
+
+def _content_length(req: Request) -> int | None:
+    raw = req.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not raw.isascii():
+        raise GFSError("BADREQ", f"bad content-length {raw[:40]!r}")
+    return int(raw)
 
 
 def _path_handle(text: str) -> int:

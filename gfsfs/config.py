@@ -44,6 +44,7 @@ class MasterConfig:
     replication_max: int = 16          # concurrent re-replication copies in the whole cluster
     rebalance_threshold: float = 0.1   # move replicas when disk use (fraction) differs more than this
     rebalance_moves: int = 2           # concurrent rebalancing/drain moves in the whole cluster
+    web_upload_max_bytes: int = 4 << 30    # largest upload through the web page (PUT /web/upload)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ class ChunkServerConfig:
     rack: str = "default"              # placement spreads replicas over racks
     capacity_bytes: int = 0            # advertised capacity; 0 = the disk's size
     reserve_bytes: int = 64 * MIB      # kept free on disk; beyond it writes get ENOSPC
-    push_buffer_ttl: float = 120.0     # seconds pushed data waits for its commit
+    push_buffer_ttl: float = 60.0      # seconds pushed data waits for its commit (then dropped, on a timer)
+    push_buffer_bytes: int = 128 * MIB  # pushed data buffered at once; a push beyond it waits
+    push_buffer_wait: float = 5.0      # seconds a push waits for room in full buffers before EAGAIN
     scrub_bytes_per_sec: int = 16 * MIB    # background checksum scrub rate; 0 = no scrubbing
     peer_timeout: float = 10.0         # seconds a forward/apply to another chunkd may stall before it fails
     body_timeout: float = 30.0         # seconds a request body may stall before it fails (408)
@@ -134,6 +137,13 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError(f"[master] chunk_size: must be a multiple of 65536, got {cs}")
         if not 1 <= obj.replication_factor <= 16:
             raise ConfigError(f"[master] replication_factor: must be 1..16, got {obj.replication_factor}")
+    if name == "chunk_server":
+        if obj.push_buffer_ttl <= 0:
+            raise ConfigError(f"[chunk_server] push_buffer_ttl: must be positive, "
+                              f"got {obj.push_buffer_ttl}")
+        if obj.push_buffer_bytes < MIB:
+            raise ConfigError(f"[chunk_server] push_buffer_bytes: must be at least {MIB}, "
+                              f"got {obj.push_buffer_bytes}")
     for f in fields(obj):
         if f.name == "log_level" and getattr(obj, f.name).upper() not in (
                 "DEBUG", "INFO", "WARNING", "ERROR"):

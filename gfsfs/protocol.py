@@ -257,8 +257,10 @@ client -> chunkd  (data plane)
 of the chain, possibly empty) -> msgpack ``{"length": int}``. The chunkd keeps
 the bytes under ``data_id`` (a client-made random hex id) for
 ``push_buffer_ttl`` seconds and streams them on to the next address in the
-chain while they arrive; it answers when its own copy and the whole rest of
-the chain have them.
+chain (with the same Content-Length) while they arrive; it answers when its own
+copy and the whole rest of the chain have them. Before reading the body it
+reserves room for it in its push buffers (``push_buffer_bytes`` in all); a push
+that finds none for ``push_buffer_wait`` seconds gets EAGAIN (503; retry).
 
 ``POST /rpc/commit {handle, version, offset, data_id | data, secondaries: [addr],
 [sync: bool]}`` at the primary -> ``{"length": int}``: under the chunk's lock

@@ -11,7 +11,8 @@ Served by the master itself:
   (a file, or an empty directory);
 - ``GET /web/download?path=FILE``: the file's bytes, streamed;
 - ``PUT /web/upload?path=FILE[&overwrite=1]``: the request body becomes the file,
-  streamed.
+  streamed; at most ``[master] web_upload_max_bytes`` (413 TOOBIG beyond it,
+  and nothing of the upload is left, not even in trash).
 
 Data goes through a :class:`gfsfs.client.Client` that the master opens on its
 own URL (lazily, on the first request that needs it, in a task of the master's
@@ -216,6 +217,28 @@ def json_response(obj: Any, status: int = 200) -> Response:
 
 def _error(exc: GFSError) -> Response:
     return json_response(exc.to_wire(), exc.status)
+
+
+async def _read_piece(client: Any, ino: int, offset: int, size: int, of: Any,
+                      path: str | None) -> bytes:
+    """``client.read``; a read no replica could answer (the client's EIO after
+    its retries) is UNAVAILABLE (503): the data may be back once a chunkd is."""
+    try:
+        return await client.read(ino, offset, size, of)  # type: ignore[no-any-return]
+    except GFSError as exc:
+        if exc.code != "EIO":
+            raise
+        raise GFSError("UNAVAILABLE", f"{path}: no replica could be read at {offset}: "
+                                      f"{exc.message}") from None
+
+
+def _declared_length(req: Request) -> int | None:
+    raw = req.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not raw.isascii():
+        raise GFSError("BADREQ", f"bad content-length {raw[:40]!r}")
+    return int(raw)
 
 
 def _text(name: bytes) -> str:
@@ -459,6 +482,12 @@ class WebUI:
     # ------------------------------------------------------------ API: data
 
     async def download(self, req: Request) -> Response:
+        """The file's bytes with a Content-Length. No replica of the first
+        piece readable: 503 UNAVAILABLE. A piece failing later (after the 200
+        went out): the transfer is aborted -- the error is raised out of the
+        body, hypercorn closes the connection without ending the body, and the
+        client sees fewer bytes than the Content-Length it was promised (an
+        error in any HTTP client), never a short file that looks whole."""
         path = req.query.get("path")
         inode = self.resolve(path)
         if inode.dir is not None:
@@ -468,7 +497,7 @@ class WebUI:
         client = await self.get_client()
         ino, size = inode.ino, inode.size
         of = client.open_file(ino)
-        first = await client.read(ino, 0, min(PIECE, size), of) if size else b""
+        first = await _read_piece(client, ino, 0, min(PIECE, size), of, path) if size else b""
         name = _text(self.split(path)[-1])
         quoted = urllib.parse.quote(name, safe="")
         ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\'
@@ -488,21 +517,35 @@ class WebUI:
                         yield data
                     if off >= size or not data:
                         break
-                    data = await client.read(ino, off, min(PIECE, size - off), of)
+                    data = await _read_piece(client, ino, off, min(PIECE, size - off), of, path)
                 if off < size:          # the file shrank meanwhile: end with zeros
                     log.warning("download of %s: file shrank to %d of %d bytes", path, off, size)
                     while off < size:
                         n = min(PIECE, size - off)
                         off += n
                         yield bytes(n)
+            except GFSError as exc:
+                log.error("download of %s failed after %d of %d bytes: %s; aborting the "
+                          "transfer", path, off, size, exc)
+                raise           # out of the ASGI app: the connection is dropped mid-body
             finally:
                 of.ahead.pieces.clear()
 
         return Response(200, body(), "application/octet-stream", headers)
 
     async def upload(self, req: Request) -> Response:
+        """The body, streamed into a hidden temporary file, renamed over
+        ``path`` once all of it is committed. Over ``[master]
+        web_upload_max_bytes`` (by its Content-Length, before anything is
+        created, or while it arrives): 413 TOOBIG, and the temporary file is
+        removed and purged from trash."""
         path = req.query.get("path")
         parent, name = self.parent_of(path)
+        limit = self.m.cfg.web_upload_max_bytes
+        expected = _declared_length(req)
+        if expected is not None and expected > limit:
+            raise GFSError("TOOBIG", f"upload of {expected} bytes; at most {limit} "
+                                     "([master] web_upload_max_bytes)")
         overwrite = req.query.get("overwrite") in ("1", "true", "yes")
         existing = self.m.ns.child(parent.ino, name)
         if existing is not None:
@@ -516,28 +559,36 @@ class WebUI:
         tmp = f".gfs-upload-{secrets.token_hex(6)}".encode()
         attr = await client.create(parent.ino, tmp, stat.S_IFREG | 0o644, 0, 0)
         ino, written = attr["ino"], 0
-        req.max_body = 1 << 62           # any size: it streams through
+        req.max_body = limit             # it streams through; TOOBIG beyond the limit
         try:
             async for piece in req.stream():
                 await client.write(ino, written, piece)
                 written += len(piece)
-            expected = req.headers.get("content-length")
-            if expected is not None and expected.isdigit() and int(expected) != written:
+            if expected is not None and expected != written:
                 raise GFSError("EIO", f"got {written} of {expected} bytes")
             await client.flush(ino)
             await client.rename(parent.ino, tmp, parent.ino, name)
-        except BaseException:
+        except BaseException as exc:
             with trio.CancelScope(shield=True), trio.move_on_after(10):
-                try:
-                    await client.unlink(parent.ino, tmp)
-                except Exception as exc:
-                    log.warning("upload of %s failed; removing %r failed too: %s",
-                                path, tmp, exc)
-                client.forget(ino)
+                await self._discard_upload(client, parent.ino, tmp, ino, path, exc)
             raise
         client.forget(ino)
         log.info("web upload: %s, %d bytes", path, written)
         return json_response({"path": path, "ino": ino, "size": written}, 201)
+
+    async def _discard_upload(self, client: Any, parent: int, tmp: bytes, ino: int,
+                              path: str | None, exc: BaseException) -> None:
+        """Remove a failed upload's temporary file, and purge it from trash at
+        once (its chunks become garbage): nothing of it stays visible."""
+        log.warning("web upload of %s failed (%s); removing %r", path, exc, tmp)
+        try:
+            await client.unlink(parent, tmp)
+            if ino in self.m.ns.trash:
+                from .trash import trash_purge
+                await trash_purge(self.m, inos=[ino])
+        except Exception as err:
+            log.warning("upload of %s failed; removing %r failed too: %s", path, tmp, err)
+        client.forget(ino)
 
     # ------------------------------------------------------------ API: cluster
 

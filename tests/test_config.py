@@ -37,6 +37,11 @@ def test_overrides_parse_toml_values() -> None:
     ("[client]\nlog_level = 'LOUD'\n", "log_level"),
     ("[master]\nlease_seconds = nan\n", "lease_seconds"),
     ("[chunk_server]\nbody_timeout = inf\n", "body_timeout"),
+    ("[chunk_server]\npush_buffer_bytes = 1000\n", "push_buffer_bytes"),
+    ("[chunk_server]\npush_buffer_bytes = 'lots'\n", "push_buffer_bytes"),
+    ("[chunk_server]\npush_buffer_ttl = 0\n", "push_buffer_ttl"),
+    ("[chunk_server]\npush_buffer_wait = -1\n", "push_buffer_wait"),
+    ("[master]\nweb_upload_max_bytes = -5\n", "web_upload_max_bytes"),
     ("[elsewhere]\nx = 1\n", "elsewhere"),
     ("[master\n", "config.toml"),
 ])
