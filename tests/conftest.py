@@ -43,6 +43,37 @@ def _failed(request: pytest.FixtureRequest) -> bool:
                for w in ("setup", "call"))
 
 
+# what a daemon's log shows when a request or a loop hit a bug
+LOG_BUGS = ("Traceback (most recent call last)", "Error in ASGI")
+
+
+def _daemon_logs(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in root.glob("**/logs/*.out")}
+
+
+@pytest.fixture(autouse=True)
+def no_tracebacks_in_daemon_logs(request: pytest.FixtureRequest,
+                                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail a test during which any daemon it started (or shares) logged a
+    traceback: a bug, even when the test's own checks passed. A test that
+    provokes one on purpose is marked ``allow_traceback``."""
+    root = tmp_path_factory.getbasetemp()
+    before = _daemon_logs(root)
+    yield
+    if request.node.get_closest_marker("allow_traceback"):
+        return
+    found = []
+    for path, size in _daemon_logs(root).items():
+        with open(path, "rb") as f:
+            f.seek(before.get(path, 0) if before.get(path, 0) <= size else 0)
+            text = f.read().decode("utf-8", "replace")
+        found += [f"{path}: {line}" for line in text.splitlines()
+                  if any(b in line for b in LOG_BUGS)]
+    if found:
+        pytest.fail("daemons logged tracebacks during the test:\n" + "\n".join(found[:20]),
+                    pytrace=False)
+
+
 def make_cluster(base: Path, chunkds: int = 3, extra: list[str] | None = None,
                  **kw: object) -> Cluster:
     return Cluster(base, chunkds, extra=CLUSTER_SETTINGS + list(extra or []), **kw)  # type: ignore[arg-type]
