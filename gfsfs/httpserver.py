@@ -57,11 +57,29 @@ class AbortResponse(Exception):
     whose source failed): the connection is reset, quietly -- the app logged why."""
 
 
+class Server:
+    """The open connections of one :func:`serve`, so that shutdown closes the
+    idle ones at once and gives only requests in progress ``graceful`` seconds."""
+
+    def __init__(self) -> None:
+        self.connections: set[Connection] = set()
+        self.closing = False
+
+    def close_idle(self) -> None:
+        self.closing = True
+        for conn in list(self.connections):
+            if conn.idle is not None:
+                conn.idle.cancel()
+
+
 class Connection:
-    def __init__(self, stream: trio.SocketStream, app: Any, limits: Limits) -> None:
+    def __init__(self, stream: trio.SocketStream, app: Any, limits: Limits,
+                 server: Server | None = None) -> None:
         self.stream = stream
         self.app = app
         self.limits = limits
+        self.owner = server if server is not None else Server()
+        self.idle: trio.CancelScope | None = None     # while waiting for a request head
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         sock = stream.socket
         self.client = _addr(sock.getpeername())
@@ -69,6 +87,7 @@ class Connection:
 
     async def run(self) -> None:
         """Serve requests until the client leaves, misbehaves or idles."""
+        self.owner.connections.add(self)
         try:
             while await self._one_request():
                 self.h11.start_next_cycle()
@@ -79,6 +98,7 @@ class Connection:
         except Exception:
             log.exception("connection from %s failed", self.client)
         finally:
+            self.owner.connections.discard(self)
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 
@@ -87,8 +107,12 @@ class Connection:
     async def _one_request(self) -> bool:
         """Read one request and answer it; whether the connection goes on."""
         try:
+            if self.owner.closing:
+                return False
             with trio.move_on_after(self.limits.keep_alive) as scope:
+                self.idle = scope
                 event = await self._next_event()
+            self.idle = None
             if scope.cancelled_caught:
                 return False
         except h11.RemoteProtocolError as exc:
@@ -252,8 +276,10 @@ async def serve(app: Any, host: str, port: int, shutdown: trio.Event, limits: Li
         listeners = listeners[:1]
     bound = listeners[0].socket.getsockname()[1]
 
+    state = Server()
+
     async def handler(stream: trio.SocketStream) -> None:
-        await Connection(stream, app, limits).run()
+        await Connection(stream, app, limits, state).run()
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accept:
@@ -262,4 +288,5 @@ async def serve(app: Any, host: str, port: int, shutdown: trio.Event, limits: Li
             task_status.started(bound)
             await shutdown.wait()
             accept.cancel_scope.cancel()
+        state.close_idle()
         connections.cancel_scope.deadline = trio.current_time() + limits.graceful

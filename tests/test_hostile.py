@@ -300,3 +300,21 @@ def test_malformed_http_gets_400_with_a_code(hostile: Cluster, raw: bytes) -> No
         head, _, body = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400"), reply
         assert msgpack.unpackb(body)["error"]["code"] == "BADREQ"
+
+
+def test_shutdown_does_not_wait_for_idle_keep_alive_connections(tmp_path: Path) -> None:
+    """A daemon told to stop closes idle connections at once (it waited the
+    whole graceful period, 2 s per daemon, for clients' pooled connections)."""
+    c = make_cluster(tmp_path, chunkds=1)
+    try:
+        c.start()
+        with httpx.Client() as http:        # keeps its connections open
+            for base in (c.url, c.servers[0].url):
+                for _ in range(3):
+                    assert http.get(f"{base}/status").status_code == 200
+            for d in (c.servers[0], c.master):
+                start = time.monotonic()
+                d.stop()
+                assert time.monotonic() - start < 1.5, d.name
+    finally:
+        c.stop()
