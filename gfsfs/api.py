@@ -84,6 +84,7 @@ class _Loop:
         self._stop: trio.Event | None = None
         self._failure: BaseException | None = None
         self._ready = threading.Event()
+        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._main, daemon=True,
                                         name=f"gfsfs-client {cfg.master_url}")
         self._thread.start()
@@ -110,13 +111,21 @@ class _Loop:
         return trio.from_thread.run(fn, *args, trio_token=self.token)
 
     def stop(self) -> None:
-        """Write back every file's buffered data, then end the loop."""
-        if self._stop is not None:
+        """Write back every file's buffered data, then end the loop (waiting
+        for it unless called on the loop's own thread, as a finalizer may be)."""
+        if self._pid != os.getpid():
+            return                     # a forked child: the loop is the parent's
+        if self.token is not None:
             try:
-                trio.from_thread.run_sync(self._stop.set, trio_token=self.token)
+                self.token.run_sync_soon(self._stop_soon)
             except trio.RunFinishedError:
                 pass
-        self._thread.join(self.cfg.request_timeout + 5.0)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(self.cfg.request_timeout + 5.0)
+
+    def _stop_soon(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
 
 
 class GFS:
@@ -131,6 +140,10 @@ class GFS:
         self._client: Client = self._loop.client
         self._ops = Ops(self._client, uid, gid)
         self._files: weakref.WeakSet[IO[Any]] = weakref.WeakSet()
+        # a handle dropped unclosed still stops its thread; at exit _close_all
+        # closes open handles (their files first), so not this
+        self._finalizer = weakref.finalize(self, self._loop.stop)
+        self._finalizer.atexit = False
         _handles.add(self)
 
     def __repr__(self) -> str:
@@ -157,8 +170,8 @@ class GFS:
                 f.close()
             except (OSError, ValueError) as exc:
                 log.error("%s: closing %s: %s", self.url, getattr(f, "name", f), exc)
-        loop, self._loop = self._loop, None
-        loop.stop()
+        self._loop = None
+        self._finalizer()
 
     def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, path: str | None = None) -> T:
         """``await fn(*args)`` on the client's thread; GFSError -> OSError."""

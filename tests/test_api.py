@@ -3,8 +3,10 @@ master and three chunkd processes per test (the ``cluster`` fixture)."""
 from __future__ import annotations
 
 import errno
+import gc
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -207,3 +209,18 @@ def test_closed_handle(cluster: Cluster) -> None:
         fs.stat("/")
     with gfsfs.connect(cluster.url) as again:
         assert again.read_bytes("/late") == b"buffered"
+    assert not client_threads()
+    dropped = gfsfs.connect(cluster.url)      # never closed: its finalizer stops the thread
+    dropped.write_bytes("/dropped", b"x")
+    assert client_threads()
+    del dropped
+    gc.collect()
+    for _ in range(50):
+        if not client_threads():
+            break
+        time.sleep(0.1)
+    assert not client_threads()
+
+
+def client_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("gfsfs-client")]
