@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,6 +82,10 @@ def test_fsspec_calls(url: str) -> None:
     assert [e["type"] for e in fs.ls("/a")] == ["file", "file", "directory"]
     assert fs.find("/") == ["/a/b.txt", "/a/c.bin"]
     assert fs.unstrip_protocol("/a/b.txt") == f"{url}/a/b.txt"
+    with fsspec.open(f"{url}/a/b.txt", "rt") as f:
+        assert f.readline() == "hello\n"
+    copy = pickle.loads(pickle.dumps(fs))          # as dask ships it to workers
+    assert copy.cat_file("/a/b.txt") == b"hello\n"
     with pytest.raises(FileNotFoundError):
         fs.info("/a/nope")
     with pytest.raises(FileNotFoundError):
