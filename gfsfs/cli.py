@@ -25,7 +25,8 @@ status: 0 on success, 1 on a failure (message on stderr), 2 on a usage error.
 PATH is a path inside the file system (``/a/b``) or a local path under a
 mount point of gfsfs (an entry of type ``fuse.gfsfs`` in /proc/mounts), whose
 mount point prefix is stripped. It is resolved with ``lookup`` from the root
-inode, following symbolic links in all but the last component.
+inode (:func:`gfsfs.paths.resolve`, shared with :mod:`gfsfs.api`), following
+symbolic links in all but the last component.
 """
 from __future__ import annotations
 
@@ -42,13 +43,12 @@ from typing import Any
 import httpx
 import trio
 
-from . import config
+from . import config, paths
 from .config import ConfigError
 from .errors import GFSError
+from .paths import components  # noqa: F401 (cli_snapshot's, and other callers')
 from .rpc import call, make_http
 
-ROOT_INO = 1
-MAX_SYMLINKS = 40
 MAX_GOAL = 16
 PROG = "gfs"
 
@@ -128,10 +128,6 @@ def fs_path(arg: str, mounts: list[str] | None = None) -> str:
     return os.path.normpath("/" + arg)
 
 
-def components(path: str) -> list[bytes]:
-    return [os.fsencode(c) for c in path.split("/") if c and c != "."]
-
-
 # ---------------------------------------------------------------- master
 
 class Master:
@@ -151,27 +147,13 @@ class Master:
     async def resolve(self, path: str, follow: bool = False) -> dict[str, Any]:
         """The Attr of ``path`` (an absolute path inside the file system);
         ``follow``: a symlink in the last component is followed too."""
-        todo = components(path)
-        parent: dict[str, Any] | None = None
-        attr = await self.call("getattr", {"ino": ROOT_INO}, path)
-        links = 0
-        while todo:
-            name = todo.pop(0)
-            if not stat.S_ISDIR(attr["mode"]):
-                raise Failure(f"{path}: {os.strerror(_errno.ENOTDIR)} (ENOTDIR)")
-            parent = attr
-            attr = await self.call("lookup", {"parent": parent["ino"], "name": name}, path)
-            if stat.S_ISLNK(attr["mode"]) and (todo or follow):
-                links += 1
-                if links > MAX_SYMLINKS:
-                    raise Failure(f"{path}: {os.strerror(_errno.ELOOP)} (ELOOP)")
-                target = (await self.call("readlink", {"ino": attr["ino"]}, path))["target"]
-                todo = [c for c in target.split(b"/") if c and c != b"."] + todo
-                if target.startswith(b"/"):
-                    attr = await self.call("getattr", {"ino": ROOT_INO}, path)
-                else:
-                    attr = parent
-        return attr
+        try:
+            return await paths.resolve(paths.MasterLookups(self.http, self.url), path, follow)
+        except GFSError as exc:
+            raise Failure(describe(exc, path, self.url)) from None
+        except OSError as exc:       # ELOOP: too many symbolic links
+            code = _errno.errorcode.get(exc.errno or 0, "EIO")
+            raise Failure(f"{path}: {os.strerror(exc.errno or _errno.EIO)} ({code})") from None
 
     async def readdir(self, ino: int, what: str) -> list[tuple[bytes, dict[str, Any]]]:
         out: list[tuple[bytes, dict[str, Any]]] = []
