@@ -24,7 +24,7 @@ import trio
 from gfsfs.config import MasterConfig
 from gfsfs.errors import GFSError
 
-from . import image, rollback, snapshot
+from . import image, records, rollback, snapshot
 from .chunks import Chunkd, ChunkRegistry, Lease
 from .leases import LeaseTable, is_fenced
 from .logread import Loaded, LogDamage, keep_damaged
@@ -99,7 +99,7 @@ class Master:
             raise RuntimeError("op log recovery did not converge")
         oplog.start(loaded)
         if loaded.state is None and not loaded.entries and oplog.last_seq == 0:
-            rec = {"op": "init", "now": time.time_ns()}
+            rec = records.init()
             ns.apply(rec)
             oplog.append(rec)
             oplog.flush_sync()
@@ -222,9 +222,6 @@ class Master:
         except GFSError:            # gone meanwhile
             return {}
 
-    def new_ino_record(self, op: str, **fields: Any) -> Record:
-        return {"op": op, **fields, "ino": self.ns.next_ino, "now": time.time_ns()}
-
     async def checkpoint(self) -> int:
         return await self.oplog.checkpoint(lambda: image.to_state(self.ns))
 
@@ -273,8 +270,7 @@ class Master:
         reply["written"] = True
         if first.size is not None:
             reply["attr"] = await self.mutate_attr(
-                {"op": "extend", "ino": ino, "size": first.size, "mtime_ns": first.mtime_ns,
-                 "now": time.time_ns()}, None)
+                records.extend(ino, first.size, first.mtime_ns), None)
         return reply
 
     async def _lease(self, ino: int, index: int, avoid: frozenset[str] | set[str],
@@ -336,8 +332,7 @@ class Master:
         goal = self.ns.get_file(ino).goal
         targets = self.registry.place(goal)
         handle = self.ns.next_handle
-        _, seq = self.stage({"op": "add_chunk", "ino": ino, "index": index, "handle": handle,
-                             "version": 1})
+        _, seq = self.stage(records.add_chunk(ino, index, handle, 1))
         extra = {} if first is None else {"offset": first.offset, "data": first.data,
                                           "sync": first.sync}
         errors: list[GFSError] = []
@@ -349,8 +344,7 @@ class Master:
             ok = await self._set_version(handle, 1, targets, create=True, extra=extra,
                                          errors=errors)
         if not ok:
-            await self.mutate({"op": "drop_chunk", "ino": ino, "index": index,
-                               "handle": handle})
+            await self.mutate(records.drop_chunk(ino, index, handle))
             if errors and all(e.code == "ENOSPC" for e in errors):
                 raise GFSError("ENOSPC", f"no chunk server has room for chunk {handle}")
             raise GFSError("UNAVAILABLE", f"no chunk server could create chunk {handle}")
@@ -377,7 +371,7 @@ class Master:
             raise GFSError("UNAVAILABLE", f"no replica of chunk {handle} took version {version}")
         current = self.ns.version(handle)
         if current is not None and current < version:
-            await self.mutate({"op": "set_version", "handle": handle, "version": version})
+            await self.mutate(records.set_version(handle, version))
         if prev is not None:
             await self._await_expiry(handle, prev, {s.id for s in ok})
         self._settle(handle, ok)
@@ -556,7 +550,7 @@ class Master:
             log.warning("chunkd %s has chunk %d at v%d, newer than ours: adopting", cid,
                         handle, version)
             try:
-                await self.mutate({"op": "set_version", "handle": handle, "version": version})
+                await self.mutate(records.set_version(handle, version))
             except GFSError as exc:
                 log.warning("adopting chunk %d failed: %s", handle, exc)
                 continue
@@ -572,8 +566,7 @@ class Master:
         targets = self.ns.subtree(ino) if recursive else [inode]
         changed = sum(1 for t in targets if t.goal != goal)
         # no await between counting and applying (mutate applies synchronously)
-        await self.mutate({"op": "setgoal", "ino": ino, "goal": goal,
-                           "recursive": recursive, "now": time.time_ns()}, ctx)
+        await self.mutate(records.setgoal(ino, goal, recursive), ctx)
         return {"ino": ino, "goal": goal, "inodes": len(targets), "changed": changed}
 
     def fileinfo(self, ino: int) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from . import records
+
 if TYPE_CHECKING:
     from .chunks import Lease
     from .core import Master
@@ -141,7 +143,7 @@ async def revoke_lease(master: Master, handle: int, why: str) -> int:
     if current is None:
         return version                      # deleted meanwhile
     if current < version:
-        await master.mutate({"op": "set_version", "handle": handle, "version": version})
+        await master.mutate(records.set_version(handle, version))
     for srv in srvs:
         if srv not in ok:
             reg.drop_location(handle, srv.id)
@@ -201,7 +203,7 @@ async def revoke_leases(master: Master, handles: list[int], why: str) -> int:
     done = [[h, v] for h, v in want.items() if ok[h] and ns.version(h) is not None
             and ns.version(h) < v]
     if done:
-        await master.mutate({"op": "set_versions", "versions": done})
+        await master.mutate(records.set_versions(done))
     for h, cids in ok.items():
         if cids:
             for cid in asked[h] - cids:

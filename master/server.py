@@ -14,7 +14,7 @@ from gfsfs.protocol import INLINE_MAX, MAX_NAME
 from gfsfs.rpc import App, Request, Response, need, opt
 from gfsfs.validate import check_addr, check_bytes, check_id, check_server_id
 
-from . import image, metrics
+from . import image, metrics, records
 from . import web
 from .core import FirstWrite, Master
 from .namespace import MAX_GOAL
@@ -142,72 +142,65 @@ class Handlers:
 
     async def setattr(self, req: Req) -> Req:
         ino = need(req, "ino", int)
-        rec: Req = {"op": "setattr", "ino": ino}
+        fields: dict[str, int] = {}
         if req.get("mode") is not None:
-            rec["mode"] = _u32(req, "mode")
+            fields["mode"] = _u32(req, "mode")
         for key in ("uid", "gid"):
             if req.get(key) is not None:
-                rec[key] = _id(req, key)
+                fields[key] = _id(req, key)
         for key in ("size", "atime_ns", "mtime_ns"):
             if req.get(key) is not None:
-                rec[key] = need(req, key, int)
-        if opt(req, "write_handle", bool, False):
-            rec["write_handle"] = True    # ftruncate: checked by perms, never logged
-        rec["now"] = time.time_ns()
+                fields[key] = need(req, key, int)
+        # write_handle (ftruncate): checked by perms, never logged
+        rec = records.setattr(ino, **fields,
+                              write_handle=opt(req, "write_handle", bool, False))
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def create(self, req: Req) -> Req:
-        rec = self.m.new_ino_record("create", parent=need(req, "parent", int),
-                                    name=_name(req), mode=_u32(req, "mode"),
-                                    uid=_id(req, "uid"), gid=_id(req, "gid"),
-                                    rdev=_u32(req, "rdev", 0))
+        rec = records.create(need(req, "parent", int), _name(req), _u32(req, "mode"),
+                             _id(req, "uid"), _id(req, "gid"), _u32(req, "rdev", 0),
+                             self.m.ns.next_ino)
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def mkdir(self, req: Req) -> Req:
-        rec = self.m.new_ino_record("mkdir", parent=need(req, "parent", int),
-                                    name=_name(req), mode=_u32(req, "mode"),
-                                    uid=_id(req, "uid"), gid=_id(req, "gid"))
+        rec = records.mkdir(need(req, "parent", int), _name(req), _u32(req, "mode"),
+                            _id(req, "uid"), _id(req, "gid"), self.m.ns.next_ino)
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def symlink(self, req: Req) -> Req:
-        rec = self.m.new_ino_record("symlink", parent=need(req, "parent", int),
-                                    name=_name(req), target=_name(req, "target"),
-                                    uid=_id(req, "uid"), gid=_id(req, "gid"))
+        rec = records.symlink(need(req, "parent", int), _name(req), _name(req, "target"),
+                              _id(req, "uid"), _id(req, "gid"), self.m.ns.next_ino)
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def link(self, req: Req) -> Req:
-        rec = {"op": "link", "ino": need(req, "ino", int), "parent": need(req, "parent", int),
-               "name": _name(req), "now": time.time_ns()}
+        rec = records.link(need(req, "ino", int), need(req, "parent", int), _name(req))
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def unlink(self, req: Req) -> Req:
-        rec = {"op": "unlink", "parent": need(req, "parent", int), "name": _name(req),
-               "now": time.time_ns()}
+        rec = records.unlink(need(req, "parent", int), _name(req))
         await self.m.mutate(rec, _ctx(req))
         return self.m.parent_attr(rec)
 
     async def rmdir(self, req: Req) -> Req:
-        rec = {"op": "rmdir", "parent": need(req, "parent", int), "name": _name(req),
-               "now": time.time_ns()}
+        rec = records.rmdir(need(req, "parent", int), _name(req))
         await self.m.mutate(rec, _ctx(req))
         return self.m.parent_attr(rec)
 
     async def rename(self, req: Req) -> Req:
-        await self.m.rename({"op": "rename", "parent": need(req, "parent", int),
-                             "name": _name(req), "new_parent": need(req, "new_parent", int),
-                             "new_name": _name(req, "new_name"),
-                             "flags": _nat(req, "flags", 0), "now": time.time_ns()}, _ctx(req))
+        await self.m.rename(records.rename(need(req, "parent", int), _name(req),
+                                           need(req, "new_parent", int),
+                                           _name(req, "new_name"), _nat(req, "flags", 0)),
+                            _ctx(req))
         return {}
 
     async def setxattr(self, req: Req) -> Req:
-        await self.m.mutate({"op": "setxattr", "ino": need(req, "ino", int), "name": _name(req),
-                             "value": need(req, "value", bytes), "flags": _nat(req, "flags", 0),
-                             "now": time.time_ns()}, _ctx(req))
+        await self.m.mutate(records.setxattr(need(req, "ino", int), _name(req),
+                                             need(req, "value", bytes), _nat(req, "flags", 0)),
+                            _ctx(req))
         return {}
 
     async def removexattr(self, req: Req) -> Req:
-        await self.m.mutate({"op": "removexattr", "ino": need(req, "ino", int),
-                             "name": _name(req), "now": time.time_ns()}, _ctx(req))
+        await self.m.mutate(records.removexattr(need(req, "ino", int), _name(req)), _ctx(req))
         return {}
 
     # ------------------------------------------------------------ data path
@@ -236,8 +229,8 @@ class Handlers:
         return await self.m.append_lease(need(req, "ino", int), _nat(req, "index", 0))
 
     async def extend(self, req: Req) -> Req:
-        rec = {"op": "extend", "ino": need(req, "ino", int), "size": _nat(req, "size"),
-               "mtime_ns": need(req, "mtime_ns", int), "now": time.time_ns()}
+        rec = records.extend(need(req, "ino", int), _nat(req, "size"),
+                             need(req, "mtime_ns", int))
         return await self.m.mutate_attr(rec, None)
 
     # ------------------------------------------------------------ chunkd -> master

@@ -31,7 +31,7 @@ import trio
 from gfsfs.errors import GFSError
 from gfsfs.rpc import App, need
 
-from . import leases
+from . import leases, records
 from .namespace import check_name
 from .perms import R, W, X, require
 
@@ -82,7 +82,7 @@ async def copy_on_write(master: Master, ino: int, index: int, old: int) -> int:
     new = ns.next_handle
     # the handle is taken before any chunkd makes it: a crash before the cow
     # record leaves only orphan copies, deleted when their chunkds report them
-    await master.mutate({"op": "reserve_handles", "next_handle": new + 1})
+    await master.mutate(records.reserve_handles(new + 1))
     done: set[str] = set()
 
     async def one(srv: Chunkd) -> None:
@@ -105,8 +105,7 @@ async def copy_on_write(master: Master, ino: int, index: int, old: int) -> int:
     if not ok:
         raise GFSError("UNAVAILABLE", f"no replica of chunk {old} could copy it")
     try:
-        await master.mutate({"op": "cow", "ino": ino, "index": index, "old": old, "new": new,
-                             "version": version, "now": time.time_ns()})
+        await master.mutate(records.cow(ino, index, old, new, version))
     except GFSError:
         discard()
         raise
@@ -165,8 +164,7 @@ async def snapshot(master: Master, src: int, parent: int, name: bytes,
                     revoked += await leases.revoke_leases(master, todo, "a snapshot")
                     continue
                 order = ns.snapshot_order(src)
-                rec = {"op": "snapshot", "src": src, "parent": parent, "name": name,
-                       "ino": ns.next_ino, "count": len(order), "now": time.time_ns()}
+                rec = records.snapshot(src, parent, name, ns.next_ino, len(order))
                 chunk_refs = sum(len(i.chunks or ()) for i in order)
                 await master.mutate(rec)
                 break

@@ -14,6 +14,7 @@ from gfsfs.errors import GFSError
 from gfsfs.rpc import App, need, opt
 from gfsfs.validate import opt_float
 
+from . import records
 from .core import Master
 from .namespace import ROOT_INO
 
@@ -35,7 +36,7 @@ class TrashPurger:
         cutoff = now_ns - int(self.master.cfg.trash_time * 1e9)
         expired = self.master.ns.expired_trash(cutoff)[: self.batch]
         if expired:
-            await self.master.mutate({"op": "purge", "inos": expired})
+            await self.master.mutate(records.purge(expired))
             log.info("purged %d files from trash", len(expired))
         return len(expired)
 
@@ -94,8 +95,7 @@ async def trash_restore(master: Master, ino: int, parent: int | None = None,
     if name in pdir.dir.entries:
         raise GFSError("EEXIST", f"{name.decode('utf-8', 'backslashreplace')!r} exists in "
                                  f"inode {parent}; restore it elsewhere (--to NEWPATH)")
-    await master.mutate({"op": "restore", "ino": ino, "parent": parent, "name": name,
-                         "now": time.time_ns()})
+    await master.mutate(records.restore(ino, parent, name))
     return {"ino": ino, "parent": parent, "name": name, "attr": ns.attr(ns.get(ino))}
 
 
@@ -117,7 +117,7 @@ async def trash_purge(master: Master, older_than: float | None = None,
             refs[handle] = refs.get(handle, 0) + 1
     freed = sum(1 for h, n in refs.items() if ns.chunks.get(h, [0, 0])[1] <= n)
     if chosen:
-        await master.mutate({"op": "purge", "inos": chosen})
+        await master.mutate(records.purge(chosen))
         log.info("trash purge: %d files, %d chunks freed", len(chosen), freed)
     return {"purged": len(chosen), "bytes": size, "chunks_freed": freed,
             "chunks_shared": len(refs) - freed}
