@@ -26,7 +26,7 @@ Copies and leases. A copy must not race a mutation: under a lease, writes go on
 at the *same* version for up to ``lease_seconds``, so a copy taken meanwhile
 could miss some of them and still look current. Waiting for the lease to lapse
 would leave a chunk under-replicated for up to a minute after every write, so
-instead, when a client may hold a lease on the chunk (``leases.maybe_leased``:
+instead, when a client may hold a lease on the chunk (``LeaseManager.maybe_leased``:
 a lease in the table, one dropped early with a primary declared dead but maybe
 still serving clients, or any lease in the first ``lease_seconds`` after a
 master start), the copy first *revokes* the lease
@@ -53,8 +53,8 @@ import trio
 from gfsfs.errors import GFSError
 
 from .chunks import Chunkd
-from .core import ChunkdCaller, Master
-from .leases import maybe_leased, revoke_lease
+from .core import Master
+from .leases import ChunkdCaller
 
 log = logging.getLogger(__name__)
 
@@ -261,9 +261,9 @@ class Replicator:
             # off from us it may still serve clients) counts until it expires,
             # as does any lease a master before a restart may have granted:
             # writes through it would miss the new replica at the same version
-            if not maybe_leased(m, c.handle, time.time_ns()):
+            if not m.leases.maybe_leased(c.handle, time.time_ns()):
                 return version
-            return await revoke_lease(m, c.handle, "a copy")
+            return await m.leases.revoke(c.handle, "a copy")
 
     def _finish(self, c: Copy, version: int, reply: Any) -> None:
         m, reg = self.m, self.m.registry

@@ -12,15 +12,13 @@ from typing import Any
 from gfsfs.errors import GFSError
 from gfsfs.protocol import INLINE_MAX, MAX_NAME
 from gfsfs.rpc import App, Request, Response, need, opt
-from gfsfs.validate import check_addr, check_bytes, check_id, check_server_id
+from gfsfs.validate import check_addr, check_bytes, check_id, check_server_id, opt_float
 
-from . import image, metrics, records
-from . import web
+from . import image, metrics, records, replication, trash, web
 from .core import FirstWrite, Master
 from .namespace import MAX_GOAL
 from .perms import R, X, Ctx, require, xattr_access
-from . import replication
-from . import snapshot, trash
+from .rebalance import drain_remaining
 
 Req = dict[str, Any]
 U32 = (1 << 32) - 1
@@ -244,7 +242,7 @@ class Handlers:
         delete, again = self.m.registry.heartbeat(
             _chunkd_id(req), *_space(req), _nat(req, "chunk_count", 0))
         extend = _ints(req, "extend")
-        extended = [] if again or not extend else self.m.extend_leases(_chunkd_id(req),
+        extended = [] if again or not extend else self.m.leases.extend(_chunkd_id(req),
                                                                        extend)
         return {"delete": delete, "reregister": again, "extended": extended}
 
@@ -278,7 +276,6 @@ class Handlers:
 
     async def drain(self, req: Req) -> Req:
         """Start (or with ``cancel`` stop) draining a chunkd; its progress."""
-        from .rebalance import drain_remaining
         cid, cancel = need(req, "id", str), opt(req, "cancel", bool, False)
         reg = self.m.registry
         srv = reg.servers.get(cid)
@@ -292,15 +289,51 @@ class Handlers:
         return {"id": cid, "draining": srv.draining, "alive": srv.alive,
                 "remaining": drain_remaining(self.m, cid), "chunks": len(srv.handles)}
 
+    # ------------------------------------------------------------ snapshots, trash
+
+    async def snapshot(self, req: Req) -> Req:
+        return await self.m.snapshots.take(need(req, "src", int), need(req, "parent", int),
+                                           _name(req), _ctx(req))
+
+    async def trash_list(self, req: Req) -> Req:
+        return trash.trash_list(self.m)
+
+    async def trash_restore(self, req: Req) -> Req:
+        parent = opt(req, "parent", int)
+        name = opt(req, "name", (bytes, str))
+        if isinstance(name, str):
+            name = name.encode()
+        if (parent is None) != (name is None):
+            raise GFSError("BADREQ", "give both parent and name, or neither")
+        return await trash.trash_restore(self.m, need(req, "ino", int), parent, name)
+
+    async def trash_purge(self, req: Req) -> Req:
+        # seconds; at most ~317 years (time.time_ns() - older_than stays an int64)
+        older = opt_float(req, "older_than", 0.0, 1e10)
+        inos = opt(req, "inos", list)
+        if inos is not None and not all(isinstance(i, int) for i in inos):
+            raise GFSError("BADREQ", "inos must be integers")
+        return await trash.trash_purge(self.m, older, inos)
+
     async def status(self, req: Request) -> Response:
         return Response.msgpack(self.m.status())
 
 
-RPCS = ("lookup", "getattr", "setattr", "create", "mkdir", "symlink", "link", "unlink",
-        "rmdir", "rename", "readdir", "readlink", "setxattr", "getxattr", "listxattr",
-        "removexattr", "statfs", "chunks", "lease", "append_lease", "extend", "register", "heartbeat",
-        "report_chunks", "checkpoint", "dump_metadata", "setgoal", "fileinfo",
-        "cluster_status")
+# The master's RPC table: every ``POST /rpc/NAME`` is the Handlers method NAME
+# (the protocol is gfsfs.protocol).
+RPCS = (
+    # namespace
+    "lookup", "getattr", "setattr", "create", "mkdir", "symlink", "link", "unlink",
+    "rmdir", "rename", "readdir", "readlink", "setxattr", "getxattr", "listxattr",
+    "removexattr", "statfs",
+    # data path
+    "chunks", "lease", "append_lease", "extend",
+    # chunkd -> master
+    "register", "heartbeat", "report_chunks",
+    # admin
+    "checkpoint", "dump_metadata", "setgoal", "fileinfo", "cluster_status", "fsck", "drain",
+    "snapshot", "trash_list", "trash_restore", "trash_purge",
+)
 
 
 def build_app(master: Master) -> App:
@@ -310,10 +343,6 @@ def build_app(master: Master) -> App:
     for name in RPCS:
         app.rpc(name, getattr(handlers, name))
     app.route("GET", "/status", handlers.status)
-    app.rpc("fsck", handlers.fsck)
-    app.rpc("drain", handlers.drain)
-    snapshot.install(master, app)           # snapshot (copy-on-write)
-    trash.install(master, app)              # trash_list, trash_restore, trash_purge
     metrics.install(master, app)            # GET /metrics (Prometheus)
     web.install(master, app)                # GET / (the web page), /web/...; keep last
     return app
