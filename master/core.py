@@ -34,6 +34,7 @@ from .perms import Ctx, authorize
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class FirstWrite:
     """Bytes (at most INLINE_MAX) a client is about to write to a chunk that
@@ -55,12 +56,16 @@ class Master:
         self.ns = ns
         self.oplog = oplog
         self.caller = caller
+        # the lease table is shared: the registry drops the leases of the
+        # replicas and chunkds it forgets, the lease manager does the rest
         self.registry = ChunkRegistry(cfg.chunk_size, cfg.heartbeat_interval,
                                       cfg.dead_after_heartbeats,
                                       LeaseTable(int(cfg.lease_seconds * 1e9)), clock)
         self.leases = LeaseManager(cfg, ns, self.registry, caller, self.mutate)
         self.snapshots = snapshot.SnapshotService(self)
-        self._locks: dict[tuple[int, int], list[Any]] = {}    # key -> [Lock, users]
+        # (ino, chunk index) -> [Lock, users]: held by a lease grant, an
+        # allocation, a copy-on-write, a re-replication copy (chunk_lock)
+        self.chunk_locks: dict[tuple[int, int], list[Any]] = {}
         # under-goal chunks a client asked for (handle -> monotonic time): the
         # replicator copies these before the rest of their class (GFS §4.3)
         self.wanted: dict[int, float] = {}
@@ -190,7 +195,7 @@ class Master:
             return
         async with AsyncExitStack() as stack:
             for ino, index, _h in keys:         # sorted: no lock-order deadlock
-                await stack.enter_async_context(self._chunk_lock((ino, index)))
+                await stack.enter_async_context(self.chunk_lock((ino, index)))
             todo = [h for _i, _x, h in keys if h in self.leases.table and h in self.ns.chunks]
             if todo:
                 try:
@@ -271,7 +276,7 @@ class Master:
         if index * self.ns.chunk_size >= MAX_FILE_SIZE:
             raise GFSError("EFBIG", f"chunk {index} is beyond the largest file size")
         await self.snapshots.gate(ino)          # a snapshot of its tree is being taken
-        async with self._chunk_lock((ino, index)):
+        async with self.chunk_lock((ino, index)):
             handle = self.ns.chunk_at(ino, index)
             if handle is not None and self.ns.chunks[handle][1] > 1:
                 # shared with a snapshot: this file gets its own copy first
@@ -327,8 +332,8 @@ class Master:
         return handle
 
     @asynccontextmanager
-    async def _chunk_lock(self, key: tuple[int, int]) -> AsyncIterator[None]:
-        entry = self._locks.setdefault(key, [trio.Lock(), 0])
+    async def chunk_lock(self, key: tuple[int, int]) -> AsyncIterator[None]:
+        entry = self.chunk_locks.setdefault(key, [trio.Lock(), 0])
         entry[1] += 1
         try:
             async with entry[0]:
@@ -336,7 +341,7 @@ class Master:
         finally:
             entry[1] -= 1
             if entry[1] == 0:
-                del self._locks[key]
+                del self.chunk_locks[key]
 
     # ------------------------------------------------------------ chunkds
 

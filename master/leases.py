@@ -101,7 +101,8 @@ class LeaseTable(Mapping[int, Lease]):
     def __contains__(self, handle: object) -> bool:
         return handle in self._held
 
-    def get(self, handle: int, default: Lease | None = None) -> Lease | None:  # type: ignore[override]
+    def get(self, handle: int,  # type: ignore[override]
+            default: Lease | None = None) -> Lease | None:
         return self._held.get(handle, default)
 
     def put(self, handle: int, lease: Lease) -> None:
@@ -161,7 +162,7 @@ class LeaseTable(Mapping[int, Lease]):
 class LeaseManager:
     """Grants, extends and revokes the leases of chunks (see the module doc).
 
-    Callers hold the chunk's lock (``Master._chunk_lock``) around a grant or a
+    Callers hold the chunk's lock (``Master.chunk_lock``) around a grant or a
     revocation, or otherwise keep new leases from being granted meanwhile."""
 
     MAX_EXTEND = 65536          # handles one heartbeat may ask to extend

@@ -65,7 +65,7 @@ def plan_moves(rep: Replicator, needs: dict[int, ChunkNeed]) -> list[Copy]:
     if budget <= 0:
         return []
     per = max(1, m.cfg.replication_per_chunkd)
-    busy = m._locks
+    busy = m.chunk_locks
     cs = reg.chunk_size
     out: list[Copy] = []
     now = rep.clock()

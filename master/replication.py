@@ -168,7 +168,7 @@ class Replicator:
         """Pick (source, target) for as many under-goal chunks as the throttle
         allows, most urgent first, and reserve them."""
         cfg = self.m.cfg
-        busy = self.m._locks               # (ino, index) keys a lease or allocation holds
+        busy = self.m.chunk_locks          # (ino, index) keys a lease or allocation holds
         # a chunk being allocated or leased right now may look under-replicated
         # (some chunkds' reports arrive before the rest answered): not yet
         under = [n for n in needs.values() if 0 < len(n.live) < n.goal
@@ -248,7 +248,7 @@ class Replicator:
         """The version to copy at: the current one, or -- when the chunk has a
         lease -- a new one after revoking the lease (see the module doc)."""
         m, reg = self.m, self.m.registry
-        async with m._chunk_lock(c.key):
+        async with m.chunk_lock(c.key):
             version = m.ns.version(c.handle)
             if version is None:
                 return None                 # deleted meanwhile

@@ -2,20 +2,21 @@
 
 ``snapshot {src, parent, name}``
 
-:class:`SnapshotService` (``Master.snapshots``) does it, in three steps:
+:class:`SnapshotService` (``Master.snapshots``) takes it in three steps:
 
-1. *Freeze*: new ``lease`` calls on the files of ``src`` wait (:meth:`SnapshotService.gate`),
-   and the snapshot waits for those already under way (their per-chunk locks).
+1. *Freeze*: new ``lease`` calls on the files of ``src`` wait
+   (:meth:`SnapshotService.gate`), and the snapshot waits for those already
+   under way (their per-chunk locks, ``Master.chunk_lock``).
 2. *Revoke* every lease a client may still hold on those chunks
-   (:meth:`master.leases.LeaseManager.revoke_many`: the version goes up, so an old
-   primary's later commits answer STALE and the client asks for a new lease).
+   (:meth:`master.leases.LeaseManager.revoke_many`: the version goes up, so an
+   old primary's later commits answer STALE and the client asks for a new lease).
 3. *Copy the metadata* at once: one logged record (``op: snapshot``, the new
    inode numbers in it) applied through ``Namespace.apply``, raising every
    shared chunk's reference count. It is applied right after a synchronous
    re-check that nothing in the tree holds or is being granted a lease.
 
-Copy-on-write (:meth:`SnapshotService.copy_on_write`, called by ``Master.lease`` under the
-chunk's lock): the first write to a chunk whose reference count is above 1
+Copy-on-write (:meth:`SnapshotService.copy_on_write`, called by ``Master.lease``
+under the chunk's lock): the first write to a chunk whose reference count is above 1
 reserves a new handle (logged), tells every chunkd holding a replica to copy
 the chunk *locally* (``copy`` RPC: no data through the client or the master),
 then logs ``cow`` (the file's chunk map points at the new handle, the old one
@@ -166,7 +167,7 @@ class SnapshotService:
             for ino in files - frozen:
                 self.frozen.setdefault(ino, event)
             frozen |= files
-            if any(key[0] in files for key in master._locks):
+            if any(key[0] in files for key in master.chunk_locks):
                 await trio.sleep(0.005)         # a lease or allocation under way
                 continue
             now_ns = time.time_ns()
