@@ -43,6 +43,32 @@ class Chunkd:
         return {"id": self.id, "addr": self.addr}
 
 
+@dataclass
+class ChunkNeed:
+    """One chunk's replication state in a scan (:func:`master.replication.scan`)."""
+    handle: int
+    goal: int
+    live: list[Chunkd]
+    trash_only: bool                       # only files in trash reference it
+    refs: list[tuple[int, int]] = field(default_factory=list)   # (ino, index)
+
+    @property
+    def missing(self) -> int:
+        return self.goal - len(self.live)
+
+
+@dataclass
+class Copy:
+    """A replica copy planned by re-replication or a move (master.replication)."""
+    handle: int
+    source: Chunkd
+    target: Chunkd
+    key: tuple[int, int]                   # (ino, index): the master's per-chunk lock
+    goal: int
+    started: float
+    move: bool = False                     # rebalancing/drain: drop the source replica after
+
+
 class ChunkRegistry:
     """Chunkd id -> Chunkd; handle -> chunkd ids holding the current version."""
 

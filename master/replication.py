@@ -45,47 +45,22 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from gfsfs.errors import GFSError
 
-from .chunks import Chunkd
+from .chunks import Chunkd, ChunkNeed, Copy
 from .core import Master
 from .leases import ChunkdCaller
+from .rebalance import plan_moves
 
 log = logging.getLogger(__name__)
 
 ROOT_INO = 1
 COPY_TIMEOUT = 300.0          # seconds a target may take to fetch one chunk
 EVENT_TTL = 3600.0            # seconds fsck remembers a stale or corrupt replica
-
-
-@dataclass
-class ChunkNeed:
-    """One chunk's replication state in a scan."""
-    handle: int
-    goal: int
-    live: list[Chunkd]
-    trash_only: bool                       # only files in trash reference it
-    refs: list[tuple[int, int]] = field(default_factory=list)   # (ino, index)
-
-    @property
-    def missing(self) -> int:
-        return self.goal - len(self.live)
-
-
-@dataclass
-class Copy:
-    handle: int
-    source: Chunkd
-    target: Chunkd
-    key: tuple[int, int]                   # (ino, index): the master's per-chunk lock
-    goal: int
-    started: float
-    move: bool = False                     # rebalancing/drain: drop the source replica after
 
 
 def scan(master: Master) -> dict[int, ChunkNeed]:
@@ -142,8 +117,7 @@ class Replicator:
         self.trim(needs)
         copies = self.plan(needs) if self.clock() - self.born >= self.grace else []
         if self.clock() - self.born >= self.grace:
-            from .rebalance import plan_moves       # drain first, then rebalancing
-            copies += plan_moves(self, needs)
+            copies += plan_moves(self, needs)     # drain first, then rebalancing
         if nursery is not None:
             for c in copies:
                 nursery.start_soon(self._copy, c)
