@@ -19,6 +19,8 @@ import trio
 from gfsfs.errors import GFSError
 from gfsfs.validate import wire_sum
 
+from .leases import Lease, LeaseTable
+
 log = logging.getLogger(__name__)
 
 
@@ -42,28 +44,44 @@ class Chunkd:
 
 
 @dataclass
-class Lease:
-    primary: str
-    expires_ns: int
-    # the chunkds holding the chunk when the lease was granted (primary
-    # included): a client with this lease commits only if every one of them
-    # applies, so once all but the primary are at a higher version the lease
-    # can no longer get a write acknowledged
-    holders: tuple[str, ...] = ()
+class ChunkNeed:
+    """One chunk's replication state in a scan (:func:`master.replication.scan`)."""
+    handle: int
+    goal: int
+    live: list[Chunkd]
+    trash_only: bool                       # only files in trash reference it
+    refs: list[tuple[int, int]] = field(default_factory=list)   # (ino, index)
+
+    @property
+    def missing(self) -> int:
+        return self.goal - len(self.live)
+
+
+@dataclass
+class Copy:
+    """A replica copy planned by re-replication or a move (master.replication)."""
+    handle: int
+    source: Chunkd
+    target: Chunkd
+    key: tuple[int, int]                   # (ino, index): the master's per-chunk lock
+    goal: int
+    started: float
+    move: bool = False                     # rebalancing/drain: drop the source replica after
 
 
 class ChunkRegistry:
     """Chunkd id -> Chunkd; handle -> chunkd ids holding the current version."""
 
     def __init__(self, chunk_size: int, heartbeat_interval: float, dead_after: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 leases: LeaseTable, clock: Callable[[], float] = time.monotonic) -> None:
         self.chunk_size = chunk_size
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
         self.clock = clock
         self.servers: dict[str, Chunkd] = {}
         self.locations: dict[int, set[str]] = {}
-        self.leases: dict[int, Lease] = {}
+        # the lease table (master.leases): a lease goes with its primary or replica
+        self.leases = leases
         self.pending_delete: dict[str, set[int]] = {}
         # for fsck: replicas found stale (handle -> id -> (version, when)) or
         # reported corrupt (handle -> id -> when), forgotten after a while
@@ -147,8 +165,7 @@ class ChunkRegistry:
                 if not locs:
                     del self.locations[handle]
         srv.handles = set()
-        for handle in [h for h, lease in self.leases.items() if lease.primary == srv.id]:
-            del self.leases[handle]
+        self.leases.drop_primary(srv.id)
 
     def drop_location(self, handle: int, cid: str) -> None:
         locs = self.locations.get(handle)
@@ -161,7 +178,7 @@ class ChunkRegistry:
             srv.handles.discard(handle)
         lease = self.leases.get(handle)
         if lease is not None and lease.primary == cid:
-            del self.leases[handle]
+            self.leases.drop(handle)
 
     def set_locations(self, handle: int, ids: Iterable[str]) -> None:
         for cid in list(self.locations.get(handle, ())):
@@ -173,7 +190,7 @@ class ChunkRegistry:
     def collect_garbage(self, handles: Iterable[int]) -> None:
         """Chunks no file references: queue their deletion on their holders."""
         for handle in handles:
-            self.leases.pop(handle, None)
+            self.leases.drop(handle)
             for cid in self.locations.pop(handle, set()):
                 self.pending_delete.setdefault(cid, set()).add(handle)
                 srv = self.servers.get(cid)

@@ -5,15 +5,15 @@ memory, append to the op log -- all synchronous, with no await between the
 check and the mutation -- and then wait for the group-committed fsync. Replies
 to clients are sent only after that wait.
 
-Leases (GFS §3.1): a new grant raises the chunk's version in the op log, then
-calls ``set_version`` on every live replica before answering; replicas that fail
-are dropped from the chunk's locations (they are stale from now on).
+Leases (GFS §3.1) are :class:`master.leases.LeaseManager`'s (``Master.leases``),
+snapshots and copy-on-write :class:`master.snapshot.SnapshotService`'s
+(``Master.snapshots``); this class holds the per-chunk locks both run under.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +24,15 @@ import trio
 from gfsfs.config import MasterConfig
 from gfsfs.errors import GFSError
 
-from . import image, rollback, snapshot
-from .chunks import Chunkd, ChunkRegistry, Lease
-from .leases import LeaseTable, is_fenced
+from . import image, records, rollback, snapshot
+from .chunks import ChunkRegistry
+from .leases import ChunkdCaller, LeaseManager, LeaseTable
 from .logread import Loaded, LogDamage, keep_damaged
 from .namespace import MAX_FILE_SIZE, Namespace, Record
 from .oplog import OpLog
 from .perms import Ctx, authorize
 
 log = logging.getLogger(__name__)
-
-# (chunkd addr, rpc name, body) -> reply; raises GFSError
-ChunkdCaller = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -59,24 +56,24 @@ class Master:
         self.ns = ns
         self.oplog = oplog
         self.caller = caller
+        # the lease table is shared: the registry drops the leases of the
+        # replicas and chunkds it forgets, the lease manager does the rest
         self.registry = ChunkRegistry(cfg.chunk_size, cfg.heartbeat_interval,
-                                      cfg.dead_after_heartbeats, clock)
-        self._locks: dict[tuple[int, int], list[Any]] = {}    # key -> [Lock, users]
+                                      cfg.dead_after_heartbeats,
+                                      LeaseTable(int(cfg.lease_seconds * 1e9)), clock)
+        self.leases = LeaseManager(cfg, ns, self.registry, caller, self.mutate)
+        self.snapshots = snapshot.SnapshotService(self)
+        # (ino, chunk index) -> [Lock, users]: held by a lease grant, an
+        # allocation, a copy-on-write, a re-replication copy (chunk_lock)
+        self.chunk_locks: dict[tuple[int, int], list[Any]] = {}
         # under-goal chunks a client asked for (handle -> monotonic time): the
         # replicator copies these before the rest of their class (GFS §4.3)
         self.wanted: dict[int, float] = {}
-        self.lease_waits = 0            # grants that waited for an unfenced lease to expire
-        self.heartbeat_extensions = 0   # leases extended at their primary's heartbeat
         # op log failures (master.rollback): chunk versions to log again, and
         # whether the namespace still holds undone records (rebuild failed)
         self.readopt: dict[int, int] = {}
         self.undo_pending = False
         oplog.on_failure = self._undo
-        # handle -> the highest version this master asked a chunkd to take: a
-        # report above it (or, for a chunk not granted since start-up, above
-        # the logged version + 1) claims a version nobody granted
-        self.granted: dict[int, int] = {}
-        self.refused_versions = 0       # such reports, refused
 
     @classmethod
     def open(cls, cfg: MasterConfig, caller: ChunkdCaller, data_dir: str | Path | None = None,
@@ -99,7 +96,7 @@ class Master:
             raise RuntimeError("op log recovery did not converge")
         oplog.start(loaded)
         if loaded.state is None and not loaded.entries and oplog.last_seq == 0:
-            rec = {"op": "init", "now": time.time_ns()}
+            rec = records.init()
             ns.apply(rec)
             oplog.append(rec)
             oplog.flush_sync()
@@ -179,17 +176,16 @@ class Master:
         """A rename (GFS §3.1: the master revokes the leases of a file being
         renamed): the leases of the renamed file's chunks -- of every file
         under a renamed directory -- are revoked (version raised, one batched
-        ``set_versions`` per chunkd, :func:`leases.revoke_leases`) with those
+        ``set_versions`` per chunkd, :meth:`LeaseManager.revoke_many`) with those
         chunks' locks held, and the rename is applied before the locks are
         released, so no lease is granted in between. Only chunks with a lease
         in the table are touched; a directory costs one walk of its tree. A
         revocation that fails (no replica reachable) does not fail the rename."""
-        from . import leases
         src = self.ns.child(rec["parent"], rec["name"])
         keys: list[tuple[int, int, int]] = []
         if src is not None:
             authorize(self.ns, dict(rec), ctx)      # no revocations for a refused rename
-            held = self.registry.leases
+            held = self.leases.table
             if held:
                 inodes = [src] if src.dir is None else self.ns.subtree(src.ino)
                 keys = sorted((i.ino, index, h) for i in inodes
@@ -199,11 +195,11 @@ class Master:
             return
         async with AsyncExitStack() as stack:
             for ino, index, _h in keys:         # sorted: no lock-order deadlock
-                await stack.enter_async_context(self._chunk_lock((ino, index)))
-            todo = [h for _i, _x, h in keys if h in self.registry.leases and h in self.ns.chunks]
+                await stack.enter_async_context(self.chunk_lock((ino, index)))
+            todo = [h for _i, _x, h in keys if h in self.leases.table and h in self.ns.chunks]
             if todo:
                 try:
-                    await leases.revoke_leases(self, todo, "a rename")
+                    await self.leases.revoke_many(todo, "a rename")
                 except GFSError as exc:
                     log.warning("rename: %s", exc)
             await self.mutate(rec, ctx)
@@ -221,9 +217,6 @@ class Master:
             return {} if parent is None else {"parent_attr": self.ns.attr(self.ns.get(parent))}
         except GFSError:            # gone meanwhile
             return {}
-
-    def new_ino_record(self, op: str, **fields: Any) -> Record:
-        return {"op": op, **fields, "ino": self.ns.next_ino, "now": time.time_ns()}
 
     async def checkpoint(self) -> int:
         return await self.oplog.checkpoint(lambda: image.to_state(self.ns))
@@ -273,8 +266,7 @@ class Master:
         reply["written"] = True
         if first.size is not None:
             reply["attr"] = await self.mutate_attr(
-                {"op": "extend", "ino": ino, "size": first.size, "mtime_ns": first.mtime_ns,
-                 "now": time.time_ns()}, None)
+                records.extend(ino, first.size, first.mtime_ns), None)
         return reply
 
     async def _lease(self, ino: int, index: int, avoid: frozenset[str] | set[str],
@@ -283,32 +275,19 @@ class Master:
             raise GFSError("EINVAL", "negative chunk index")
         if index * self.ns.chunk_size >= MAX_FILE_SIZE:
             raise GFSError("EFBIG", f"chunk {index} is beyond the largest file size")
-        await snapshot.gate(self, ino)          # a snapshot of its tree is being taken
-        async with self._chunk_lock((ino, index)):
+        await self.snapshots.gate(ino)          # a snapshot of its tree is being taken
+        async with self.chunk_lock((ino, index)):
             handle = self.ns.chunk_at(ino, index)
             if handle is not None and self.ns.chunks[handle][1] > 1:
                 # shared with a snapshot: this file gets its own copy first
-                handle = await snapshot.copy_on_write(self, ino, index, handle)
+                handle = await self.snapshots.copy_on_write(ino, index, handle)
             written = False
             if handle is None:
                 handle = await self._allocate(ino, index, first)
                 written = first is not None
             else:
-                now = time.time_ns()
-                lease = self.registry.valid_lease(handle, now)
-                if (lease is not None and lease.primary in avoid
-                        and any(s.id not in avoid for s in self.registry.replicas(handle))):
-                    lease = None                # regrant: another primary
-                if lease is not None and not self._holders_intact(handle, lease):
-                    # a replica the lease named is gone (dead, stale, dropped):
-                    # it may have missed mutations, so the version goes up
-                    # before more are made, or it would come back looking current
-                    lease = None
-                if lease is not None:           # the primary keeps it: extend
-                    lease.expires_ns = now + self._lease_ns()
-                else:
-                    await self._grant(handle, avoid)
-            return written, self._lease_reply(handle)
+                await self.leases.acquire(handle, avoid)
+            return written, self.leases.reply(handle)
 
     async def append_lease(self, ino: int, min_index: int = 0) -> dict[str, Any]:
         """The lease of the chunk a record append goes to (GFS §3.3): the last
@@ -329,15 +308,11 @@ class Master:
         return {**reply, "index": index, "chunk_size": cs,
                 "min_offset": min(cs, max(0, size - index * cs))}
 
-    def _lease_ns(self) -> int:
-        return int(self.cfg.lease_seconds * 1e9)
-
     async def _allocate(self, ino: int, index: int, first: FirstWrite | None = None) -> int:
         goal = self.ns.get_file(ino).goal
         targets = self.registry.place(goal)
         handle = self.ns.next_handle
-        _, seq = self.stage({"op": "add_chunk", "ino": ino, "index": index, "handle": handle,
-                             "version": 1})
+        _, seq = self.stage(records.add_chunk(ino, index, handle, 1))
         extra = {} if first is None else {"offset": first.offset, "data": first.data,
                                           "sync": first.sync}
         errors: list[GFSError] = []
@@ -346,125 +321,19 @@ class Master:
         # when that chunkd reports it
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.oplog.commit, seq)
-            ok = await self._set_version(handle, 1, targets, create=True, extra=extra,
-                                         errors=errors)
+            ok = await self.leases.set_version(handle, 1, targets, create=True, extra=extra,
+                                               errors=errors)
         if not ok:
-            await self.mutate({"op": "drop_chunk", "ino": ino, "index": index,
-                               "handle": handle})
+            await self.mutate(records.drop_chunk(ino, index, handle))
             if errors and all(e.code == "ENOSPC" for e in errors):
                 raise GFSError("ENOSPC", f"no chunk server has room for chunk {handle}")
             raise GFSError("UNAVAILABLE", f"no chunk server could create chunk {handle}")
-        self._settle(handle, ok)
+        self.leases.settle(handle, ok)
         return handle
 
-    async def _grant(self, handle: int, avoid: frozenset[str] | set[str] = frozenset()) -> None:
-        srvs = self.registry.replicas(handle)
-        srvs.sort(key=lambda s: s.id in avoid)      # the primary is the first that takes it
-        if not srvs:
-            raise GFSError("UNAVAILABLE", f"no live replica of chunk {handle}")
-        # a lease a client may still hold (its primary unreachable, declared
-        # dead, or avoided by the client)
-        prev = self._outstanding_lease(handle)
-        version = self.ns.chunks[handle][0] + 1
-        # replicas first, then the log (as in leases.revoke_lease): a master
-        # killed in between adopts the replicas' higher version when they report
-        # (GFS §4.5); logging first would make every replica look stale
-        ok = await self._set_version(handle, version, srvs, create=False)
-        for srv in srvs:
-            if srv not in ok:
-                self.registry.drop_location(handle, srv.id)
-        if not ok:
-            raise GFSError("UNAVAILABLE", f"no replica of chunk {handle} took version {version}")
-        current = self.ns.version(handle)
-        if current is not None and current < version:
-            await self.mutate({"op": "set_version", "handle": handle, "version": version})
-        if prev is not None:
-            await self._await_expiry(handle, prev, {s.id for s in ok})
-        self._settle(handle, ok)
-
-    def _holders_intact(self, handle: int, lease: Lease) -> bool:
-        locs = self.registry.locations.get(handle, ())
-        return all(h in locs and self.registry.servers[h].alive for h in lease.holders)
-
-    def _outstanding_lease(self, handle: int) -> Lease | None:
-        leases = self.registry.leases
-        if isinstance(leases, LeaseTable):
-            return leases.outstanding(handle, time.time_ns())
-        lease = leases.get(handle)
-        return lease if lease is not None and lease.expires_ns > time.time_ns() else None
-
-    async def _await_expiry(self, handle: int, prev: Lease, took: set[str]) -> None:
-        """GFS §3.1: no second primary while another's lease may still be
-        used. The new version fences ``prev`` if its primary took it, or every
-        other replica it names did (its commits need them all); otherwise wait
-        for ``prev`` to expire. Called with the chunk's lock held."""
-        if is_fenced(prev, took):
-            return
-        wait = (prev.expires_ns - time.time_ns()) / 1e9
-        if wait > 0:
-            log.warning("chunk %d: the lease of unreachable primary %s is not fenced; "
-                        "waiting %.1fs for it to expire before a new grant", handle,
-                        prev.primary, wait)
-            self.lease_waits += 1
-            await trio.sleep(wait)
-
-    def _settle(self, handle: int, ok: list[Chunkd]) -> None:
-        """Record the replicas that took the version; the first is the primary."""
-        self.registry.set_locations(handle, [s.id for s in ok if s.alive])
-        if self.ns.version(handle) is None:     # the file went away meanwhile
-            self.registry.collect_garbage([handle])
-            raise GFSError("ENOENT", f"chunk {handle} was deleted")
-        primary = next((s for s in ok if s.alive), None)
-        if primary is None:
-            raise GFSError("UNAVAILABLE", f"chunk {handle}: replicas died")
-        self.registry.leases[handle] = Lease(primary.id, time.time_ns() + self._lease_ns(),
-                                             tuple(s.id for s in ok if s.alive))
-
-    async def _set_version(self, handle: int, version: int, srvs: list[Chunkd], create: bool,
-                           extra: dict[str, Any] | None = None,
-                           errors: list[GFSError] | None = None) -> list[Chunkd]:
-        """The chunkds that accepted ``set_version``, in the order given;
-        ``extra`` goes into each request, the failures into ``errors``."""
-        self.note_granted(handle, version)
-        done: set[str] = set()
-
-        # a chunkd that does not answer within the time it takes to be declared
-        # dead (e.g. SIGSTOPped) counts as failed: a lease must not wait on it
-        bound = max(2.0, self.cfg.heartbeat_interval * self.cfg.dead_after_heartbeats)
-
-        async def one(srv: Chunkd) -> None:
-            try:
-                with trio.fail_after(bound):
-                    await self.caller(srv.addr, "set_version",
-                                      {"handle": handle, "version": version, "create": create,
-                                       **(extra or {})})
-                done.add(srv.id)
-            except trio.TooSlowError:
-                log.warning("set_version %d v%d on chunkd %s: no answer in %.1fs",
-                            handle, version, srv.id, bound)
-            except Exception as exc:
-                log.warning("set_version %d v%d on chunkd %s failed: %s",
-                            handle, version, srv.id, exc)
-                if errors is not None and isinstance(exc, GFSError):
-                    errors.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            for srv in srvs:
-                nursery.start_soon(one, srv)
-        return [s for s in srvs if s.id in done]
-
-    def _lease_reply(self, handle: int) -> dict[str, Any]:
-        lease = self.registry.leases[handle]
-        replicas = self.registry.replicas(handle)
-        primary = self.registry.servers[lease.primary]
-        return {"handle": handle, "version": self.ns.chunks[handle][0],
-                "primary": primary.replica(),
-                "secondaries": [s.replica() for s in replicas if s.id != primary.id],
-                "expires_ns": lease.expires_ns}
-
     @asynccontextmanager
-    async def _chunk_lock(self, key: tuple[int, int]) -> AsyncIterator[None]:
-        entry = self._locks.setdefault(key, [trio.Lock(), 0])
+    async def chunk_lock(self, key: tuple[int, int]) -> AsyncIterator[None]:
+        entry = self.chunk_locks.setdefault(key, [trio.Lock(), 0])
         entry[1] += 1
         try:
             async with entry[0]:
@@ -472,7 +341,7 @@ class Master:
         finally:
             entry[1] -= 1
             if entry[1] == 0:
-                del self._locks[key]
+                del self.chunk_locks[key]
 
     # ------------------------------------------------------------ chunkds
 
@@ -498,65 +367,16 @@ class Master:
         await self._adopt(cid, newer)
         return {"delete": delete + list(corrupt)}
 
-    MAX_EXTEND = 65536          # handles one heartbeat may ask to extend
-
-    def extend_leases(self, cid: str, handles: list[int]) -> list[int]:
-        """Lease extensions riding on a heartbeat (GFS §3.1): each of
-        ``handles`` whose current, unexpired lease is held by chunkd ``cid``
-        gets ``lease_seconds`` from now; the handles extended. Never a new
-        grant, never a version change: a lease that lapsed or moved is not
-        revived (the client asks for a new one)."""
-        reg = self.registry
-        srv = reg.servers.get(cid)
-        if srv is None or not srv.alive:
-            return []
-        now = time.time_ns()
-        until = now + self._lease_ns()
-        done = []
-        for handle in handles[:self.MAX_EXTEND]:
-            lease = reg.valid_lease(handle, now)
-            if lease is not None and lease.primary == cid:
-                if lease.expires_ns < until:
-                    lease.expires_ns = until
-                done.append(handle)
-        self.heartbeat_extensions += len(done)
-        return done
-
-    def note_granted(self, handle: int, version: int) -> None:
-        """``version`` of chunk ``handle`` is about to be sent to chunkds."""
-        if version > self.granted.get(handle, 0):
-            self.granted[handle] = version
-
-    def _may_adopt(self, cid: str, handle: int, version: int) -> bool:
-        """Whether a reported ``version`` above ours can come from a grant of
-        ours: one this master is making or made, or -- for a chunk it has not
-        granted since it started -- the one step a master killed between
-        ``set_version`` on the replicas and its log record leaves behind."""
-        current = self.ns.version(handle)
-        if current is None:
-            self.granted.pop(handle, None)
-            return False
-        ceiling = self.granted.get(handle, current + 1)
-        if version <= ceiling:
-            self.note_granted(handle, version)
-            return True
-        self.refused_versions += 1
-        log.warning("chunkd %s reports chunk %d at v%d, but no version above v%d was ever "
-                    "granted: refused (not adopted, not counted as a replica)", cid, handle,
-                    version, ceiling)
-        self.registry.drop_location(handle, cid)
-        return False
-
     async def _adopt(self, cid: str, newer: list[tuple[int, int]]) -> None:
         """A replica newer than the master knows (GFS §4.5): take its version
-        if a grant of ours can explain it (:meth:`_may_adopt`)."""
+        if a grant of ours can explain it (:meth:`LeaseManager.may_adopt`)."""
         for handle, version in newer:
-            if not self._may_adopt(cid, handle, version):
+            if not self.leases.may_adopt(cid, handle, version):
                 continue
             log.warning("chunkd %s has chunk %d at v%d, newer than ours: adopting", cid,
                         handle, version)
             try:
-                await self.mutate({"op": "set_version", "handle": handle, "version": version})
+                await self.mutate(records.set_version(handle, version))
             except GFSError as exc:
                 log.warning("adopting chunk %d failed: %s", handle, exc)
                 continue
@@ -572,8 +392,7 @@ class Master:
         targets = self.ns.subtree(ino) if recursive else [inode]
         changed = sum(1 for t in targets if t.goal != goal)
         # no await between counting and applying (mutate applies synchronously)
-        await self.mutate({"op": "setgoal", "ino": ino, "goal": goal,
-                           "recursive": recursive, "now": time.time_ns()}, ctx)
+        await self.mutate(records.setgoal(ino, goal, recursive), ctx)
         return {"ino": ino, "goal": goal, "inodes": len(targets), "changed": changed}
 
     def fileinfo(self, ino: int) -> dict[str, Any]:
@@ -629,7 +448,7 @@ class Master:
                 "dirs": sum(1 for i in ns.inodes.values() if i.dir is not None),
                 "chunks": len(ns.chunks), "under_goal": under, "lost": lost,
                 "over_goal": over, "leases": len(reg.leases),
-                "lease_extensions": self.heartbeat_extensions, "lease_waits": self.lease_waits,
+                "lease_extensions": self.leases.extensions, "lease_waits": self.leases.waits,
                 "chunkds_alive": alive, "chunkds_dead": len(servers) - alive,
                 **reg.totals(), "default_goal": self.cfg.replication_factor,
                 "last_seq": self.oplog.last_seq, "checkpoint_seq": self.oplog.checkpoint_seq,

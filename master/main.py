@@ -26,7 +26,8 @@ from gfsfs import config, logs, rpc
 from gfsfs.config import ConfigError, MasterConfig
 
 from .chunks import LivenessMonitor
-from .core import CheckpointLoop, ChunkdCaller, Master
+from .core import CheckpointLoop, Master
+from .leases import ChunkdCaller
 from .logread import LogDamage
 from .trash import TrashPurger
 from .replication import COPY_TIMEOUT, Replicator

@@ -69,7 +69,7 @@ def collect(master: Master) -> Iterator[Metric]:
                 sum(1 for h in list(reg.leases) if reg.valid_lease(h, now_ns) is not None))
     yield counter("gfs_master_refused_versions",
                   "chunk reports claiming a version no grant of this master explains",
-                  master.refused_versions)
+                  master.leases.refused_versions)
 
     # chunk servers
     servers = sorted(reg.servers.values(), key=lambda s: s.id)

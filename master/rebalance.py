@@ -27,10 +27,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .chunks import Chunkd
+from .chunks import Chunkd, ChunkNeed, Copy
 
 if TYPE_CHECKING:
-    from .replication import ChunkNeed, Copy, Replicator
+    from .replication import Replicator
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,13 @@ def drain_remaining(master, cid: str) -> int:  # type: ignore[no-untyped-def]
 
 
 def plan_moves(rep: Replicator, needs: dict[int, ChunkNeed]) -> list[Copy]:
-    from .replication import Copy
     m, reg = rep.m, rep.m.registry
     budget = max(1, m.cfg.rebalance_moves) - sum(1 for c in rep.inflight.values() if c.move)
     budget = min(budget, max(1, m.cfg.replication_max) - len(rep.inflight))
     if budget <= 0:
         return []
     per = max(1, m.cfg.replication_per_chunkd)
-    busy = m._locks
+    busy = m.chunk_locks
     cs = reg.chunk_size
     out: list[Copy] = []
     now = rep.clock()

@@ -26,7 +26,7 @@ Copies and leases. A copy must not race a mutation: under a lease, writes go on
 at the *same* version for up to ``lease_seconds``, so a copy taken meanwhile
 could miss some of them and still look current. Waiting for the lease to lapse
 would leave a chunk under-replicated for up to a minute after every write, so
-instead, when a client may hold a lease on the chunk (``leases.maybe_leased``:
+instead, when a client may hold a lease on the chunk (``LeaseManager.maybe_leased``:
 a lease in the table, one dropped early with a primary declared dead but maybe
 still serving clients, or any lease in the first ``lease_seconds`` after a
 master start), the copy first *revokes* the lease
@@ -45,47 +45,22 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from gfsfs.errors import GFSError
 
-from .chunks import Chunkd
-from .core import ChunkdCaller, Master
-from .leases import maybe_leased, revoke_lease
+from .chunks import Chunkd, ChunkNeed, Copy
+from .core import Master
+from .leases import ChunkdCaller
+from .rebalance import plan_moves
 
 log = logging.getLogger(__name__)
 
 ROOT_INO = 1
 COPY_TIMEOUT = 300.0          # seconds a target may take to fetch one chunk
 EVENT_TTL = 3600.0            # seconds fsck remembers a stale or corrupt replica
-
-
-@dataclass
-class ChunkNeed:
-    """One chunk's replication state in a scan."""
-    handle: int
-    goal: int
-    live: list[Chunkd]
-    trash_only: bool                       # only files in trash reference it
-    refs: list[tuple[int, int]] = field(default_factory=list)   # (ino, index)
-
-    @property
-    def missing(self) -> int:
-        return self.goal - len(self.live)
-
-
-@dataclass
-class Copy:
-    handle: int
-    source: Chunkd
-    target: Chunkd
-    key: tuple[int, int]                   # (ino, index): the master's per-chunk lock
-    goal: int
-    started: float
-    move: bool = False                     # rebalancing/drain: drop the source replica after
 
 
 def scan(master: Master) -> dict[int, ChunkNeed]:
@@ -142,8 +117,7 @@ class Replicator:
         self.trim(needs)
         copies = self.plan(needs) if self.clock() - self.born >= self.grace else []
         if self.clock() - self.born >= self.grace:
-            from .rebalance import plan_moves       # drain first, then rebalancing
-            copies += plan_moves(self, needs)
+            copies += plan_moves(self, needs)     # drain first, then rebalancing
         if nursery is not None:
             for c in copies:
                 nursery.start_soon(self._copy, c)
@@ -168,7 +142,7 @@ class Replicator:
         """Pick (source, target) for as many under-goal chunks as the throttle
         allows, most urgent first, and reserve them."""
         cfg = self.m.cfg
-        busy = self.m._locks               # (ino, index) keys a lease or allocation holds
+        busy = self.m.chunk_locks          # (ino, index) keys a lease or allocation holds
         # a chunk being allocated or leased right now may look under-replicated
         # (some chunkds' reports arrive before the rest answered): not yet
         under = [n for n in needs.values() if 0 < len(n.live) < n.goal
@@ -248,7 +222,7 @@ class Replicator:
         """The version to copy at: the current one, or -- when the chunk has a
         lease -- a new one after revoking the lease (see the module doc)."""
         m, reg = self.m, self.m.registry
-        async with m._chunk_lock(c.key):
+        async with m.chunk_lock(c.key):
             version = m.ns.version(c.handle)
             if version is None:
                 return None                 # deleted meanwhile
@@ -261,9 +235,9 @@ class Replicator:
             # off from us it may still serve clients) counts until it expires,
             # as does any lease a master before a restart may have granted:
             # writes through it would miss the new replica at the same version
-            if not maybe_leased(m, c.handle, time.time_ns()):
+            if not m.leases.maybe_leased(c.handle, time.time_ns()):
                 return version
-            return await revoke_lease(m, c.handle, "a copy")
+            return await m.leases.revoke(c.handle, "a copy")
 
     def _finish(self, c: Copy, version: int, reply: Any) -> None:
         m, reg = self.m, self.m.registry

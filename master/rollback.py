@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from . import image
+from . import image, records
 from .logread import load
 from .namespace import Namespace
 
@@ -89,7 +89,7 @@ async def readopt(master: Master) -> None:
         if current is None or current >= version:
             continue
         try:
-            await master.mutate({"op": "set_version", "handle": handle, "version": version})
+            await master.mutate(records.set_version(handle, version))
         except Exception as exc:
             log.warning("re-logging version %d of chunk %d failed: %s", version, handle, exc)
             master.readopt[handle] = version

@@ -12,15 +12,13 @@ from typing import Any
 from gfsfs.errors import GFSError
 from gfsfs.protocol import INLINE_MAX, MAX_NAME
 from gfsfs.rpc import App, Request, Response, need, opt
-from gfsfs.validate import check_addr, check_bytes, check_id, check_server_id
+from gfsfs.validate import check_addr, check_bytes, check_id, check_server_id, opt_float
 
-from . import image, metrics
-from . import web
+from . import image, metrics, records, replication, trash, web
 from .core import FirstWrite, Master
 from .namespace import MAX_GOAL
 from .perms import R, X, Ctx, require, xattr_access
-from . import replication
-from . import snapshot, trash
+from .rebalance import drain_remaining
 
 Req = dict[str, Any]
 U32 = (1 << 32) - 1
@@ -142,72 +140,65 @@ class Handlers:
 
     async def setattr(self, req: Req) -> Req:
         ino = need(req, "ino", int)
-        rec: Req = {"op": "setattr", "ino": ino}
+        fields: dict[str, int] = {}
         if req.get("mode") is not None:
-            rec["mode"] = _u32(req, "mode")
+            fields["mode"] = _u32(req, "mode")
         for key in ("uid", "gid"):
             if req.get(key) is not None:
-                rec[key] = _id(req, key)
+                fields[key] = _id(req, key)
         for key in ("size", "atime_ns", "mtime_ns"):
             if req.get(key) is not None:
-                rec[key] = need(req, key, int)
-        if opt(req, "write_handle", bool, False):
-            rec["write_handle"] = True    # ftruncate: checked by perms, never logged
-        rec["now"] = time.time_ns()
+                fields[key] = need(req, key, int)
+        # write_handle (ftruncate): checked by perms, never logged
+        rec = records.setattr(ino, **fields,
+                              write_handle=opt(req, "write_handle", bool, False))
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def create(self, req: Req) -> Req:
-        rec = self.m.new_ino_record("create", parent=need(req, "parent", int),
-                                    name=_name(req), mode=_u32(req, "mode"),
-                                    uid=_id(req, "uid"), gid=_id(req, "gid"),
-                                    rdev=_u32(req, "rdev", 0))
+        rec = records.create(need(req, "parent", int), _name(req), _u32(req, "mode"),
+                             _id(req, "uid"), _id(req, "gid"), _u32(req, "rdev", 0),
+                             self.m.ns.next_ino)
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def mkdir(self, req: Req) -> Req:
-        rec = self.m.new_ino_record("mkdir", parent=need(req, "parent", int),
-                                    name=_name(req), mode=_u32(req, "mode"),
-                                    uid=_id(req, "uid"), gid=_id(req, "gid"))
+        rec = records.mkdir(need(req, "parent", int), _name(req), _u32(req, "mode"),
+                            _id(req, "uid"), _id(req, "gid"), self.m.ns.next_ino)
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def symlink(self, req: Req) -> Req:
-        rec = self.m.new_ino_record("symlink", parent=need(req, "parent", int),
-                                    name=_name(req), target=_name(req, "target"),
-                                    uid=_id(req, "uid"), gid=_id(req, "gid"))
+        rec = records.symlink(need(req, "parent", int), _name(req), _name(req, "target"),
+                              _id(req, "uid"), _id(req, "gid"), self.m.ns.next_ino)
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def link(self, req: Req) -> Req:
-        rec = {"op": "link", "ino": need(req, "ino", int), "parent": need(req, "parent", int),
-               "name": _name(req), "now": time.time_ns()}
+        rec = records.link(need(req, "ino", int), need(req, "parent", int), _name(req))
         return await self.m.mutate_attr(rec, _ctx(req))
 
     async def unlink(self, req: Req) -> Req:
-        rec = {"op": "unlink", "parent": need(req, "parent", int), "name": _name(req),
-               "now": time.time_ns()}
+        rec = records.unlink(need(req, "parent", int), _name(req))
         await self.m.mutate(rec, _ctx(req))
         return self.m.parent_attr(rec)
 
     async def rmdir(self, req: Req) -> Req:
-        rec = {"op": "rmdir", "parent": need(req, "parent", int), "name": _name(req),
-               "now": time.time_ns()}
+        rec = records.rmdir(need(req, "parent", int), _name(req))
         await self.m.mutate(rec, _ctx(req))
         return self.m.parent_attr(rec)
 
     async def rename(self, req: Req) -> Req:
-        await self.m.rename({"op": "rename", "parent": need(req, "parent", int),
-                             "name": _name(req), "new_parent": need(req, "new_parent", int),
-                             "new_name": _name(req, "new_name"),
-                             "flags": _nat(req, "flags", 0), "now": time.time_ns()}, _ctx(req))
+        await self.m.rename(records.rename(need(req, "parent", int), _name(req),
+                                           need(req, "new_parent", int),
+                                           _name(req, "new_name"), _nat(req, "flags", 0)),
+                            _ctx(req))
         return {}
 
     async def setxattr(self, req: Req) -> Req:
-        await self.m.mutate({"op": "setxattr", "ino": need(req, "ino", int), "name": _name(req),
-                             "value": need(req, "value", bytes), "flags": _nat(req, "flags", 0),
-                             "now": time.time_ns()}, _ctx(req))
+        await self.m.mutate(records.setxattr(need(req, "ino", int), _name(req),
+                                             need(req, "value", bytes), _nat(req, "flags", 0)),
+                            _ctx(req))
         return {}
 
     async def removexattr(self, req: Req) -> Req:
-        await self.m.mutate({"op": "removexattr", "ino": need(req, "ino", int),
-                             "name": _name(req), "now": time.time_ns()}, _ctx(req))
+        await self.m.mutate(records.removexattr(need(req, "ino", int), _name(req)), _ctx(req))
         return {}
 
     # ------------------------------------------------------------ data path
@@ -236,8 +227,8 @@ class Handlers:
         return await self.m.append_lease(need(req, "ino", int), _nat(req, "index", 0))
 
     async def extend(self, req: Req) -> Req:
-        rec = {"op": "extend", "ino": need(req, "ino", int), "size": _nat(req, "size"),
-               "mtime_ns": need(req, "mtime_ns", int), "now": time.time_ns()}
+        rec = records.extend(need(req, "ino", int), _nat(req, "size"),
+                             need(req, "mtime_ns", int))
         return await self.m.mutate_attr(rec, None)
 
     # ------------------------------------------------------------ chunkd -> master
@@ -251,7 +242,7 @@ class Handlers:
         delete, again = self.m.registry.heartbeat(
             _chunkd_id(req), *_space(req), _nat(req, "chunk_count", 0))
         extend = _ints(req, "extend")
-        extended = [] if again or not extend else self.m.extend_leases(_chunkd_id(req),
+        extended = [] if again or not extend else self.m.leases.extend(_chunkd_id(req),
                                                                        extend)
         return {"delete": delete, "reregister": again, "extended": extended}
 
@@ -285,7 +276,6 @@ class Handlers:
 
     async def drain(self, req: Req) -> Req:
         """Start (or with ``cancel`` stop) draining a chunkd; its progress."""
-        from .rebalance import drain_remaining
         cid, cancel = need(req, "id", str), opt(req, "cancel", bool, False)
         reg = self.m.registry
         srv = reg.servers.get(cid)
@@ -299,15 +289,51 @@ class Handlers:
         return {"id": cid, "draining": srv.draining, "alive": srv.alive,
                 "remaining": drain_remaining(self.m, cid), "chunks": len(srv.handles)}
 
+    # ------------------------------------------------------------ snapshots, trash
+
+    async def snapshot(self, req: Req) -> Req:
+        return await self.m.snapshots.take(need(req, "src", int), need(req, "parent", int),
+                                           _name(req), _ctx(req))
+
+    async def trash_list(self, req: Req) -> Req:
+        return trash.trash_list(self.m)
+
+    async def trash_restore(self, req: Req) -> Req:
+        parent = opt(req, "parent", int)
+        name = opt(req, "name", (bytes, str))
+        if isinstance(name, str):
+            name = name.encode()
+        if (parent is None) != (name is None):
+            raise GFSError("BADREQ", "give both parent and name, or neither")
+        return await trash.trash_restore(self.m, need(req, "ino", int), parent, name)
+
+    async def trash_purge(self, req: Req) -> Req:
+        # seconds; at most ~317 years (time.time_ns() - older_than stays an int64)
+        older = opt_float(req, "older_than", 0.0, 1e10)
+        inos = opt(req, "inos", list)
+        if inos is not None and not all(isinstance(i, int) for i in inos):
+            raise GFSError("BADREQ", "inos must be integers")
+        return await trash.trash_purge(self.m, older, inos)
+
     async def status(self, req: Request) -> Response:
         return Response.msgpack(self.m.status())
 
 
-RPCS = ("lookup", "getattr", "setattr", "create", "mkdir", "symlink", "link", "unlink",
-        "rmdir", "rename", "readdir", "readlink", "setxattr", "getxattr", "listxattr",
-        "removexattr", "statfs", "chunks", "lease", "append_lease", "extend", "register", "heartbeat",
-        "report_chunks", "checkpoint", "dump_metadata", "setgoal", "fileinfo",
-        "cluster_status")
+# The master's RPC table: every ``POST /rpc/NAME`` is the Handlers method NAME
+# (the protocol is gfsfs.protocol).
+RPCS = (
+    # namespace
+    "lookup", "getattr", "setattr", "create", "mkdir", "symlink", "link", "unlink",
+    "rmdir", "rename", "readdir", "readlink", "setxattr", "getxattr", "listxattr",
+    "removexattr", "statfs",
+    # data path
+    "chunks", "lease", "append_lease", "extend",
+    # chunkd -> master
+    "register", "heartbeat", "report_chunks",
+    # admin
+    "checkpoint", "dump_metadata", "setgoal", "fileinfo", "cluster_status", "fsck", "drain",
+    "snapshot", "trash_list", "trash_restore", "trash_purge",
+)
 
 
 def build_app(master: Master) -> App:
@@ -317,10 +343,6 @@ def build_app(master: Master) -> App:
     for name in RPCS:
         app.rpc(name, getattr(handlers, name))
     app.route("GET", "/status", handlers.status)
-    app.rpc("fsck", handlers.fsck)
-    app.rpc("drain", handlers.drain)
-    snapshot.install(master, app)           # snapshot (copy-on-write)
-    trash.install(master, app)              # trash_list, trash_restore, trash_purge
     metrics.install(master, app)            # GET /metrics (Prometheus)
     web.install(master, app)                # GET / (the web page), /web/...; keep last
     return app

@@ -1,7 +1,11 @@
 """Lazy deletion (GFS §4.4): files whose last name is gone wait in trash for
 ``[master] trash_time`` seconds -- still readable and writable by whoever has
 them open -- and are then purged; their chunks become garbage that the chunkds
-delete when heartbeat replies tell them to."""
+delete when heartbeat replies tell them to.
+
+:class:`TrashPurger` is the background loop; ``trash_list``, ``trash_restore``
+and ``trash_purge`` are the ``gfs trash`` admin operations (their RPCs are in
+:mod:`master.server`)."""
 from __future__ import annotations
 
 import logging
@@ -11,11 +15,11 @@ from typing import Any
 import trio
 
 from gfsfs.errors import GFSError
-from gfsfs.rpc import App, need, opt
-from gfsfs.validate import opt_float
 
+from . import records
 from .core import Master
 from .namespace import ROOT_INO
+from .replication import _paths
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ class TrashPurger:
         cutoff = now_ns - int(self.master.cfg.trash_time * 1e9)
         expired = self.master.ns.expired_trash(cutoff)[: self.batch]
         if expired:
-            await self.master.mutate({"op": "purge", "inos": expired})
+            await self.master.mutate(records.purge(expired))
             log.info("purged %d files from trash", len(expired))
         return len(expired)
 
@@ -48,13 +52,12 @@ class TrashPurger:
                 log.exception("trash purge failed")
 
 
-# ---------------------------------------------------------------- gfs trash (admin RPCs)
+# ---------------------------------------------------------------- gfs trash (admin)
 
 def trash_list(master: Master) -> dict[str, Any]:
     """Every trashed file: the path it had (its old directory's current path
     and its old name; None when that directory is gone), size, deletion time
     and when the purger will take it."""
-    from .replication import _paths
     ns, ttl = master.ns, master.cfg.trash_time
     dirs = _paths(master, {parent for _when, parent, _name in ns.trash.values()})
     dirs[ROOT_INO] = ""
@@ -94,8 +97,7 @@ async def trash_restore(master: Master, ino: int, parent: int | None = None,
     if name in pdir.dir.entries:
         raise GFSError("EEXIST", f"{name.decode('utf-8', 'backslashreplace')!r} exists in "
                                  f"inode {parent}; restore it elsewhere (--to NEWPATH)")
-    await master.mutate({"op": "restore", "ino": ino, "parent": parent, "name": name,
-                         "now": time.time_ns()})
+    await master.mutate(records.restore(ino, parent, name))
     return {"ino": ino, "parent": parent, "name": name, "attr": ns.attr(ns.get(ino))}
 
 
@@ -117,35 +119,7 @@ async def trash_purge(master: Master, older_than: float | None = None,
             refs[handle] = refs.get(handle, 0) + 1
     freed = sum(1 for h, n in refs.items() if ns.chunks.get(h, [0, 0])[1] <= n)
     if chosen:
-        await master.mutate({"op": "purge", "inos": chosen})
+        await master.mutate(records.purge(chosen))
         log.info("trash purge: %d files, %d chunks freed", len(chosen), freed)
     return {"purged": len(chosen), "bytes": size, "chunks_freed": freed,
             "chunks_shared": len(refs) - freed}
-
-
-def install(master: Master, app: App) -> None:
-    """``trash_list``, ``trash_restore``, ``trash_purge`` (see gfsfs.protocol)."""
-
-    async def rpc_list(req: dict[str, Any]) -> dict[str, Any]:
-        return trash_list(master)
-
-    async def rpc_restore(req: dict[str, Any]) -> dict[str, Any]:
-        parent = opt(req, "parent", int)
-        name = opt(req, "name", (bytes, str))
-        if isinstance(name, str):
-            name = name.encode()
-        if (parent is None) != (name is None):
-            raise GFSError("BADREQ", "give both parent and name, or neither")
-        return await trash_restore(master, need(req, "ino", int), parent, name)
-
-    async def rpc_purge(req: dict[str, Any]) -> dict[str, Any]:
-        # seconds; at most ~317 years (time.time_ns() - older_than stays an int64)
-        older = opt_float(req, "older_than", 0.0, 1e10)
-        inos = opt(req, "inos", list)
-        if inos is not None and not all(isinstance(i, int) for i in inos):
-            raise GFSError("BADREQ", "inos must be integers")
-        return await trash_purge(master, older, inos)
-
-    app.rpc("trash_list", rpc_list)
-    app.rpc("trash_restore", rpc_restore)
-    app.rpc("trash_purge", rpc_purge)

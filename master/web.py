@@ -56,6 +56,8 @@ from gfsfs.rpc import App, Request, Response
 
 from .core import Master
 from .namespace import ROOT_INO, Inode
+from .replication import _paths, fsck
+from .trash import trash_purge
 
 log = logging.getLogger(__name__)
 
@@ -584,7 +586,6 @@ class WebUI:
         try:
             await client.unlink(parent, tmp)
             if ino in self.m.ns.trash:
-                from .trash import trash_purge
                 await trash_purge(self.m, inos=[ino])
         except Exception as err:
             log.warning("upload of %s failed; removing %r failed too: %s", path, tmp, err)
@@ -611,7 +612,6 @@ class WebUI:
     def _problems(self) -> list[dict[str, Any]]:
         """Unhealthy chunks with the files they belong to (from fsck)."""
         try:
-            from .replication import fsck
             report = fsck(self.m)
         except Exception:           # the page goes on without the list
             log.exception("fsck for the web page failed")
@@ -632,7 +632,6 @@ class WebUI:
         total = sum(ns.inodes[ino].size for ino, _ in items if ino in ns.inodes)
         shown = items[:MAX_TRASH]
         try:
-            from .replication import _paths
             dirs = _paths(self.m, {parent for _, (_, parent, _) in shown})
         except Exception:           # paths are a nicety
             dirs = {}

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from gfsfs.config import MasterConfig
-from master import image
+from master import image, records
 from gfsfs.errors import GFSError
 from master.core import CheckpointLoop, Master
 from master.namespace import ROOT_INO
@@ -31,11 +31,11 @@ def open_master(path: Path) -> Master:
 
 
 async def make_tree(m: Master, n: int, prefix: bytes = b"f") -> None:
-    d = await m.mutate(m.new_ino_record("mkdir", parent=ROOT_INO, name=prefix + b"-dir",
-                                        mode=0o755, uid=0, gid=0))
+    d = await m.mutate(records.mkdir(ROOT_INO, prefix + b"-dir", 0o755, 0, 0,
+                                     m.ns.next_ino))
     for i in range(n):
-        ino = await m.mutate(m.new_ino_record("create", parent=d, name=b"%s%d" % (prefix, i),
-                                              mode=stat.S_IFREG | 0o644, uid=1, gid=2))
+        ino = await m.mutate(records.create(d, b"%s%d" % (prefix, i), stat.S_IFREG | 0o644,
+                                            1, 2, 0, m.ns.next_ino))
         await m.mutate({"op": "add_chunk", "ino": ino, "index": 0, "handle": m.ns.next_handle,
                         "version": 1})
         await m.mutate({"op": "extend", "ino": ino, "size": 100 + i, "mtime_ns": i,
@@ -137,8 +137,8 @@ def test_group_commit(tmp_path: Path) -> None:
     n = 300
 
     async def one(i: int) -> None:
-        await m.mutate(m.new_ino_record("create", parent=ROOT_INO, name=b"c%d" % i,
-                                        mode=stat.S_IFREG | 0o600, uid=0, gid=0))
+        await m.mutate(records.create(ROOT_INO, b"c%d" % i, stat.S_IFREG | 0o600, 0, 0, 0,
+                                      m.ns.next_ino))
         assert m.oplog.durable_seq >= m.oplog.last_seq or m.oplog.durable_seq > 0
 
     async def run() -> None:
@@ -259,8 +259,8 @@ def _durable_view(m: Master) -> Any:
 
 
 def _create(m: Master, name: bytes) -> Any:
-    return m.mutate(m.new_ino_record("create", parent=ROOT_INO, name=name,
-                                     mode=stat.S_IFREG | 0o644, uid=0, gid=0))
+    return m.mutate(records.create(ROOT_INO, name, stat.S_IFREG | 0o644, 0, 0, 0,
+                                   m.ns.next_ino))
 
 
 def test_failed_write_undoes_unacknowledged_records(tmp_path: Path) -> None:
