@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import trio
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.rpc import call
 
 from .store import MAX_HANDLE, ChunkStore
@@ -184,7 +184,7 @@ class Heartbeat:
 
     def _failed(self, exc: GFSError | None) -> None:
         self.failures += 1
-        if exc is not None and exc.code not in ("UNAVAILABLE", "INTERNAL"):
+        if exc is not None and exc.code not in (Code.UNAVAILABLE, Code.INTERNAL):
             self.registered = False     # e.g. the master forgot us: start over
         level = logging.WARNING if self.failures in (1, 10) or self.failures % 100 == 0 else logging.DEBUG
         log.log(level, "master %s: %s (attempt %d)", self.master_url, exc, self.failures)
