@@ -7,25 +7,24 @@ reports, and deletes what the master's replies list. A heartbeat also asks the
 master to extend the leases of the chunks this chunkd committed to as primary
 since the previous one (``extend``; GFS §3.1). ``run_once`` does one
 round and raises GFSError when the master cannot be reached; ``run_forever``
-never gives up: it retries with capped exponential backoff and jitter.
+never gives up: it retries with the backoff of :func:`gfsfs.retry.heartbeat`
+(capped exponential, with jitter).
 """
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 import httpx
 import trio
 
+from gfsfs import retry
 from gfsfs.errors import Code, GFSError
 from gfsfs.rpc import call
 
 from .store import MAX_HANDLE, ChunkStore
 
 log = logging.getLogger(__name__)
-
-MAX_BACKOFF = 30.0
 
 
 class ChunkReports:
@@ -173,11 +172,7 @@ class Heartbeat:
 
     async def _pause(self) -> None:
         if self.failures:
-            # at least every 4 intervals: a chunkd cut off from the master
-            # comes back soon after the link (or the master) does
-            cap = min(MAX_BACKOFF, max(1.0, 4 * self.interval))
-            delay = min(cap, 0.5 * 2 ** min(self.failures, 10))
-            await trio.sleep(delay * random.uniform(0.75, 1.25))
+            await trio.sleep(retry.heartbeat(self.interval).delay(self.failures - 1))
             return
         with trio.move_on_after(self.interval):
             await self.reports.urgent.wait()
@@ -186,7 +181,7 @@ class Heartbeat:
         self.failures += 1
         if exc is not None and exc.code not in (Code.UNAVAILABLE, Code.INTERNAL):
             self.registered = False     # e.g. the master forgot us: start over
-        level = logging.WARNING if self.failures in (1, 10) or self.failures % 100 == 0 else logging.DEBUG
+        level = retry.heartbeat(self.interval).level(self.failures - 1)
         log.log(level, "master %s: %s (attempt %d)", self.master_url, exc, self.failures)
 
     async def _obey(self, reply: Any) -> None:

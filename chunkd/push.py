@@ -39,6 +39,7 @@ import trio
 from gfsfs import validate
 from gfsfs.errors import Code, GFSError
 from gfsfs.protocol import CHAIN_HEADER
+from gfsfs.retry import TRANSPORT_ERRORS, unavailable
 from gfsfs.rpc import OCTETS, decode_reply
 
 log = logging.getLogger(__name__)
@@ -319,8 +320,8 @@ async def _forward(http: httpx.AsyncClient, recv: trio.MemoryReceiveChannel[byte
         reply = decode_reply(resp.status_code, resp.content)
         if not isinstance(reply, dict) or reply.get("length") != sent:
             raise GFSError(Code.UNAVAILABLE, f"{target}: got {reply!r} after {sent} bytes")
-    except httpx.HTTPError as exc:
-        failures.append(GFSError(Code.UNAVAILABLE, f"{target}: {type(exc).__name__}: {exc}"))
+    except TRANSPORT_ERRORS as exc:
+        failures.append(unavailable(target, exc))
     except GFSError as exc:
         msg = exc.message if exc.code == Code.UNAVAILABLE else f"{target}: {exc}"
         failures.append(GFSError(Code.UNAVAILABLE, msg))

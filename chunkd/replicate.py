@@ -17,9 +17,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from gfsfs.errors import Code, GFSError
+from gfsfs.retry import reaching
 from gfsfs.rpc import decode_reply, need
 
 from .push import check_addr
@@ -86,7 +85,7 @@ async def _fetch_range(server: ChunkServer, handle: int, version: int, source: s
     params = {"offset": offset, "length": length, "version": version}
     pending = bytearray()
     pos = offset
-    try:
+    with reaching(source):
         async with server.http.stream("GET", url, params=params) as resp:
             if resp.status_code >= 400:
                 decode_reply(resp.status_code, await resp.aread())
@@ -97,8 +96,6 @@ async def _fetch_range(server: ChunkServer, handle: int, version: int, source: s
                                              expect_version=COPYING)
                     del pending[:PIECE]
                     pos += PIECE
-    except httpx.HTTPError as exc:
-        raise GFSError(Code.UNAVAILABLE, f"{source}: {type(exc).__name__}: {exc}") from None
     if pending:
         await server.store.write(handle, pos, bytes(pending), expect_version=COPYING)
         pos += len(pending)

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import trio
 
-from . import rpc
+from . import retry, rpc
 from .chunkio import AheadPiece, Batch, ReadAhead, WriteBuffer, overlay, split_range
 from .client_local import LocalReads
 from .config import ClientConfig
@@ -178,15 +178,14 @@ class Client:
     # ------------------------------------------------------------ master RPCs
 
     async def call(self, name: str, body: dict[str, Any]) -> Any:
-        attempts = self.cfg.retries if name in IDEMPOTENT else 1
-        for attempt in range(max(1, attempts)):
+        attempts = max(1, self.cfg.retries if name in IDEMPOTENT else 1)
+        for attempt in range(attempts):
             try:
                 return await rpc.call(self.http, self.master, name, body)
             except GFSError as exc:
                 if exc.code != Code.UNAVAILABLE or attempt + 1 >= attempts:
                     raise
-                log.info("master %s: %s; retrying", name, exc)
-                await trio.sleep(min(0.2 * 2 ** attempt, 5.0))
+                await retry.MASTER.pause(attempt, log, "master %s: %s; retrying", name, exc)
         raise AssertionError("unreachable")
 
     async def _ns(self, rpc_name: str, ctx: Ctx | None, /, **fields: Any) -> Any:
@@ -475,11 +474,13 @@ class Client:
                         return data
                     return await self._get(rep, loc, chunk_off, length)
                 except GFSError as exc:
-                    log.info("read of chunk %d from %s failed: %s", loc.handle, rep.addr, exc)
+                    log.log(retry.READ.level(attempt), "read of chunk %d from %s failed: %s",
+                            loc.handle, rep.addr, exc)
                     self.failed_addrs[rep.addr] = time.monotonic()
                     last = exc
             self.drop_location(ino, index)
-            await trio.sleep(min(0.1 * 2 ** attempt, 2.0))
+            await retry.READ.pause(attempt, log, "read of inode %d chunk %d: no replica answered "
+                                   "(try %d)", ino, index, attempt + 1)
         raise GFSError(Code.EIO, f"inode {ino} chunk {index}: no replica answered ({last})")
 
     async def _get(self, rep: Replica, loc: ChunkLoc, offset: int, length: int) -> bytes:
@@ -487,9 +488,8 @@ class Client:
         params = {"offset": offset, "length": length, "version": loc.version}
         self.busy_addrs[rep.addr] = self.busy_addrs.get(rep.addr, 0) + 1
         try:
-            resp = await self.http.get(url, params=params, timeout=self.chunkd_timeout)
-        except httpx.TransportError as exc:
-            raise GFSError(Code.UNAVAILABLE, f"{rep.addr}: {type(exc).__name__}: {exc}") from None
+            with retry.reaching(rep.addr):
+                resp = await self.http.get(url, params=params, timeout=self.chunkd_timeout)
         finally:
             self.busy_addrs[rep.addr] -= 1
         if resp.status_code >= 400:

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import rpc
+from . import retry, rpc
 from .protocol import INLINE_MAX
 from .client import RETRYABLE, ChunkLoc, Lease, _replica
 from .client_write import LEASE_MARGIN_NS
@@ -133,13 +133,12 @@ class Appender:
                 failures += 1
                 self.retries += 1
                 last = exc
-                log.info("append to inode %d chunk %d (try %d) failed: %s",
-                         ino, target.index, failures, exc)
                 self._drop(ino, target)
                 if failures >= max(1, self.cfg.retries):
                     raise GFSError(Code.EIO,
                                    f"inode {ino}: record append failed ({last})") from None
-                await trio.sleep(min(0.5 * 2 ** (failures - 1), 5.0))
+                await retry.MUTATION.pause(failures - 1, log, "append to inode %d chunk %d "
+                                           "(try %d) failed: %s", ino, target.index, failures, exc)
                 continue
             if reply.get("retry") == "next_chunk":
                 self.paddings += 1

@@ -22,10 +22,9 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 
-from . import rpc
+from . import retry, rpc
 from .chunkio import Batch, Extent, split_range
 from .client import RETRYABLE, ChunkLoc, InodeState, Lease, _replica
 from .errors import Code, GFSError
@@ -251,14 +250,13 @@ class Writer:
             except GFSError as exc:
                 if exc.code not in RETRYABLE:
                     raise
-                log.info("write of inode %d chunk %d (try %d) failed: %s",
-                         ino, index, attempt + 1, exc)
                 last = exc
-                if exc.code == Code.UNAVAILABLE and exc.message.startswith(lease.primary.addr + ":"):
+                if exc.addr == lease.primary.addr:
                     # we could not reach the primary itself (not a chain failure)
                     self.unreachable[lease.primary.id] = time.monotonic()
                 self.drop_lease(ino, index)
-                await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
+                await retry.MUTATION.pause(attempt, log, "write of inode %d chunk %d (try %d) "
+                                           "failed: %s", ino, index, attempt + 1, exc)
                 continue
             self._written(st, lease, index, sync)
             return None
@@ -275,13 +273,11 @@ class Writer:
         """Send the bytes once: to the primary, which forwards down the chain."""
         chain = ",".join(s.addr for s in lease.secondaries)
         url = f"{lease.primary.addr}/data/{data_id}"
-        try:
+        with retry.reaching(lease.primary.addr):
             resp = await self.client.http.put(
                 url, content=payload,
                 headers={CHAIN_HEADER: chain, "content-type": rpc.OCTETS},
                 timeout=self.client.chunkd_timeout)
-        except httpx.TransportError as exc:
-            raise GFSError(Code.UNAVAILABLE, f"{lease.primary.addr}: {type(exc).__name__}: {exc}") from None
         reply = rpc.decode_reply(resp.status_code, resp.content)
         if reply.get("length") != len(payload):
             raise GFSError(Code.EIO, f"push of {len(payload)} bytes stored {reply.get('length')}")
@@ -296,8 +292,8 @@ class Writer:
             if not failed:
                 st.unsynced.clear()
                 return
-            log.info("fsync of inode %d: %s failed (try %d)", ino, ", ".join(failed), attempt + 1)
-            await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
+            await retry.MUTATION.pause(attempt, log, "fsync of inode %d: %s failed (try %d)",
+                                       ino, ", ".join(failed), attempt + 1)
             await self._forget_departed(ino, st, set(failed))
         raise GFSError(Code.EIO, f"fsync of inode {ino} failed at {', '.join(failed)}")
 
@@ -433,5 +429,6 @@ class Writer:
                     raise
                 last = exc
                 self.drop_lease(ino, index)
-                await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
+                await retry.MUTATION.pause(attempt, log, "truncate of inode %d chunk %d (try %d) "
+                                           "failed: %s", ino, index, attempt + 1, exc)
         raise GFSError(Code.EIO, f"inode {ino} chunk {index}: truncate failed ({last})")

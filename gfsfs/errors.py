@@ -98,6 +98,9 @@ class GFSError(Exception):
         super().__init__(f"{known}: {message}" if message else str(known))
         self.code: Code = known
         self.message = message
+        # the server this process could not reach (set by gfsfs.retry.unavailable
+        # for transport errors only; never sent on the wire)
+        self.addr: str | None = None
 
     @property
     def status(self) -> int:

@@ -27,14 +27,12 @@ import trio
 
 from .errors import Code, GFSError, code_for_status
 from .httpserver import AbortResponse, Limits, serve
+from .retry import TRANSPORT_ERRORS, unavailable
 
 log = logging.getLogger(__name__)
 
 MSGPACK = "application/msgpack"
 MSGPACK_BYTES = MSGPACK.encode()
-# what httpcore raises when a server cannot be reached or does not answer
-HTTPCORE_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
-                   httpcore.UnsupportedProtocol)
 OCTETS = "application/octet-stream"
 # seconds an idle pooled connection is reused: below the server's keep-alive
 # (httpserver.Limits.keep_alive), so a client never sends on one the server is closing
@@ -370,7 +368,8 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
     """``POST base_url/rpc/name`` with a msgpack body; the decoded reply.
 
     Raises :class:`GFSError` with the server's code, or UNAVAILABLE when the
-    server cannot be reached or does not answer in time.
+    server cannot be reached or does not answer in time
+    (:func:`gfsfs.retry.unavailable`, ``err.addr`` = ``base_url``).
     """
     pool = getattr(http, "rpc_pool", None)
     if pool is None:             # a plain httpx client (tests, tools)
@@ -380,8 +379,8 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
         try:
             resp = await http.post(f"{base_url}/rpc/{name}", content=pack(body or {}),
                                    headers={"content-type": MSGPACK}, **kwargs)
-        except httpx.TransportError as exc:
-            raise GFSError(Code.UNAVAILABLE, f"{base_url}: {type(exc).__name__}: {exc}") from None
+        except TRANSPORT_ERRORS as exc:
+            raise unavailable(base_url, exc) from None
         return decode_reply(resp.status_code, resp.content)
     t = timeout if timeout is not None else http.rpc_timeout
     try:
@@ -389,8 +388,8 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
             "POST", f"{base_url}/rpc/{name}", content=pack(body or {}),
             headers=[(b"content-type", MSGPACK_BYTES)],
             extensions={"timeout": {"connect": min(5.0, t), "read": t, "write": t, "pool": t}})
-    except HTTPCORE_ERRORS as exc:
-        raise GFSError(Code.UNAVAILABLE, f"{base_url}: {type(exc).__name__}: {exc}") from None
+    except TRANSPORT_ERRORS as exc:
+        raise unavailable(base_url, exc) from None
     return decode_reply(reply.status, reply.content)
 
 
