@@ -24,7 +24,7 @@ from gfsfs import config as gconfig
 from gfsfs import fuse_ext, logs
 from gfsfs.client import Client
 from gfsfs.config import ClientConfig
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.fuse_ops import Operations
 
 log = logging.getLogger("gfsfs.mount")
@@ -169,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = trio.run(check_master, cfg)
     except GFSError as exc:
-        print(f"gfs-mount: master {cfg.master_url} does not answer: {exc}", file=sys.stderr)
+        if exc.code == Code.PROTOCOL:       # logged: the console and the log file
+            log.error("cannot mount: %s; upgrade the client or the master", exc.message)
+        else:
+            print(f"gfs-mount: master {cfg.master_url} does not answer: {exc}", file=sys.stderr)
         return 1
     log.info("master %s: %s chunkds, chunk size %s", cfg.master_url,
              info.get("chunkds"), info.get("chunk_size"))

@@ -20,6 +20,7 @@ import trio
 
 from gfsfs import retry
 from gfsfs.errors import Code, GFSError
+from gfsfs.protocol import PROTOCOL_VERSION, check_version
 from gfsfs.rpc import call
 
 from .store import MAX_HANDLE, ChunkStore
@@ -135,9 +136,11 @@ class Heartbeat:
     async def register(self) -> None:
         self.reports.clear()            # the full list below supersedes them
         body = await self._space()
-        body.update(addr=self.addr, rack=self.rack,
+        body.update(addr=self.addr, rack=self.rack, protocol=PROTOCOL_VERSION,
                     chunks=[[h, v] for h, v in self.store.list()])
         reply = await self._call("register", body)
+        if isinstance(reply, dict):
+            check_version(reply.get("protocol"), f"master {self.master_url}", "this chunkd")
         self.registered = True
         if isinstance(reply, dict):
             interval = reply.get("heartbeat_interval")
@@ -181,6 +184,12 @@ class Heartbeat:
         self.failures += 1
         if exc is not None and exc.code not in (Code.UNAVAILABLE, Code.INTERNAL):
             self.registered = False     # e.g. the master forgot us: start over
+        if exc is not None and exc.code == Code.PROTOCOL:
+            # not a passing failure: say so every time (the master may be upgraded)
+            log.error("chunkd %s and master %s speak different protocols: %s; "
+                      "upgrade one of them (retrying)", self.server_id, self.master_url,
+                      exc.message)
+            return
         level = retry.heartbeat(self.interval).level(self.failures - 1)
         log.log(level, "master %s: %s (attempt %d)", self.master_url, exc, self.failures)
 

@@ -39,6 +39,7 @@ from .chunkio import AheadPiece, Batch, ReadAhead, WriteBuffer, overlay, split_r
 from .client_local import LocalReads
 from .config import ClientConfig
 from .errors import Code, GFSError
+from .protocol import PROTOCOL_VERSION, check_version
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,9 @@ class Client:
         await self._ns("removexattr", ctx, ino=ino, name=name)
 
     async def statfs(self) -> dict[str, Any]:
-        reply = await self.call("statfs", {})
+        """The master's figures; also the protocol check (the mount's first call)."""
+        reply = await self.call("statfs", {"protocol": PROTOCOL_VERSION})
+        check_version(reply.get("protocol"), f"master {self.master}", "this client")
         self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
         return reply
 

@@ -17,6 +17,7 @@ Exception tree::
     ├── STALE           replica or version out of date; retry elsewhere (ESTALE)
     ├── UNAVAILABLE     a server could not be reached or timed out (EIO)
     ├── NOCHUNK         chunk handle unknown to this chunkd (ENOENT)
+    ├── PROTOCOL        the peer speaks another PROTOCOL_VERSION (EPROTO)
     └── INTERNAL        bug or unexpected failure; logged with a traceback (EIO)
 """
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Code(StrEnum):
     CORRUPT = "CORRUPT", 500, _errno.EIO
     STALE = "STALE", 409, _errno.ESTALE
     UNAVAILABLE = "UNAVAILABLE", 503, _errno.EIO
+    PROTOCOL = "PROTOCOL", 400, _errno.EPROTO
     NOCHUNK = "NOCHUNK", 404, _errno.ENOENT
     INTERNAL = "INTERNAL", 500, _errno.EIO
 

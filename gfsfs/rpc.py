@@ -38,7 +38,6 @@ OCTETS = "application/octet-stream"
 # (httpserver.Limits.keep_alive), so a client never sends on one the server is closing
 KEEPALIVE = 20.0
 MIN_BODY_RATE = 256 << 10       # bytes/s a request body must average (beyond body_timeout)
-PROTOCOL_VERSION = 1
 
 RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
