@@ -2,9 +2,10 @@
 """Mount a gfsfs file system: ``python mount.py MASTER_URL MOUNTPOINT``.
 
 Reads top to bottom: arguments and config, logging, a check that the master
-answers, daemonizing (unless --foreground), then in one trio run: the client,
-the Operations, ``pyfuse3.init``, signal handling (SIGINT/SIGTERM ->
-``pyfuse3.terminate()``), ``pyfuse3.main()`` and a clean unmount.
+answers and speaks our PROTOCOL_VERSION (``statfs``), daemonizing (unless
+--foreground), then in one trio run: the client, the Operations,
+``pyfuse3.init``, signal handling (SIGINT/SIGTERM -> ``pyfuse3.terminate()``),
+``pyfuse3.main()`` and a clean unmount.
 """
 from __future__ import annotations
 

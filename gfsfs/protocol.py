@@ -201,6 +201,14 @@ deleted at least ``older_than`` seconds ago (all without it), or only
 chunkds delete them on their next heartbeat reply, and ``statfs``/``df``
 show the space once their next heartbeats report it.
 
+browser, Prometheus -> master  (plain HTTP, no msgpack RPC)
+---------------------------------------------------------
+``GET /metrics``: Prometheus text (:mod:`master.metrics`). The web page
+(:mod:`master.web` documents each route): ``GET /`` and ``GET /web/static/``
+(the page); JSON for it: ``GET /web/api/list``, ``GET /web/api/file``,
+``GET /web/api/cluster``, ``POST /web/api/mkdir``, ``POST /web/api/delete``;
+file data: ``GET /web/download``, ``PUT /web/upload``.
+
 chunkd -> master
 ----------------
 ``register {id, addr, rack, capacity_bytes, used_bytes, free_bytes, chunks:
@@ -316,7 +324,8 @@ size it got from the master). Every 64 KiB block touched is verified against
 its CRC32C first: a mismatch answers CORRUPT and is reported to the master.
 STALE when the replica's version is older than V, NOCHUNK when unknown.
 
-``GET /status`` -> msgpack ``{"id", "addr", "chunks", "used_bytes", ...}``.
+``GET /status`` -> msgpack ``{"id", "addr", "protocol", "chunks", "used_bytes",
+...}``. ``GET /metrics``: Prometheus text (:mod:`chunkd.metrics`).
 
 Short-circuit reads (same host only; gfsfs/shortcircuit.py): on the abstract
 Unix socket ``"\\0gfsfs-chunkd " + addr``, framed msgpack (u32 length prefix)

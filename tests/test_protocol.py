@@ -3,6 +3,7 @@ the master and chunkd serve are the ones the docstring documents."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,66 @@ def test_mount_accepts_a_master_that_sends_no_version(tmp_path: Path) -> None:
         cfg = ClientConfig(master_url=url, log_dir=str(tmp_path))
         info = trio.run(mount.check_master, cfg)
     assert info["chunkds"] == 3
+
+
+# ---------------------------------------------------------------- served = documented
+
+def documented() -> dict[str, tuple[set[str], set[str]]]:
+    """Per server ("master", "chunkd"): the RPC names and the raw routes
+    (``"GET /chunk/"``) the docstring of gfsfs/protocol.py documents, from
+    its sections ``X -> master`` and ``X -> chunkd``: the namespace table's
+    first column, every ``name {fields}`` / ``POST /rpc/name {fields}``, and
+    every ``GET /path`` (up to its first ``<`` or ``?``)."""
+    import gfsfs.protocol
+    lines = (gfsfs.protocol.__doc__ or "").split("\n")
+    out: dict[str, tuple[set[str], set[str]]] = {"master": (set(), set()),
+                                                 "chunkd": (set(), set())}
+    server = None
+    for i, line in enumerate(lines):
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if "->" in line and re.fullmatch(r"-{4,}", nxt):
+            server = line.split("(")[0].split("->")[1].strip()
+            continue
+        if server not in out:
+            continue
+        rpcs, routes = out[server]
+        # a table row: the name at the line's start, the next column 2+ spaces on
+        if (m := re.match(r"([a-z_]+)\s{2,}\S", line)) and m.group(1) != "rpc":
+            rpcs.add(m.group(1))
+        rpcs.update(re.findall(r"``(?:POST /rpc/)?([a-z_]+) \{", line))
+        routes.update(f"{m} {p}" for m, p in re.findall(r"``(GET|PUT|POST) (/[a-z_/]*)", line)
+                      if not p.startswith("/rpc/"))
+    return out
+
+
+def served(tmp: Path) -> dict[str, tuple[set[str], set[str]]]:
+    """The RPC names and raw routes the master and a chunkd register."""
+    from chunkd.server import ChunkServer
+    from chunkd.store import MemoryChunkStore
+    from gfsfs.config import ChunkServerConfig, MasterConfig
+    from master.core import Master
+    from master.server import build_app
+
+    async def no_chunkds(addr: str, name: str, body: dict[str, Any]) -> Any:
+        return {}
+    m = Master.open(MasterConfig(data_dir=str(tmp)), no_chunkds)
+    try:
+        master_app = build_app(m)
+    finally:
+        m.close()
+    chunkd_app = ChunkServer(MemoryChunkStore(), ChunkServerConfig(), None,  # type: ignore[arg-type]
+                             "cs1", "http://cs1").app
+    return {name: (set(app.rpcs), {f"{meth} {prefix}" for meth, prefix, _ in app.routes})
+            for name, app in (("master", master_app), ("chunkd", chunkd_app))}
+
+
+def test_the_rpcs_served_are_the_rpcs_documented(tmp_path: Path) -> None:
+    docs, live = documented(), served(tmp_path)
+    for server in ("master", "chunkd"):
+        doc_rpcs, doc_routes = docs[server]
+        live_rpcs, live_routes = live[server]
+        assert sorted(live_rpcs - doc_rpcs) == [], f"{server}: served, not documented"
+        assert sorted(doc_rpcs - live_rpcs) == [], f"{server}: documented, not served"
+        assert sorted(live_routes - doc_routes) == [], f"{server}: served, not documented"
+        assert sorted(doc_routes - live_routes) == [], f"{server}: documented, not served"
+    assert "GET /chunk/" in docs["chunkd"][1] and "lookup" in docs["master"][0]
