@@ -2,9 +2,10 @@
 """Mount a gfsfs file system: ``python mount.py MASTER_URL MOUNTPOINT``.
 
 Reads top to bottom: arguments and config, logging, a check that the master
-answers, daemonizing (unless --foreground), then in one trio run: the client,
-the Operations, ``pyfuse3.init``, signal handling (SIGINT/SIGTERM ->
-``pyfuse3.terminate()``), ``pyfuse3.main()`` and a clean unmount.
+answers and speaks our PROTOCOL_VERSION (``statfs``), daemonizing (unless
+--foreground), then in one trio run: the client, the Operations,
+``pyfuse3.init``, signal handling (SIGINT/SIGTERM -> ``pyfuse3.terminate()``),
+``pyfuse3.main()`` and a clean unmount.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from gfsfs import config as gconfig
 from gfsfs import fuse_ext, logs
 from gfsfs.client import Client
 from gfsfs.config import ClientConfig
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.fuse_ops import Operations
 
 log = logging.getLogger("gfsfs.mount")
@@ -169,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = trio.run(check_master, cfg)
     except GFSError as exc:
-        print(f"gfs-mount: master {cfg.master_url} does not answer: {exc}", file=sys.stderr)
+        if exc.code == Code.PROTOCOL:       # logged: the console and the log file
+            log.error("cannot mount: %s; upgrade the client or the master", exc.message)
+        else:
+            print(f"gfs-mount: master {cfg.master_url} does not answer: {exc}", file=sys.stderr)
         return 1
     log.info("master %s: %s chunkds, chunk size %s", cfg.master_url,
              info.get("chunkds"), info.get("chunk_size"))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.rpc import need
 
 from .replicate import COPYING
@@ -44,13 +44,13 @@ async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]
     new = check_handle(need(req, "new_handle", int))
     new_version = check_version(need(req, "new_version", int))
     if new_version == COPYING:
-        raise GFSError("BADREQ", "version 0 is reserved for copies in progress")
+        raise GFSError(Code.BADREQ, "version 0 is reserved for copies in progress")
     if new == handle:
-        raise GFSError("BADREQ", "a chunk cannot be copied onto itself")
+        raise GFSError(Code.BADREQ, "a chunk cannot be copied onto itself")
     store = server.store
     busy: set[int] = server.__dict__.setdefault("_replicating", set())
     if new in busy:
-        raise GFSError("EAGAIN", f"chunk {new:016x} is being copied already")
+        raise GFSError(Code.EAGAIN, f"chunk {new:016x} is being copied already")
     have = store.version(new)
     if have is not None and have == new_version:
         # already made (a retried copy whose reply was lost)
@@ -60,9 +60,10 @@ async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]
         async with server._order_lock(handle):
             src = store.version(handle)
             if src is None:
-                raise GFSError("NOCHUNK", f"no chunk {handle:016x}")
+                raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")
             if src != version:
-                raise GFSError("STALE", f"chunk {handle:016x} is at version {src}, not {version}")
+                raise GFSError(Code.STALE,
+                               f"chunk {handle:016x} is at version {src}, not {version}")
             length = store.length(handle) or 0
             if have is not None:
                 await store.delete(new)
@@ -72,7 +73,7 @@ async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]
                 while pos < length:
                     piece = await server._read(handle, pos, min(PIECE, length - pos))
                     if not piece:
-                        raise GFSError("EIO", f"chunk {handle:016x} shrank during a copy")
+                        raise GFSError(Code.EIO, f"chunk {handle:016x} shrank during a copy")
                     await store.write(new, pos, piece, expect_version=COPYING)
                     pos += len(piece)
                 await store.sync(new)
@@ -97,7 +98,7 @@ async def set_versions(server: ChunkServer, req: dict[str, Any]) -> dict[str, An
     pairs = []
     for item in items:
         if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise GFSError("BADREQ", "versions must be [[handle, version], ...]")
+            raise GFSError(Code.BADREQ, "versions must be [[handle, version], ...]")
         pairs.append((check_handle(item[0]), check_version(item[1])))
     failed: list[list[Any]] = []
     limiter = trio.CapacityLimiter(SET_VERSIONS_AT_ONCE)

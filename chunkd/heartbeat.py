@@ -7,25 +7,25 @@ reports, and deletes what the master's replies list. A heartbeat also asks the
 master to extend the leases of the chunks this chunkd committed to as primary
 since the previous one (``extend``; GFS §3.1). ``run_once`` does one
 round and raises GFSError when the master cannot be reached; ``run_forever``
-never gives up: it retries with capped exponential backoff and jitter.
+never gives up: it retries with the backoff of :func:`gfsfs.retry.heartbeat`
+(capped exponential, with jitter).
 """
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 import httpx
 import trio
 
-from gfsfs.errors import GFSError
+from gfsfs import retry
+from gfsfs.errors import Code, GFSError
+from gfsfs.protocol import PROTOCOL_VERSION, check_version
 from gfsfs.rpc import call
 
 from .store import MAX_HANDLE, ChunkStore
 
 log = logging.getLogger(__name__)
-
-MAX_BACKOFF = 30.0
 
 
 class ChunkReports:
@@ -136,9 +136,11 @@ class Heartbeat:
     async def register(self) -> None:
         self.reports.clear()            # the full list below supersedes them
         body = await self._space()
-        body.update(addr=self.addr, rack=self.rack,
+        body.update(addr=self.addr, rack=self.rack, protocol=PROTOCOL_VERSION,
                     chunks=[[h, v] for h, v in self.store.list()])
         reply = await self._call("register", body)
+        if isinstance(reply, dict):
+            check_version(reply.get("protocol"), f"master {self.master_url}", "this chunkd")
         self.registered = True
         if isinstance(reply, dict):
             interval = reply.get("heartbeat_interval")
@@ -173,20 +175,22 @@ class Heartbeat:
 
     async def _pause(self) -> None:
         if self.failures:
-            # at least every 4 intervals: a chunkd cut off from the master
-            # comes back soon after the link (or the master) does
-            cap = min(MAX_BACKOFF, max(1.0, 4 * self.interval))
-            delay = min(cap, 0.5 * 2 ** min(self.failures, 10))
-            await trio.sleep(delay * random.uniform(0.75, 1.25))
+            await trio.sleep(retry.heartbeat(self.interval).delay(self.failures - 1))
             return
         with trio.move_on_after(self.interval):
             await self.reports.urgent.wait()
 
     def _failed(self, exc: GFSError | None) -> None:
         self.failures += 1
-        if exc is not None and exc.code not in ("UNAVAILABLE", "INTERNAL"):
+        if exc is not None and exc.code not in (Code.UNAVAILABLE, Code.INTERNAL):
             self.registered = False     # e.g. the master forgot us: start over
-        level = logging.WARNING if self.failures in (1, 10) or self.failures % 100 == 0 else logging.DEBUG
+        if exc is not None and exc.code == Code.PROTOCOL:
+            # not a passing failure: say so every time (the master may be upgraded)
+            log.error("chunkd %s and master %s speak different protocols: %s; "
+                      "upgrade one of them (retrying)", self.server_id, self.master_url,
+                      exc.message)
+            return
+        level = retry.heartbeat(self.interval).level(self.failures - 1)
         log.log(level, "master %s: %s (attempt %d)", self.master_url, exc, self.failures)
 
     async def _obey(self, reply: Any) -> None:

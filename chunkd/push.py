@@ -37,8 +37,9 @@ import httpx
 import trio
 
 from gfsfs import validate
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.protocol import CHAIN_HEADER
+from gfsfs.retry import TRANSPORT_ERRORS, unavailable
 from gfsfs.rpc import OCTETS, decode_reply
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ TRIM_AFTER_BYTES = 16 << 20       # hand freed memory back to the OS after dropp
 
 def check_data_id(data_id: object) -> str:
     if not isinstance(data_id, str) or not DATA_ID.fullmatch(data_id):
-        raise GFSError("BADREQ", f"bad data id {data_id!r}: 1-64 hex digits expected")
+        raise GFSError(Code.BADREQ, f"bad data id {data_id!r}: 1-64 hex digits expected")
     return data_id
 
 
@@ -63,7 +64,7 @@ def check_addr(addr: object) -> str:
 def parse_chain(header: str) -> list[str]:
     chain = [check_addr(a.strip()) for a in header.split(",") if a.strip()]
     if len(chain) > MAX_CHAIN:
-        raise GFSError("BADREQ", f"chain of {len(chain)} addresses is too long")
+        raise GFSError(Code.BADREQ, f"chain of {len(chain)} addresses is too long")
     return chain
 
 
@@ -144,7 +145,7 @@ class PushBuffers:
                 if self._evict(n, own, limit, used_only=False, idle=self.ttl / 4):
                     return
                 self.rejected += 1
-                raise GFSError("EAGAIN", f"push buffers full ({self.held} of {self.max_bytes}"
+                raise GFSError(Code.EAGAIN, f"push buffers full ({self.held} of {self.max_bytes}"
                                          f" bytes) for {self.wait:g} s; retry later")
             if not waited:
                 waited = True
@@ -193,7 +194,7 @@ class PushBuffers:
         self.expire()
         item = self._items.get(data_id)
         if item is None:
-            raise GFSError("EAGAIN", f"no pushed data {data_id!r} (expired or never pushed)")
+            raise GFSError(Code.EAGAIN, f"no pushed data {data_id!r} (expired or never pushed)")
         return item.data
 
     def mark_used(self, data_id: str) -> None:
@@ -318,14 +319,14 @@ async def _forward(http: httpx.AsyncClient, recv: trio.MemoryReceiveChannel[byte
                               **extra)
         reply = decode_reply(resp.status_code, resp.content)
         if not isinstance(reply, dict) or reply.get("length") != sent:
-            raise GFSError("UNAVAILABLE", f"{target}: got {reply!r} after {sent} bytes")
-    except httpx.HTTPError as exc:
-        failures.append(GFSError("UNAVAILABLE", f"{target}: {type(exc).__name__}: {exc}"))
+            raise GFSError(Code.UNAVAILABLE, f"{target}: got {reply!r} after {sent} bytes")
+    except TRANSPORT_ERRORS as exc:
+        failures.append(unavailable(target, exc))
     except GFSError as exc:
-        msg = exc.message if exc.code == "UNAVAILABLE" else f"{target}: {exc}"
-        failures.append(GFSError("UNAVAILABLE", msg))
+        msg = exc.message if exc.code == Code.UNAVAILABLE else f"{target}: {exc}"
+        failures.append(GFSError(Code.UNAVAILABLE, msg))
     except Exception as exc:  # never let a forwarding bug take the receiving side down
         log.exception("forwarding %s to %s failed", data_id, target)
-        failures.append(GFSError("UNAVAILABLE", f"{target}: {type(exc).__name__}: {exc}"))
+        failures.append(GFSError(Code.UNAVAILABLE, f"{target}: {type(exc).__name__}: {exc}"))
     finally:
         recv.close()

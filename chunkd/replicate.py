@@ -17,9 +17,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
+from gfsfs.retry import reaching
 from gfsfs.rpc import decode_reply, need
 
 from .push import check_addr
@@ -41,10 +40,10 @@ async def replicate(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]:
     version = check_version(need(req, "version", int))
     source = check_addr(need(req, "source", str))
     if version == COPYING:
-        raise GFSError("BADREQ", "version 0 is reserved for copies in progress")
+        raise GFSError(Code.BADREQ, "version 0 is reserved for copies in progress")
     busy: set[int] = server.__dict__.setdefault("_replicating", set())
     if handle in busy:
-        raise GFSError("EAGAIN", f"chunk {handle:016x} is being copied already")
+        raise GFSError(Code.EAGAIN, f"chunk {handle:016x} is being copied already")
     store = server.store
     have = store.version(handle)
     if have is not None and have >= version:
@@ -86,7 +85,7 @@ async def _fetch_range(server: ChunkServer, handle: int, version: int, source: s
     params = {"offset": offset, "length": length, "version": version}
     pending = bytearray()
     pos = offset
-    try:
+    with reaching(source):
         async with server.http.stream("GET", url, params=params) as resp:
             if resp.status_code >= 400:
                 decode_reply(resp.status_code, await resp.aread())
@@ -97,8 +96,6 @@ async def _fetch_range(server: ChunkServer, handle: int, version: int, source: s
                                              expect_version=COPYING)
                     del pending[:PIECE]
                     pos += PIECE
-    except httpx.HTTPError as exc:
-        raise GFSError("UNAVAILABLE", f"{source}: {type(exc).__name__}: {exc}") from None
     if pending:
         await server.store.write(handle, pos, bytes(pending), expect_version=COPYING)
         pos += len(pending)

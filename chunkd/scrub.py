@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 
 from .store import ChunkStore
 
@@ -62,12 +62,12 @@ class Scrubber:
             try:
                 data = await self.store.read(handle, offset, PIECE)
             except GFSError as exc:
-                if exc.code == "CORRUPT":
+                if exc.code == Code.CORRUPT:
                     self.corrupt_found += 1
                     log.error("scrub: chunk %016x is corrupt: %s", handle, exc)
                     await self.on_corrupt(handle, exc)
                     return True
-                if exc.code == "NOCHUNK":
+                if exc.code == Code.NOCHUNK:
                     return False            # deleted meanwhile
                 raise
             if not data:

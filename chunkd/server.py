@@ -28,7 +28,7 @@ import httpx
 import trio
 
 from gfsfs.config import ChunkServerConfig
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.protocol import BLOCK_SIZE, CHAIN_HEADER, INLINE_MAX, PROTOCOL_VERSION
 from gfsfs.rpc import OCTETS, App, Request, Response, call, need, opt
 
@@ -61,7 +61,7 @@ class Mutation:
     def parse(cls, req: dict[str, Any]) -> Mutation:
         offset = need(req, "offset", int)
         if offset < 0:
-            raise GFSError("BADREQ", f"negative offset {offset}")
+            raise GFSError(Code.BADREQ, f"negative offset {offset}")
         inline = opt(req, "data", bytes)
         data_id = "" if inline is not None else check_data_id(need(req, "data_id", str))
         return cls(check_handle(need(req, "handle", int)), check_version(need(req, "version", int)),
@@ -113,7 +113,7 @@ class ChunkServer:
         chain = parse_chain(req.headers.get(CHAIN_HEADER, ""))
         length = _content_length(req)
         if length is not None and length > req.max_body:
-            raise GFSError("TOOBIG", f"push of {length} bytes; at most {req.max_body}")
+            raise GFSError(Code.TOOBIG, f"push of {length} bytes; at most {req.max_body}")
         reservation = self.buffers.reservation(hops=len(chain))
         try:
             if length is not None:
@@ -144,14 +144,14 @@ class ChunkServer:
         offset, length = req.query_int("offset", 0), req.query_int("length")
         version = req.query_int("version", 0)
         if offset < 0 or length < 0:
-            raise GFSError("BADREQ", "offset and length must not be negative")
+            raise GFSError(Code.BADREQ, "offset and length must not be negative")
         if length > MAX_READ:
-            raise GFSError("TOOBIG", f"read of {length} bytes; at most {MAX_READ} at once")
+            raise GFSError(Code.TOOBIG, f"read of {length} bytes; at most {MAX_READ} at once")
         have = self.store.version(handle)
         if have is None:
-            raise GFSError("NOCHUNK", f"no chunk {handle:016x}")
+            raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")
         if have < version:
-            raise GFSError("STALE", f"chunk {handle:016x} is at version {have}, not {version}")
+            raise GFSError(Code.STALE, f"chunk {handle:016x} is at version {have}, not {version}")
         self.reads += 1
         first = await self._read(handle, offset, min(length, READ_PIECE))
         total = max(0, min(offset + length, self.store.length(handle) or 0) - offset)
@@ -169,7 +169,7 @@ class ChunkServer:
         while pos < end:
             piece = await self._read(handle, pos, min(READ_PIECE, end - pos))
             if not piece:
-                raise GFSError("EIO", f"chunk {handle:016x} shrank during a read")
+                raise GFSError(Code.EIO, f"chunk {handle:016x} shrank during a read")
             yield piece
             pos += len(piece)
 
@@ -177,7 +177,7 @@ class ChunkServer:
         try:
             return await self.store.read(handle, offset, length)
         except GFSError as exc:
-            if exc.code == "CORRUPT":
+            if exc.code == Code.CORRUPT:
                 await self._corrupt(handle, exc)
             raise
 
@@ -205,7 +205,7 @@ class ChunkServer:
         m = Mutation.parse(req)
         secondaries = _addrs(opt(req, "secondaries", list, []))
         if m.inline is not None and len(m.inline) > INLINE_MAX:
-            raise GFSError("BADREQ", f"inline data over {INLINE_MAX} bytes: push it")
+            raise GFSError(Code.BADREQ, f"inline data over {INLINE_MAX} bytes: push it")
         data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
         async with self._order_lock(m.handle):
             await self._apply(m, data)
@@ -231,19 +231,21 @@ class ChunkServer:
         data_id = "" if inline is not None else check_data_id(need(req, "data_id", str))
         chunk_size = need(req, "chunk_size", int)
         if not 0 < chunk_size <= MAX_CHUNK_BYTES or chunk_size % BLOCK_SIZE:
-            raise GFSError("BADREQ", f"bad chunk_size {chunk_size}")
+            raise GFSError(Code.BADREQ, f"bad chunk_size {chunk_size}")
         min_offset = min(max(0, opt(req, "min_offset", int, 0)), chunk_size)
         sync = opt(req, "sync", bool, False)
         secondaries = _addrs(opt(req, "secondaries", list, []))
         data = inline if inline is not None else self.buffers.get(data_id)
         if not 0 < len(data) <= chunk_size // 4:
-            raise GFSError("EINVAL", f"a record is 1 to {chunk_size // 4} bytes, not {len(data)}")
+            raise GFSError(Code.EINVAL,
+                           f"a record is 1 to {chunk_size // 4} bytes, not {len(data)}")
         async with self._order_lock(handle):
             have = self.store.version(handle)
             if have is None:
-                raise GFSError("NOCHUNK", f"no chunk {handle:016x}")
+                raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")
             if have != version:
-                raise GFSError("STALE", f"chunk {handle:016x} is at version {have}, not {version}")
+                raise GFSError(Code.STALE,
+                               f"chunk {handle:016x} is at version {have}, not {version}")
             length = self.store.length(handle) or 0
             offset = max(length, min_offset)
             if offset + len(data) > chunk_size:
@@ -300,7 +302,7 @@ class ChunkServer:
         if opt(req, "create", bool, False):
             data = opt(req, "data", bytes, b"")
             if len(data) > INLINE_MAX:
-                raise GFSError("TOOBIG", f"{len(data)} bytes in a create; at most {INLINE_MAX}")
+                raise GFSError(Code.TOOBIG, f"{len(data)} bytes in a create; at most {INLINE_MAX}")
             # the first write of a new chunk may ride on its creation
             await self.store.create(handle, version, opt(req, "offset", int, 0), data)
             if data and opt(req, "sync", bool, False):
@@ -336,7 +338,7 @@ class ChunkServer:
         try:
             return await op
         except GFSError as exc:
-            if exc.code == "CORRUPT":
+            if exc.code == Code.CORRUPT:
                 await self._corrupt(handle, exc)
             raise
 
@@ -350,7 +352,7 @@ class ChunkServer:
                 await call(self.http, addr, name, body, timeout=self.cfg.peer_timeout or None)
             except GFSError as exc:
                 failed.append(f"{addr} ({exc})")
-                if exc.code == "ENOSPC":
+                if exc.code == Code.ENOSPC:
                     full.append(addr)
             except Exception as exc:
                 log.exception("%s at %s failed", name, addr)
@@ -360,9 +362,11 @@ class ChunkServer:
             for addr in addrs:
                 nursery.start_soon(one, addr)
         if full:            # out of space is no reason to retry: the writer gets ENOSPC
-            raise GFSError("ENOSPC", f"{name} failed on secondaries: {'; '.join(sorted(failed))}")
+            raise GFSError(Code.ENOSPC,
+                           f"{name} failed on secondaries: {'; '.join(sorted(failed))}")
         if failed:
-            raise GFSError("UNAVAILABLE", f"{name} failed on secondaries: {'; '.join(sorted(failed))}")
+            raise GFSError(Code.UNAVAILABLE,
+                           f"{name} failed on secondaries: {'; '.join(sorted(failed))}")
 
     def _order_lock(self, handle: int) -> trio.Lock:
         lock = self._order.get(handle)
@@ -376,13 +380,13 @@ def _content_length(req: Request) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit() or not raw.isascii():
-        raise GFSError("BADREQ", f"bad content-length {raw[:40]!r}")
+        raise GFSError(Code.BADREQ, f"bad content-length {raw[:40]!r}")
     return int(raw)
 
 
 def _path_handle(text: str) -> int:
     if not text.isdigit() or not text.isascii() or len(text) > 19:
-        raise GFSError("BADREQ", f"bad chunk handle {text[:40]!r} in path")
+        raise GFSError(Code.BADREQ, f"bad chunk handle {text[:40]!r} in path")
     return check_handle(int(text))
 
 

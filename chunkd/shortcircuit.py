@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.shortcircuit import FRAME, MAX_MESSAGE, pack, socket_name, unpack
 
 from .diskstore import DiskChunkStore
@@ -103,9 +103,9 @@ class ShortCircuitServer:
             version = check_version(req.get("version"))
             have = self.store.version(handle)
             if have is None:
-                raise GFSError("NOCHUNK", f"no chunk {handle:016x}")
+                raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")
             if have < version:
-                raise GFSError("STALE", f"chunk {handle:016x} is at version {have}, not {version}")
+                raise GFSError(Code.STALE, f"chunk {handle:016x} is at version {have}, not {version}")
             fds = await trio.to_thread.run_sync(self.store.open_for_reading, handle)
             reply = pack({"id": self.server_id, "version": have})
             await conn.sendmsg([reply], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
@@ -123,7 +123,7 @@ class ShortCircuitServer:
         _pid, uid, _gid = UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                        UCRED.size))
         if uid not in (0, os.getuid()):
-            raise GFSError("EACCES", f"uid {uid} may not read chunk files")
+            raise GFSError(Code.EACCES, f"uid {uid} may not read chunk files")
 
 
 async def _receive_message(conn: trio.socket.SocketType) -> bytes:
@@ -132,11 +132,11 @@ async def _receive_message(conn: trio.socket.SocketType) -> bytes:
     while len(data) < need:
         more = await conn.recv(need - len(data))
         if not more:
-            raise GFSError("BADREQ", "short-circuit request cut short")
+            raise GFSError(Code.BADREQ, "short-circuit request cut short")
         data += more
         if need == FRAME.size and len(data) == FRAME.size:
             (n,) = FRAME.unpack(data)
             if n > MAX_MESSAGE:
-                raise GFSError("BADREQ", "short-circuit request too long")
+                raise GFSError(Code.BADREQ, "short-circuit request too long")
             need += n
     return data

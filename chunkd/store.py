@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import crc32c
 import trio
 
-from gfsfs.errors import GFSError, from_oserror
+from gfsfs.errors import Code, GFSError, from_oserror
 from gfsfs.protocol import BLOCK_SIZE
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,13 @@ T = TypeVar("T")
 def check_handle(handle: object) -> int:
     """``handle`` as a chunk handle (an int in 0 .. 2**63-1), BADREQ otherwise."""
     if isinstance(handle, bool) or not isinstance(handle, int) or not 0 <= handle < MAX_HANDLE:
-        raise GFSError("BADREQ", f"bad chunk handle {handle!r}")
+        raise GFSError(Code.BADREQ, f"bad chunk handle {handle!r}")
     return handle
 
 
 def check_version(version: object) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 1 << 64:
-        raise GFSError("BADREQ", f"bad chunk version {version!r}")
+        raise GFSError(Code.BADREQ, f"bad chunk version {version!r}")
     return version
 
 
@@ -269,12 +269,12 @@ class ChunkStore(ABC):
         raw = self._pread(handle, start, stop - start)
         crcs = self._read_crcs(handle, blocks.start, len(blocks))
         if len(raw) != stop - start:
-            raise GFSError("CORRUPT", f"chunk {handle:016x} is shorter than its length")
+            raise GFSError(Code.CORRUPT, f"chunk {handle:016x} is shorter than its length")
         view = memoryview(raw)
         for i, k in enumerate(blocks):
             got = crc32c.crc32c(view[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE])
             if i >= len(crcs) or got != crcs[i]:
-                raise GFSError("CORRUPT", f"chunk {handle:016x} block {k}: checksum mismatch")
+                raise GFSError(Code.CORRUPT, f"chunk {handle:016x} block {k}: checksum mismatch")
         return raw[offset - start:end - start]
 
     def _old_crcs(self, handle: int, blocks: range, old_len: int) -> list[int]:
@@ -300,7 +300,7 @@ class ChunkStore(ABC):
         start = k * BLOCK_SIZE
         block = self._pread(handle, start, min(start + BLOCK_SIZE, old_len) - start)
         if not crcs or crc32c.crc32c(block) != crcs[0]:
-            raise GFSError("CORRUPT", f"chunk {handle:016x} block {k}: checksum mismatch")
+            raise GFSError(Code.CORRUPT, f"chunk {handle:016x} block {k}: checksum mismatch")
         return block
 
     def _check_space(self, growth: int) -> None:
@@ -308,7 +308,7 @@ class ChunkStore(ABC):
             return
         _, _, free = self.space()
         if free - growth < self.reserve_bytes:
-            raise GFSError("ENOSPC", f"{growth} more bytes would leave less than "
+            raise GFSError(Code.ENOSPC, f"{growth} more bytes would leave less than "
                                      f"{self.reserve_bytes} bytes free ({free} free)")
 
     def _rollback(self, handle: int, old_len: int, offset: int, backup: bytes,
@@ -335,9 +335,9 @@ class ChunkStore(ABC):
     def _info(self, handle: int, expect_version: int | None = None) -> ChunkInfo:
         info = self._chunks.get(handle)
         if info is None:
-            raise GFSError("NOCHUNK", f"no chunk {handle:016x}")
+            raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")
         if expect_version is not None and info.version != expect_version:
-            raise GFSError("STALE", f"chunk {handle:016x} is at version {info.version}, "
+            raise GFSError(Code.STALE, f"chunk {handle:016x} is at version {info.version}, "
                                     f"not {expect_version}")
         return info
 
@@ -384,9 +384,9 @@ class ChunkStore(ABC):
 
 def _check_range(offset: object, length: int) -> None:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise GFSError("BADREQ", f"bad offset {offset!r}")
+        raise GFSError(Code.BADREQ, f"bad offset {offset!r}")
     if length < 0 or offset + length > MAX_CHUNK_BYTES:
-        raise GFSError("EFBIG", f"range {offset}+{length} is past the largest chunk")
+        raise GFSError(Code.EFBIG, f"range {offset}+{length} is past the largest chunk")
 
 
 def _block_crc(k: int, new_len: int, segments: list[tuple[int, Any]]) -> int:

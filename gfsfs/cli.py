@@ -45,7 +45,7 @@ import trio
 
 from . import config, paths
 from .config import ConfigError
-from .errors import GFSError
+from .errors import Code, GFSError
 from .paths import components  # noqa: F401 (cli_snapshot's, and other callers')
 from .rpc import call, make_http
 
@@ -170,9 +170,9 @@ class Master:
 
 
 def describe(exc: GFSError, what: str | None, url: str) -> str:
-    if exc.code == "UNAVAILABLE":
+    if exc.code == Code.UNAVAILABLE:
         return f"cannot reach the master: {exc.message}"
-    if exc.code in ("NOROUTE", "BADREQ", "INTERNAL") or what is None:
+    if exc.code in (Code.NOROUTE, Code.BADREQ, Code.INTERNAL) or what is None:
         return f"master {url}: {exc.code}: {exc.message}"
     return f"{what}: {os.strerror(exc.errno)} ({exc.code})"
 

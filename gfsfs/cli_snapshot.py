@@ -17,7 +17,7 @@ import stat
 from typing import Any
 
 from .cli import Failure, Master, components, emit, fs_path, human, table, when
-from .errors import GFSError
+from .errors import Code, GFSError
 from .rpc import call
 
 
@@ -47,9 +47,9 @@ async def cmd_snapshot(m: Master, args: argparse.Namespace) -> int:
         reply = await call(m.http, m.url, "snapshot",
                            {"src": attr["ino"], "parent": parent, "name": name})
     except GFSError as exc:
-        if exc.code == "EEXIST":
+        if exc.code == Code.EEXIST:
             raise Failure(f"{dst}: exists") from None
-        if exc.code == "EINVAL":
+        if exc.code == Code.EINVAL:
             raise Failure(f"{src} -> {dst}: {exc.message}") from None
         raise Failure(f"snapshot {src} -> {dst}: {exc.code}: {exc.message}") from None
     data = {"src": src, "dst": dst, **reply}
@@ -98,9 +98,9 @@ async def cmd_trash_restore(m: Master, args: argparse.Namespace) -> int:
     try:
         reply = await call(m.http, m.url, "trash_restore", body)
     except GFSError as exc:
-        if exc.code == "EEXIST":
+        if exc.code == Code.EEXIST:
             raise Failure(f"{target}: exists; restore it elsewhere with --to NEWPATH") from None
-        if exc.code == "ENOENT" and args.to is None:
+        if exc.code == Code.ENOENT and args.to is None:
             raise Failure(f"{what}: {exc.message}") from None
         raise Failure(f"restore {what}: {exc.code}: {exc.message}") from None
     data = {"path": target, "ino": reply["ino"], "size": reply["attr"]["size"]}

@@ -34,11 +34,12 @@ from typing import Any
 import httpx
 import trio
 
-from . import rpc
+from . import retry, rpc
 from .chunkio import AheadPiece, Batch, ReadAhead, WriteBuffer, overlay, split_range
 from .client_local import LocalReads
 from .config import ClientConfig
-from .errors import GFSError
+from .errors import Code, GFSError
+from .protocol import PROTOCOL_VERSION, check_version
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
 READ_ONLY = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
                        "statfs", "chunks"})
 # Chunkd/master failures worth another try (elsewhere, or with fresh locations).
-RETRYABLE = frozenset({"STALE", "NOCHUNK", "UNAVAILABLE", "CORRUPT", "INTERNAL",
-                       "EIO", "EAGAIN", "TOOBIG"})
+RETRYABLE = frozenset({Code.STALE, Code.NOCHUNK, Code.UNAVAILABLE, Code.CORRUPT, Code.INTERNAL,
+                       Code.EIO, Code.EAGAIN, Code.TOOBIG})
 FETCH_AHEAD_CHUNKS = 16   # chunk entries asked for at once when locations are missing
 BATCHES_IN_FLIGHT = 4    # write batches of one inode sent at once (memory: 4 x upload_chunk_size)
 
@@ -178,15 +179,14 @@ class Client:
     # ------------------------------------------------------------ master RPCs
 
     async def call(self, name: str, body: dict[str, Any]) -> Any:
-        attempts = self.cfg.retries if name in IDEMPOTENT else 1
-        for attempt in range(max(1, attempts)):
+        attempts = max(1, self.cfg.retries if name in IDEMPOTENT else 1)
+        for attempt in range(attempts):
             try:
                 return await rpc.call(self.http, self.master, name, body)
             except GFSError as exc:
-                if exc.code != "UNAVAILABLE" or attempt + 1 >= attempts:
+                if exc.code != Code.UNAVAILABLE or attempt + 1 >= attempts:
                     raise
-                log.info("master %s: %s; retrying", name, exc)
-                await trio.sleep(min(0.2 * 2 ** attempt, 5.0))
+                await retry.MASTER.pause(attempt, log, "master %s: %s; retrying", name, exc)
         raise AssertionError("unreachable")
 
     async def _ns(self, rpc_name: str, ctx: Ctx | None, /, **fields: Any) -> Any:
@@ -291,13 +291,13 @@ class Client:
 
     async def getxattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> bytes:
         if self._known_without_xattrs(ino) or self._known_absent(ino, name):
-            raise GFSError("ENODATA", "no such attribute")
+            raise GFSError(Code.ENODATA, "no such attribute")
         try:
             return bytes((await self._ns("getxattr", ctx, ino=ino, name=name))["value"])
         except GFSError as exc:
             # the kernel asks for security.capability before every write(2):
             # remember the answer as long as attributes are cached
-            if exc.code == "ENODATA":
+            if exc.code == Code.ENODATA:
                 if len(self.absent_xattrs) > 100_000:
                     self.absent_xattrs.clear()
                 self.absent_xattrs.setdefault(ino, {})[name] = \
@@ -315,7 +315,9 @@ class Client:
         await self._ns("removexattr", ctx, ino=ino, name=name)
 
     async def statfs(self) -> dict[str, Any]:
-        reply = await self.call("statfs", {})
+        """The master's figures; also the protocol check (the mount's first call)."""
+        reply = await self.call("statfs", {"protocol": PROTOCOL_VERSION})
+        check_version(reply.get("protocol"), f"master {self.master}", "this client")
         self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
         return reply
 
@@ -475,28 +477,29 @@ class Client:
                         return data
                     return await self._get(rep, loc, chunk_off, length)
                 except GFSError as exc:
-                    log.info("read of chunk %d from %s failed: %s", loc.handle, rep.addr, exc)
+                    log.log(retry.READ.level(attempt), "read of chunk %d from %s failed: %s",
+                            loc.handle, rep.addr, exc)
                     self.failed_addrs[rep.addr] = time.monotonic()
                     last = exc
             self.drop_location(ino, index)
-            await trio.sleep(min(0.1 * 2 ** attempt, 2.0))
-        raise GFSError("EIO", f"inode {ino} chunk {index}: no replica answered ({last})")
+            await retry.READ.pause(attempt, log, "read of inode %d chunk %d: no replica answered "
+                                   "(try %d)", ino, index, attempt + 1)
+        raise GFSError(Code.EIO, f"inode {ino} chunk {index}: no replica answered ({last})")
 
     async def _get(self, rep: Replica, loc: ChunkLoc, offset: int, length: int) -> bytes:
         url = f"{rep.addr}/chunk/{loc.handle}"
         params = {"offset": offset, "length": length, "version": loc.version}
         self.busy_addrs[rep.addr] = self.busy_addrs.get(rep.addr, 0) + 1
         try:
-            resp = await self.http.get(url, params=params, timeout=self.chunkd_timeout)
-        except httpx.TransportError as exc:
-            raise GFSError("UNAVAILABLE", f"{rep.addr}: {type(exc).__name__}: {exc}") from None
+            with retry.reaching(rep.addr):
+                resp = await self.http.get(url, params=params, timeout=self.chunkd_timeout)
         finally:
             self.busy_addrs[rep.addr] -= 1
         if resp.status_code >= 400:
             rpc.decode_reply(resp.status_code, resp.content)
         data = resp.content
         if len(data) > length:
-            raise GFSError("EIO", f"{rep.addr} sent {len(data)} bytes for {length}")
+            raise GFSError(Code.EIO, f"{rep.addr} sent {len(data)} bytes for {length}")
         return data
 
     # ------------------------------------------------------------ writes

@@ -50,11 +50,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import rpc
+from . import retry, rpc
 from .protocol import INLINE_MAX
 from .client import RETRYABLE, ChunkLoc, Lease, _replica
 from .client_write import LEASE_MARGIN_NS
-from .errors import GFSError
+from .errors import Code, GFSError
 
 if TYPE_CHECKING:
     from .client import Client
@@ -104,7 +104,7 @@ class Appender:
         cs = await client.get_chunk_size()
         payload = bytes(data)
         if not 0 < len(payload) <= cs // 4:
-            raise GFSError("EINVAL", f"a record is 1 to {cs // 4} bytes, not {len(payload)}")
+            raise GFSError(Code.EINVAL, f"a record is 1 to {cs // 4} bytes, not {len(payload)}")
         st = client.state(ino)
         if st.wbuf or st.inflight:      # our own earlier plain writes come first
             await client.writer.flush(ino)
@@ -133,18 +133,18 @@ class Appender:
                 failures += 1
                 self.retries += 1
                 last = exc
-                log.info("append to inode %d chunk %d (try %d) failed: %s",
-                         ino, target.index, failures, exc)
                 self._drop(ino, target)
                 if failures >= max(1, self.cfg.retries):
-                    raise GFSError("EIO", f"inode {ino}: record append failed ({last})") from None
-                await trio.sleep(min(0.5 * 2 ** (failures - 1), 5.0))
+                    raise GFSError(Code.EIO,
+                                   f"inode {ino}: record append failed ({last})") from None
+                await retry.MUTATION.pause(failures - 1, log, "append to inode %d chunk %d "
+                                           "(try %d) failed: %s", ino, target.index, failures, exc)
                 continue
             if reply.get("retry") == "next_chunk":
                 self.paddings += 1
                 paddings += 1
                 if paddings > MAX_PADDED_CHUNKS:
-                    raise GFSError("EIO", f"inode {ino}: {paddings} chunks full in a row")
+                    raise GFSError(Code.EIO, f"inode {ino}: {paddings} chunks full in a row")
                 self._drop(ino, target)
                 min_index = target.index + 1
                 continue

@@ -22,13 +22,12 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 
-from . import rpc
+from . import retry, rpc
 from .chunkio import Batch, Extent, split_range
 from .client import RETRYABLE, ChunkLoc, InodeState, Lease, _replica
-from .errors import GFSError
+from .errors import Code, GFSError
 from .protocol import CHAIN_HEADER, INLINE_MAX
 
 if TYPE_CHECKING:
@@ -127,7 +126,7 @@ class Writer:
             await self.send(ino, extents, sync)
         except Exception as exc:
             log.error("write-back of inode %d failed: %s", ino, exc)
-            st.error = exc if isinstance(exc, GFSError) else GFSError("EIO", str(exc))
+            st.error = exc if isinstance(exc, GFSError) else GFSError(Code.EIO, str(exc))
         finally:
             st.slots.release()
             st.inflight.remove(entry)
@@ -251,18 +250,17 @@ class Writer:
             except GFSError as exc:
                 if exc.code not in RETRYABLE:
                     raise
-                log.info("write of inode %d chunk %d (try %d) failed: %s",
-                         ino, index, attempt + 1, exc)
                 last = exc
-                if exc.code == "UNAVAILABLE" and exc.message.startswith(lease.primary.addr + ":"):
+                if exc.addr == lease.primary.addr:
                     # we could not reach the primary itself (not a chain failure)
                     self.unreachable[lease.primary.id] = time.monotonic()
                 self.drop_lease(ino, index)
-                await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
+                await retry.MUTATION.pause(attempt, log, "write of inode %d chunk %d (try %d) "
+                                           "failed: %s", ino, index, attempt + 1, exc)
                 continue
             self._written(st, lease, index, sync)
             return None
-        raise GFSError("EIO", f"inode {ino} chunk {index}: write failed ({last})")
+        raise GFSError(Code.EIO, f"inode {ino} chunk {index}: write failed ({last})")
 
     @staticmethod
     def _written(st: InodeState, lease: Lease, index: int, sync: bool) -> None:
@@ -275,16 +273,14 @@ class Writer:
         """Send the bytes once: to the primary, which forwards down the chain."""
         chain = ",".join(s.addr for s in lease.secondaries)
         url = f"{lease.primary.addr}/data/{data_id}"
-        try:
+        with retry.reaching(lease.primary.addr):
             resp = await self.client.http.put(
                 url, content=payload,
                 headers={CHAIN_HEADER: chain, "content-type": rpc.OCTETS},
                 timeout=self.client.chunkd_timeout)
-        except httpx.TransportError as exc:
-            raise GFSError("UNAVAILABLE", f"{lease.primary.addr}: {type(exc).__name__}: {exc}") from None
         reply = rpc.decode_reply(resp.status_code, resp.content)
         if reply.get("length") != len(payload):
-            raise GFSError("EIO", f"push of {len(payload)} bytes stored {reply.get('length')}")
+            raise GFSError(Code.EIO, f"push of {len(payload)} bytes stored {reply.get('length')}")
 
     async def _sync(self, ino: int, st: InodeState) -> None:
         """fsync(2) every chunk written since the last fsync, on every replica
@@ -296,10 +292,10 @@ class Writer:
             if not failed:
                 st.unsynced.clear()
                 return
-            log.info("fsync of inode %d: %s failed (try %d)", ino, ", ".join(failed), attempt + 1)
-            await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
+            await retry.MUTATION.pause(attempt, log, "fsync of inode %d: %s failed (try %d)",
+                                       ino, ", ".join(failed), attempt + 1)
             await self._forget_departed(ino, st, set(failed))
-        raise GFSError("EIO", f"fsync of inode {ino} failed at {', '.join(failed)}")
+        raise GFSError(Code.EIO, f"fsync of inode {ino} failed at {', '.join(failed)}")
 
     async def _sync_once(self, st: InodeState) -> list[str]:
         by_addr: dict[str, list[int]] = {}
@@ -364,10 +360,10 @@ class Writer:
         unless KEEP_SIZE. COLLAPSE_RANGE, INSERT_RANGE and the rest:
         EOPNOTSUPP."""
         if mode & ~FALLOC_KNOWN:
-            raise GFSError("ENOTSUP", f"fallocate mode {mode:#x} is not supported")
+            raise GFSError(Code.ENOTSUP, f"fallocate mode {mode:#x} is not supported")
         if offset < 0 or length <= 0 or (mode & FALLOC_PUNCH_HOLE and (
                 not mode & FALLOC_KEEP_SIZE or mode & FALLOC_ZERO_RANGE)):
-            raise GFSError("EINVAL", f"fallocate mode {mode:#x} at {offset}+{length}")
+            raise GFSError(Code.EINVAL, f"fallocate mode {mode:#x} at {offset}+{length}")
         await self.flush(ino)
         st = self.client.state(ino)
         st.gen += 1
@@ -433,5 +429,6 @@ class Writer:
                     raise
                 last = exc
                 self.drop_lease(ino, index)
-                await trio.sleep(min(0.5 * 2 ** attempt, 5.0))
-        raise GFSError("EIO", f"inode {ino} chunk {index}: truncate failed ({last})")
+                await retry.MUTATION.pause(attempt, log, "truncate of inode %d chunk %d (try %d) "
+                                           "failed: %s", ino, index, attempt + 1, exc)
+        raise GFSError(Code.EIO, f"inode {ino} chunk {index}: truncate failed ({last})")

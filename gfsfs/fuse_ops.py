@@ -28,7 +28,7 @@ from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 
 from .client import Attr, Client, Ctx, OpenFile
 from .config import ClientConfig
-from .errors import GFSError
+from .errors import Code, GFSError
 from .protocol import MAX_NAME
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ def errno_boundary(fn: F) -> F:
         except FUSEError:
             raise
         except GFSError as exc:
-            if exc.code in ("INTERNAL", "EIO", "CORRUPT", "UNAVAILABLE", "BADREQ", "NOROUTE"):
+            if exc.code in (Code.INTERNAL, Code.EIO, Code.CORRUPT, Code.UNAVAILABLE,
+                            Code.BADREQ, Code.NOROUTE):
                 log.error("%s: %s", fn.__name__, exc)
             else:
                 log.debug("%s: %s", fn.__name__, exc)
@@ -401,7 +402,7 @@ class Operations(pyfuse3.Operations):
             # Created meanwhile by someone else (another mount; the kernel's
             # lookup said the name was free): without O_EXCL, open that file,
             # as open(2) would have -- so racing O_CREAT opens all succeed.
-            if exc.code != "EEXIST" or flags & os.O_EXCL:
+            if exc.code != Code.EEXIST or flags & os.O_EXCL:
                 raise
             log.debug("create %r: made meanwhile elsewhere; opening it", name)
             attr = await self._open_existing(parent_inode, name, flags, ctx)

@@ -31,7 +31,7 @@ from typing import Any
 import h11
 import trio
 
-from .errors import GFSError
+from .errors import Code, GFSError
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +116,12 @@ class Connection:
             if scope.cancelled_caught:
                 return False
         except h11.RemoteProtocolError as exc:
-            await self._refuse(exc.error_status_hint, "BADREQ", f"bad request: {exc}")
+            await self._refuse(exc.error_status_hint, Code.BADREQ, f"bad request: {exc}")
             return False
         if not isinstance(event, h11.Request):
             return False                    # ConnectionClosed
         if _wants_upgrade(event):
-            await self._refuse(400, "NOROUTE", "protocol upgrades are not served")
+            await self._refuse(400, Code.NOROUTE, "protocol upgrades are not served")
             return False
         exchange = Exchange(self, event)
         await exchange.run()
@@ -137,7 +137,7 @@ class Connection:
                 return event
             self.h11.receive_data(await self.stream.receive_some(RECV))
 
-    async def _refuse(self, status: int, code: str, message: str) -> None:
+    async def _refuse(self, status: int, code: Code, message: str) -> None:
         """A short error reply to a request the app never sees, then close."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):   # IDLE: a bad head
             return
@@ -196,7 +196,7 @@ class Exchange:
             log.exception("%s %r failed in the app", self.req.method, self.req.target)
             if self.started:
                 raise _Abort("the app failed during its response") from None
-            await self.conn._refuse(500, "INTERNAL", "the app failed")
+            await self.conn._refuse(500, Code.INTERNAL, "the app failed")
             return
         if not self.ended:
             raise _Abort("the app ended without finishing its response")

@@ -8,7 +8,12 @@ travel as raw ``application/octet-stream`` bodies. Errors are
 Names (file names, xattr names and values, symlink targets) are msgpack *bin*
 (``bytes``), since POSIX names are bytes.
 
-PROTOCOL_VERSION = 1
+Version: :data:`PROTOCOL_VERSION` (defined once, below), raised whenever a
+message changes incompatibly. It is exchanged where a peer first talks to the
+master: a chunkd's ``register`` and a client's ``statfs`` (the mount's first
+call) carry ``protocol: int``, and their replies carry the master's. Either
+side refuses another version with PROTOCOL (400), naming both versions;
+a missing ``protocol`` (an older peer) counts as version 1.
 
 Shared shapes
 -------------
@@ -54,9 +59,10 @@ getxattr         ino, name                                    {"value": bytes}
                                                               (ENODATA if absent)
 listxattr        ino                                          {"names": [bytes]}
 removexattr      ino, name                                    {}
-statfs           -                                            {"total_bytes", "free_bytes",
+statfs           [protocol]                                   {"total_bytes", "free_bytes",
                                                               "used_bytes", "files",
-                                                              "chunk_size", "chunkds"}
+                                                              "chunk_size", "chunkds",
+                                                              "protocol"}
 ===============  ===========================================  =====================
 
 Replies to create, mkdir, symlink, link, unlink and rmdir also carry
@@ -195,11 +201,21 @@ deleted at least ``older_than`` seconds ago (all without it), or only
 chunkds delete them on their next heartbeat reply, and ``statfs``/``df``
 show the space once their next heartbeats report it.
 
+browser, Prometheus -> master  (plain HTTP, no msgpack RPC)
+---------------------------------------------------------
+``GET /metrics``: Prometheus text (:mod:`master.metrics`). The web page
+(:mod:`master.web` documents each route): ``GET /`` and ``GET /web/static/``
+(the page); JSON for it: ``GET /web/api/list``, ``GET /web/api/file``,
+``GET /web/api/cluster``, ``POST /web/api/mkdir``, ``POST /web/api/delete``;
+file data: ``GET /web/download``, ``PUT /web/upload``.
+
 chunkd -> master
 ----------------
 ``register {id, addr, rack, capacity_bytes, used_bytes, free_bytes, chunks:
-[[handle, version], ...]}`` -> ``{"heartbeat_interval": float, "delete":
-[handle]}``: at start-up and whenever a heartbeat answers ``reregister``.
+[[handle, version], ...], [protocol]}`` -> ``{"heartbeat_interval": float,
+"delete": [handle], "protocol": int}``: at start-up and whenever a heartbeat
+answers ``reregister``. PROTOCOL (400) when ``protocol`` is not the master's
+(see "Version" above); the chunkd logs that as an ERROR and keeps retrying.
 
 ``heartbeat {id, capacity_bytes, used_bytes, free_bytes, chunk_count,
 [extend: [handle]]}`` -> ``{"delete": [handle], "reregister": bool,
@@ -308,7 +324,8 @@ size it got from the master). Every 64 KiB block touched is verified against
 its CRC32C first: a mismatch answers CORRUPT and is reported to the master.
 STALE when the replica's version is older than V, NOCHUNK when unknown.
 
-``GET /status`` -> msgpack ``{"id", "addr", "chunks", "used_bytes", ...}``.
+``GET /status`` -> msgpack ``{"id", "addr", "protocol", "chunks", "used_bytes",
+...}``. ``GET /metrics``: Prometheus text (:mod:`chunkd.metrics`).
 
 Short-circuit reads (same host only; gfsfs/shortcircuit.py): on the abstract
 Unix socket ``"\\0gfsfs-chunkd " + addr``, framed msgpack (u32 length prefix)
@@ -322,7 +339,9 @@ from __future__ import annotations
 
 import struct
 
-PROTOCOL_VERSION = 1
+from .errors import Code, GFSError
+
+PROTOCOL_VERSION = 1            # the one definition; see "Version" above
 CHAIN_HEADER = "x-gfs-chain"
 BLOCK_SIZE = 64 * 1024          # CRC32C block
 META_HEADER = struct.Struct("<4sIQ")   # chunk meta file: magic, format, chunk version
@@ -335,3 +354,13 @@ XATTR_CREATE = 1
 XATTR_REPLACE = 2
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+
+
+def check_version(theirs: object, peer: str, us: str) -> None:
+    """Refuse a peer that speaks another protocol: ``theirs`` is the
+    ``protocol`` field it sent (None: an older peer, version 1); ``peer`` and
+    ``us`` name both sides in the PROTOCOL error."""
+    version = 1 if theirs is None else theirs
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise GFSError(Code.PROTOCOL, f"{peer} speaks gfsfs protocol {repr(version)[:40]}; "
+                                      f"{us} speaks protocol {PROTOCOL_VERSION}")

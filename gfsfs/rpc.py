@@ -25,22 +25,19 @@ import httpx
 import msgpack
 import trio
 
-from .errors import GFSError, code_for_status
+from .errors import Code, GFSError, code_for_status
 from .httpserver import AbortResponse, Limits, serve
+from .retry import TRANSPORT_ERRORS, unavailable
 
 log = logging.getLogger(__name__)
 
 MSGPACK = "application/msgpack"
 MSGPACK_BYTES = MSGPACK.encode()
-# what httpcore raises when a server cannot be reached or does not answer
-HTTPCORE_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
-                   httpcore.UnsupportedProtocol)
 OCTETS = "application/octet-stream"
 # seconds an idle pooled connection is reused: below the server's keep-alive
 # (httpserver.Limits.keep_alive), so a client never sends on one the server is closing
 KEEPALIVE = 20.0
 MIN_BODY_RATE = 256 << 10       # bytes/s a request body must average (beyond body_timeout)
-PROTOCOL_VERSION = 1
 
 RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -58,7 +55,7 @@ def unpack(data: bytes) -> Any:
 def need(req: dict[str, Any], name: str, typ: type | tuple[type, ...]) -> Any:
     """``req[name]``, which must exist and be of ``typ`` (BADREQ otherwise)."""
     if name not in req:
-        raise GFSError("BADREQ", f"missing field {name!r}")
+        raise GFSError(Code.BADREQ, f"missing field {name!r}")
     return check(name, req[name], typ)
 
 
@@ -73,10 +70,10 @@ def opt(req: dict[str, Any], name: str, typ: type | tuple[type, ...],
 
 def check(name: str, value: Any, typ: type | tuple[type, ...]) -> Any:
     if isinstance(value, bool) and typ in (int, (int,)):
-        raise GFSError("BADREQ", f"field {name!r} must be an integer")
+        raise GFSError(Code.BADREQ, f"field {name!r} must be an integer")
     if not isinstance(value, typ):
         tname = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-        raise GFSError("BADREQ", f"field {name!r} must be {tname}, got {type(value).__name__}")
+        raise GFSError(Code.BADREQ, f"field {name!r} must be {tname}, got {type(value).__name__}")
     return value
 
 
@@ -108,7 +105,7 @@ class Request:
             self._deadline = now + self.body_timeout + min(size, self.max_body) / MIN_BODY_RATE
         with trio.move_on_at(min(self._deadline, now + self.body_timeout)):
             return await self._receive()
-        raise GFSError("TIMEOUT", f"request body stalled ({self.body_timeout:g} s for a piece, "
+        raise GFSError(Code.TIMEOUT, f"request body stalled ({self.body_timeout:g} s for a piece, "
                                   f"{MIN_BODY_RATE >> 10} KiB/s at least)")
 
     async def stream(self) -> AsyncIterator[bytes]:
@@ -117,12 +114,13 @@ class Request:
         while not self._done:
             msg = await self._next()
             if msg["type"] == "http.disconnect":
-                raise GFSError("BADREQ", "request body incomplete: the client closed the connection")
+                raise GFSError(Code.BADREQ,
+                               "request body incomplete: the client closed the connection")
             body = msg.get("body", b"")
             self._done = not msg.get("more_body", False)
             seen += len(body)
             if seen > self.max_body:
-                raise GFSError("TOOBIG", f"body over {self.max_body} bytes")
+                raise GFSError(Code.TOOBIG, f"body over {self.max_body} bytes")
             if body:
                 yield body
 
@@ -145,12 +143,12 @@ class Request:
         raw = self.query.get(name)
         if raw is None:
             if default is None:
-                raise GFSError("BADREQ", f"missing query parameter {name!r}")
+                raise GFSError(Code.BADREQ, f"missing query parameter {name!r}")
             return default
         try:
             return int(raw)
         except ValueError:
-            raise GFSError("BADREQ", f"query parameter {name!r} must be an integer") from None
+            raise GFSError(Code.BADREQ, f"query parameter {name!r} must be an integer") from None
 
 
 @dataclass
@@ -220,11 +218,11 @@ class App:
                 if req.method == method and req.path.startswith(prefix):
                     route_name = prefix
                     return route_name, await handler(req)
-            raise GFSError("NOROUTE", f"no route {req.method} {req.path}")
+            raise GFSError(Code.NOROUTE, f"no route {req.method} {req.path}")
         except GFSError as exc:
-            if exc.code == "INTERNAL":
+            if exc.code == Code.INTERNAL:
                 log.error("%s %s: %s", req.method, req.path, exc)
-            if exc.code == "TOOBIG":
+            if exc.code == Code.TOOBIG:
                 with trio.move_on_after(10):
                     await req.drain(4 * req.max_body)
             resp = Response.msgpack(exc.to_wire(), exc.status)
@@ -233,21 +231,21 @@ class App:
             return route_name, resp
         except Exception as exc:  # the one catch-all: log, answer 500, keep serving
             log.exception("%s %s failed", req.method, req.path)
-            err = GFSError("INTERNAL", f"{type(exc).__name__}: {exc}")
+            err = GFSError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
             return route_name, Response.msgpack(err.to_wire(), err.status)
 
     async def _call_rpc(self, req: Request) -> Response:
         handler = self.rpcs.get(req.path[5:])
         if handler is None:
-            raise GFSError("NOROUTE", f"no rpc {req.path[5:]!r}")
+            raise GFSError(Code.NOROUTE, f"no rpc {req.path[5:]!r}")
         req.max_body = self.max_rpc_body
         raw = await req.body()
         try:
             body = unpack(raw) if raw else {}
         except Exception as exc:
-            raise GFSError("BADREQ", f"body is not msgpack: {exc}") from None
+            raise GFSError(Code.BADREQ, f"body is not msgpack: {exc}") from None
         if not isinstance(body, dict):
-            raise GFSError("BADREQ", "body must be a msgpack map")
+            raise GFSError(Code.BADREQ, "body must be a msgpack map")
         return Response.msgpack(await handler(body))
 
 
@@ -268,7 +266,7 @@ async def _refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> N
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = pack(GFSError("NOROUTE", "WebSocket upgrades are not served").to_wire())
+    body = pack(GFSError(Code.NOROUTE, "WebSocket upgrades are not served").to_wire())
     await send({"type": "websocket.http.response.start", "status": 400,
                 "headers": [(b"content-type", MSGPACK_BYTES),
                             (b"content-length", str(len(body)).encode())]})
@@ -369,7 +367,8 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
     """``POST base_url/rpc/name`` with a msgpack body; the decoded reply.
 
     Raises :class:`GFSError` with the server's code, or UNAVAILABLE when the
-    server cannot be reached or does not answer in time.
+    server cannot be reached or does not answer in time
+    (:func:`gfsfs.retry.unavailable`, ``err.addr`` = ``base_url``).
     """
     pool = getattr(http, "rpc_pool", None)
     if pool is None:             # a plain httpx client (tests, tools)
@@ -379,8 +378,8 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
         try:
             resp = await http.post(f"{base_url}/rpc/{name}", content=pack(body or {}),
                                    headers={"content-type": MSGPACK}, **kwargs)
-        except httpx.TransportError as exc:
-            raise GFSError("UNAVAILABLE", f"{base_url}: {type(exc).__name__}: {exc}") from None
+        except TRANSPORT_ERRORS as exc:
+            raise unavailable(base_url, exc) from None
         return decode_reply(resp.status_code, resp.content)
     t = timeout if timeout is not None else http.rpc_timeout
     try:
@@ -388,8 +387,8 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
             "POST", f"{base_url}/rpc/{name}", content=pack(body or {}),
             headers=[(b"content-type", MSGPACK_BYTES)],
             extensions={"timeout": {"connect": min(5.0, t), "read": t, "write": t, "pool": t}})
-    except HTTPCORE_ERRORS as exc:
-        raise GFSError("UNAVAILABLE", f"{base_url}: {type(exc).__name__}: {exc}") from None
+    except TRANSPORT_ERRORS as exc:
+        raise unavailable(base_url, exc) from None
     return decode_reply(reply.status, reply.content)
 
 
@@ -397,7 +396,7 @@ def decode_reply(status: int, content: bytes) -> Any:
     try:
         body = unpack(content) if content else {}
     except Exception:
-        code = code_for_status(status) if status >= 400 else "UNAVAILABLE"
+        code = code_for_status(status) if status >= 400 else Code.UNAVAILABLE
         raise GFSError(code, f"HTTP {status}: reply is not msgpack") from None
     if status >= 400:
         raise GFSError.from_wire(body, status)

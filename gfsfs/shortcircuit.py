@@ -25,7 +25,7 @@ import struct
 import crc32c
 import msgpack
 
-from .errors import GFSError
+from .errors import Code, GFSError
 from .protocol import BLOCK_SIZE, META_FORMAT, META_HEADER, META_MAGIC
 
 FRAME = struct.Struct("<I")            # length prefix of each message
@@ -45,16 +45,16 @@ def pack(msg: dict[str, object]) -> bytes:
 def unpack(data: bytes) -> dict[str, object]:
     """One framed message; BADREQ when it is not a whole msgpack map."""
     if len(data) < FRAME.size:
-        raise GFSError("BADREQ", "short short-circuit message")
+        raise GFSError(Code.BADREQ, "short short-circuit message")
     (n,) = FRAME.unpack_from(data)
     if n > MAX_MESSAGE or len(data) != FRAME.size + n:
-        raise GFSError("BADREQ", "bad short-circuit message length")
+        raise GFSError(Code.BADREQ, "bad short-circuit message length")
     try:
         msg = msgpack.unpackb(data[FRAME.size:], raw=False)
     except Exception as exc:
-        raise GFSError("BADREQ", f"bad short-circuit message: {exc}") from None
+        raise GFSError(Code.BADREQ, f"bad short-circuit message: {exc}") from None
     if not isinstance(msg, dict):
-        raise GFSError("BADREQ", "short-circuit message is not a map")
+        raise GFSError(Code.BADREQ, "short-circuit message is not a map")
     return msg
 
 

@@ -1,7 +1,7 @@
 """Checks for request fields that :func:`gfsfs.rpc.need` cannot express with a
 type alone: peer addresses, finite floats, POSIX ids, sizes the wire can carry.
 
-Each raises ``GFSError("BADREQ" | "EINVAL")`` naming the field, so a hostile or
+Each raises ``GFSError(Code.BADREQ | Code.EINVAL)`` naming the field, so a hostile or
 broken request gets a 4xx with a code and never reaches code that would fail
 with a ValueError or OverflowError (a 500).
 """
@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any
 
-from .errors import GFSError
+from .errors import Code, GFSError
 
 # the kernel's "no id" ((uid_t)-1) and anything above it cannot be an owner
 NO_ID = (1 << 32) - 1
@@ -32,17 +32,17 @@ def check_addr(addr: object, name: str = "address") -> str:
     no list). The one validator for every field or header that names a peer."""
     m = _ADDR.fullmatch(addr) if isinstance(addr, str) else None
     if m is None:
-        raise GFSError("BADREQ", f"{name} {addr!r}: expected http://host:port")
+        raise GFSError(Code.BADREQ, f"{name} {addr!r}: expected http://host:port")
     host, port = m.group(2), int(m.group(3) or 80)
     if not 1 <= port <= 65535:
-        raise GFSError("BADREQ", f"{name} {addr!r}: port must be 1..65535")
+        raise GFSError(Code.BADREQ, f"{name} {addr!r}: port must be 1..65535")
     if host.startswith("["):
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
-            raise GFSError("BADREQ", f"{name} {addr!r}: bad IPv6 address") from None
+            raise GFSError(Code.BADREQ, f"{name} {addr!r}: bad IPv6 address") from None
     elif not _HOSTNAME.fullmatch(host):
-        raise GFSError("BADREQ", f"{name} {addr!r}: bad host name")
+        raise GFSError(Code.BADREQ, f"{name} {addr!r}: bad host name")
     return addr
 
 
@@ -52,18 +52,18 @@ SERVER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 def check_server_id(value: Any, name: str = "id") -> str:
     """A chunkd id: 1-64 of letters, digits, '.', '_', '-'."""
     if not isinstance(value, str) or not SERVER_ID.fullmatch(value):
-        raise GFSError("BADREQ", f"{name} {value!r}: 1-64 of letters, digits, '.', '_', '-'")
+        raise GFSError(Code.BADREQ, f"{name} {value!r}: 1-64 of letters, digits, '.', '_', '-'")
     return value
 
 
 def check_float(name: str, value: Any, lo: float, hi: float) -> float:
     """An int or float field that is finite and within ``lo..hi``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise GFSError("BADREQ", f"field {name!r} must be a number")
+        raise GFSError(Code.BADREQ, f"field {name!r} must be a number")
     if isinstance(value, float) and not math.isfinite(value):
-        raise GFSError("BADREQ", f"field {name!r} must be finite, got {value}")
+        raise GFSError(Code.BADREQ, f"field {name!r} must be finite, got {value}")
     if not lo <= value <= hi:
-        raise GFSError("EINVAL", f"field {name!r} must be within {lo}..{hi}, got {value}")
+        raise GFSError(Code.EINVAL, f"field {name!r} must be within {lo}..{hi}, got {value}")
     return float(value)
 
 
@@ -76,18 +76,18 @@ def opt_float(req: dict[str, Any], name: str, lo: float, hi: float,
 def check_id(name: str, value: Any) -> int:
     """A uid or gid: 0 .. 2**32-2 (2**32-1 is the kernel's "no id")."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise GFSError("BADREQ", f"field {name!r} must be an integer")
+        raise GFSError(Code.BADREQ, f"field {name!r} must be an integer")
     if not 0 <= value < NO_ID:
-        raise GFSError("EINVAL", f"field {name!r}: {value} is not a valid id (0..{NO_ID - 1})")
+        raise GFSError(Code.EINVAL, f"field {name!r}: {value} is not a valid id (0..{NO_ID - 1})")
     return value
 
 
 def check_bytes(name: str, value: Any) -> int:
     """A byte count a chunkd reports (capacity, used, free): 0 .. MAX_BYTES."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise GFSError("BADREQ", f"field {name!r} must be an integer")
+        raise GFSError(Code.BADREQ, f"field {name!r} must be an integer")
     if not 0 <= value <= MAX_BYTES:
-        raise GFSError("EINVAL", f"field {name!r}: {value} is outside 0..{MAX_BYTES}")
+        raise GFSError(Code.EINVAL, f"field {name!r}: {value} is outside 0..{MAX_BYTES}")
     return value
 
 

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from gfsfs.errors import GFSError
-from gfsfs.protocol import INLINE_MAX, MAX_NAME
+from gfsfs.protocol import INLINE_MAX, MAX_NAME, PROTOCOL_VERSION, check_version
 from gfsfs.rpc import App, Request, Response, need, opt
 from gfsfs.validate import check_addr, check_bytes, check_id, check_server_id, opt_float
 
@@ -134,7 +134,8 @@ class Handlers:
         return {"names": sorted(inode.xattrs)}
 
     async def statfs(self, req: Req) -> Req:
-        return self.m.statfs()
+        check_version(req.get("protocol"), "the client", "the master")    # a mount's first call
+        return {**self.m.statfs(), "protocol": PROTOCOL_VERSION}
 
     # ------------------------------------------------------------ namespace writes
 
@@ -234,9 +235,12 @@ class Handlers:
     # ------------------------------------------------------------ chunkd -> master
 
     async def register(self, req: Req) -> Req:
-        return await self.m.register(
-            _chunkd_id(req), check_addr(need(req, "addr", str), "addr"),
+        cid = _chunkd_id(req)
+        check_version(req.get("protocol"), f"chunkd {cid}", "the master")
+        reply = await self.m.register(
+            cid, check_addr(need(req, "addr", str), "addr"),
             opt(req, "rack", str, "default"), *_space(req), _pairs(req, "chunks"))
+        return {**reply, "protocol": PROTOCOL_VERSION}
 
     async def heartbeat(self, req: Req) -> Req:
         delete, again = self.m.registry.heartbeat(

@@ -2,17 +2,21 @@
 together through httpx.ASGITransport (no sockets), plus a fake master."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import msgpack
+import pytest
 import trio
 
 from chunkd.heartbeat import ChunkReports, Heartbeat
 from chunkd.server import ChunkServer
 from chunkd.store import BLOCK_SIZE, MemoryChunkStore
 from gfsfs.config import ChunkServerConfig
+from gfsfs.errors import Code, GFSError
+from gfsfs.protocol import PROTOCOL_VERSION
 from gfsfs.rpc import App, pack, unpack
 
 ADDRS = ["http://cs1", "http://cs2", "http://cs3"]
@@ -161,6 +165,7 @@ class FakeMaster:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.delete: list[int] = []
         self.reregister = False
+        self.protocol: int | None = None      # what register answers (None: no field)
         self.app = App("master")
         for name in ("register", "heartbeat", "report_chunks"):
             self.app.rpc(name, self._handler(name))
@@ -172,6 +177,8 @@ class FakeMaster:
             self.delete = []
             if name == "register":
                 reply["heartbeat_interval"] = 0.25
+                if self.protocol is not None:
+                    reply["protocol"] = self.protocol
             if name == "heartbeat":
                 reply["reregister"], self.reregister = self.reregister, False
             return reply
@@ -189,6 +196,7 @@ def test_heartbeat_registers_reports_and_obeys_deletes() -> None:
         await hb.run_once()
         name, req = master.calls[-1]
         assert name == "register" and req["chunks"] == [[1, 4]] and req["rack"] == "r1"
+        assert req["protocol"] == PROTOCOL_VERSION
         assert hb.interval == 0.25
         await c.rpc(ADDRS[0], "set_version", {"handle": 2, "version": 1, "create": True})
         master.delete = [1]
@@ -212,3 +220,30 @@ def test_heartbeat_survives_a_dead_master() -> None:
         assert hb.failures >= 1 and not hb.registered
         assert (await c.http.get(f"{ADDRS[0]}/status")).status_code == 200
     run(go)
+
+
+def test_heartbeat_sends_its_protocol_and_logs_a_mismatch_clearly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The chunkd registers with its PROTOCOL_VERSION; a master answering
+    another one (or refusing ours) is an ERROR naming both, every retry."""
+    master = FakeMaster()
+    master.protocol = 999
+
+    async def go(c: Cluster) -> None:
+        s = c.servers[0]
+        hb = Heartbeat(server_id="cs1", addr=ADDRS[0], rack="r1", store=s.store, http=c.http,
+                       master_url="http://master", interval=0.1, reports=s.reports)
+        with pytest.raises(GFSError) as e:
+            await hb.run_once()
+        assert e.value.code is Code.PROTOCOL and not hb.registered
+        assert master.calls[-1][1]["protocol"] == PROTOCOL_VERSION
+        assert "master http://master speaks gfsfs protocol 999" in e.value.message
+        assert f"this chunkd speaks protocol {PROTOCOL_VERSION}" in e.value.message
+        with caplog.at_level(logging.ERROR, "chunkd.heartbeat"):
+            with trio.move_on_after(2.5):
+                await hb.run_forever()
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) >= 2 and not hb.registered
+        assert "chunkd cs1 and master http://master speak different protocols" in errors[0]
+        assert "protocol 999" in errors[0]
+    run(go, master.app)

@@ -169,7 +169,8 @@ def test_namespace_over_http(tmp_path: Path) -> None:
 def test_register_heartbeat_lease_flow(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         reply = await h.register("a", rack="r1", free=50 * GB)
-        assert reply == {"heartbeat_interval": h.cfg.heartbeat_interval, "delete": []}
+        assert reply == {"heartbeat_interval": h.cfg.heartbeat_interval, "delete": [],
+                         "protocol": 1}
         await h.register("b", rack="r1", free=40 * GB)
         await h.register("c", rack="r2", free=10 * GB)
         await h.register("full", rack="r3", free=0)
@@ -334,3 +335,27 @@ def test_config_error_exits_2(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "master", "--set", "master.bogus=1"], cwd=ROOT,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "bogus" in r.stderr
+
+
+def test_register_and_statfs_check_the_protocol_version(tmp_path: Path) -> None:
+    """A peer of another PROTOCOL_VERSION is refused, naming both versions;
+    one that sends none (older than the field) counts as version 1."""
+    from gfsfs.protocol import PROTOCOL_VERSION
+    space = dict(capacity_bytes=GB, used_bytes=0, free_bytes=GB, chunks=[])
+
+    async def body(h: Harness) -> None:
+        with pytest.raises(GFSError) as e:
+            await h.call("register", id="new", addr="http://new", protocol=999, **space)
+        assert e.value.code == "PROTOCOL" and e.value.status == 400
+        assert "chunkd new speaks gfsfs protocol 999" in e.value.message
+        assert f"the master speaks protocol {PROTOCOL_VERSION}" in e.value.message
+        assert (await h.call("statfs"))["chunkds"] == 0          # not registered
+        await h.fails("PROTOCOL", "register", id="odd", addr="http://odd", protocol="2", **space)
+        reply = await h.call("register", id="old", addr="http://old", **space)
+        assert reply["protocol"] == PROTOCOL_VERSION
+        await h.call("register", id="cur", addr="http://cur", protocol=PROTOCOL_VERSION, **space)
+        assert (await h.call("statfs"))["chunkds"] == 2
+        await h.fails("PROTOCOL", "statfs", protocol=999)
+        st = await h.call("statfs", protocol=PROTOCOL_VERSION)
+        assert st["protocol"] == PROTOCOL_VERSION
+    run(tmp_path, body)
