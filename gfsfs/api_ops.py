@@ -18,7 +18,7 @@ from typing import Any
 
 from . import paths
 from .client import Attr, Client, OpenFile
-from .errors import GFSError
+from .errors import Code, GFSError
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -103,7 +103,7 @@ class Ops:
         parent, name = paths.split(path)
         attr = await self.resolve(parent)
         if not stat.S_ISDIR(attr["mode"]):
-            raise GFSError("ENOTDIR", f"{parent}: not a directory")
+            raise GFSError(Code.ENOTDIR, f"{parent}: not a directory")
         return int(attr["ino"]), name
 
     async def stat(self, path: str, follow: bool = True) -> Stat:
@@ -123,7 +123,7 @@ class Ops:
     async def ls(self, path: str) -> list[Stat]:
         attr = await self.resolve(path)
         if not stat.S_ISDIR(attr["mode"]):
-            raise GFSError("ENOTDIR", f"{path}: not a directory")
+            raise GFSError(Code.ENOTDIR, f"{path}: not a directory")
         base = paths.normalize(path).rstrip("/")
         found = await self.entries(int(attr["ino"]))
         return sorted((Stat.of(f"{base}/{os.fsdecode(n)}", a) for n, a in found),
@@ -142,7 +142,7 @@ class Ops:
         if full == "/":
             if exist_ok:
                 return await self.stat(full)
-            raise GFSError("EEXIST", "/: exists")
+            raise GFSError(Code.EEXIST, "/: exists")
         if parents:
             await self._ensure_dir(posixpath.dirname(full))
         try:
@@ -154,7 +154,7 @@ class Ops:
                 raise
             attr = await self.resolve(full)
             if not stat.S_ISDIR(attr["mode"]):
-                raise GFSError("EEXIST", f"{full}: exists and is not a directory") from None
+                raise GFSError(Code.EEXIST, f"{full}: exists and is not a directory") from None
         return Stat.of(full, attr)
 
     async def _ensure_dir(self, path: str) -> None:
@@ -167,7 +167,7 @@ class Ops:
             await self.mkdir(path, DIR_MODE, parents=True, exist_ok=True)
             return
         if not stat.S_ISDIR(attr["mode"]):
-            raise GFSError("ENOTDIR", f"{path}: not a directory")
+            raise GFSError(Code.ENOTDIR, f"{path}: not a directory")
 
     async def rmdir(self, path: str) -> None:
         ino, name = await self.parent(path)
@@ -224,11 +224,11 @@ class Ops:
             attr = await self._create(full, mode)
         else:
             if mode.exclusive:
-                raise GFSError("EEXIST", f"{full}: exists")
+                raise GFSError(Code.EEXIST, f"{full}: exists")
         if stat.S_ISDIR(attr["mode"]):
-            raise GFSError("EISDIR", f"{full}: is a directory")
+            raise GFSError(Code.EISDIR, f"{full}: is a directory")
         if not stat.S_ISREG(attr["mode"]):
-            raise GFSError("EINVAL", f"{full}: not a regular file")
+            raise GFSError(Code.EINVAL, f"{full}: not a regular file")
         if mode.truncate and attr["size"]:
             attr = await self.client.truncate(int(attr["ino"]), 0)
         size = 0 if mode.truncate else None

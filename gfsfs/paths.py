@@ -9,7 +9,7 @@ are followed in every component but the last (and in the last with
 ``follow=True``), at most :data:`MAX_SYMLINKS` of them.
 
 Failures: :class:`~gfsfs.errors.GFSError` from the master (``ENOENT`` for a
-missing component), ``GFSError("ENOTDIR")`` when a component that is not a
+missing component), ``GFSError(Code.ENOTDIR)`` when a component that is not a
 directory is walked through, and ``OSError(ELOOP)`` for too many symbolic links
 (no wire code stands for that: it never crosses the wire).
 """
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from .errors import GFSError
+from .errors import Code, GFSError
 from .rpc import call
 
 ROOT_INO = 1
@@ -73,7 +73,7 @@ def split(path: str) -> tuple[str, bytes]:
     full = normalize(path)
     parent, name = posixpath.split(full)
     if not name:
-        raise GFSError("EINVAL", f"{path}: the root has no parent")
+        raise GFSError(Code.EINVAL, f"{path}: the root has no parent")
     return parent, os.fsencode(name)
 
 
@@ -86,7 +86,7 @@ async def resolve(ops: Lookups, path: str | bytes, follow: bool = False) -> Attr
     while todo:
         name = todo.pop(0)
         if not stat.S_ISDIR(attr["mode"]):
-            raise GFSError("ENOTDIR", f"{os.fsdecode(path)}: not a directory on the way")
+            raise GFSError(Code.ENOTDIR, f"{os.fsdecode(path)}: not a directory on the way")
         parent = attr
         attr = await ops.lookup(parent["ino"], name)
         if stat.S_ISLNK(attr["mode"]) and (todo or follow):

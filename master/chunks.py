@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.validate import wire_sum
 
 from .leases import Lease, LeaseTable
@@ -227,12 +227,12 @@ class ChunkRegistry:
         one per rack before doubling up on a rack."""
         live = [s for s in self.live() if not s.draining]
         if not live:
-            raise GFSError("UNAVAILABLE", "no chunk servers are alive")
+            raise GFSError(Code.UNAVAILABLE, "no chunk servers are alive")
         free = {s.id: self.placeable(s) for s in live}
         roomy = [s for s in live if free[s.id] >= self.chunk_size]
         pool = roomy or [s for s in live if free[s.id] > 0]
         if not pool:
-            raise GFSError("ENOSPC", "every chunk server is full")
+            raise GFSError(Code.ENOSPC, "every chunk server is full")
         pool.sort(key=lambda s: (-free[s.id], s.id))
         chosen: list[Chunkd] = []
         racks: set[str] = set()

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 import trio
 
 from gfsfs.config import MasterConfig
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 
 from . import image, records, rollback, snapshot
 from .chunks import ChunkRegistry
@@ -272,9 +272,9 @@ class Master:
     async def _lease(self, ino: int, index: int, avoid: frozenset[str] | set[str],
                      first: FirstWrite | None) -> tuple[bool, dict[str, Any]]:
         if index < 0:
-            raise GFSError("EINVAL", "negative chunk index")
+            raise GFSError(Code.EINVAL, "negative chunk index")
         if index * self.ns.chunk_size >= MAX_FILE_SIZE:
-            raise GFSError("EFBIG", f"chunk {index} is beyond the largest file size")
+            raise GFSError(Code.EFBIG, f"chunk {index} is beyond the largest file size")
         await self.snapshots.gate(ino)          # a snapshot of its tree is being taken
         async with self.chunk_lock((ino, index)):
             handle = self.ns.chunk_at(ino, index)
@@ -297,7 +297,7 @@ class Master:
         it does not exist. ``min_offset`` is where the file size ends inside
         that chunk (0 when it ends before it): the primary appends no lower."""
         if min_index < 0:
-            raise GFSError("EINVAL", "negative chunk index")
+            raise GFSError(Code.EINVAL, "negative chunk index")
         inode = self.ns.get_file(ino)
         assert inode.chunks is not None
         cs = self.ns.chunk_size
@@ -326,8 +326,8 @@ class Master:
         if not ok:
             await self.mutate(records.drop_chunk(ino, index, handle))
             if errors and all(e.code == "ENOSPC" for e in errors):
-                raise GFSError("ENOSPC", f"no chunk server has room for chunk {handle}")
-            raise GFSError("UNAVAILABLE", f"no chunk server could create chunk {handle}")
+                raise GFSError(Code.ENOSPC, f"no chunk server has room for chunk {handle}")
+            raise GFSError(Code.UNAVAILABLE, f"no chunk server could create chunk {handle}")
         self.leases.settle(handle, ok)
         return handle
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from gfsfs.config import MasterConfig
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 
 from . import records
 from .namespace import Namespace, Record
@@ -218,7 +218,7 @@ class LeaseManager:
         srvs = self.registry.replicas(handle)
         srvs.sort(key=lambda s: s.id in avoid)      # the primary is the first that takes it
         if not srvs:
-            raise GFSError("UNAVAILABLE", f"no live replica of chunk {handle}")
+            raise GFSError(Code.UNAVAILABLE, f"no live replica of chunk {handle}")
         # a lease a client may still hold (its primary unreachable, declared
         # dead, or avoided by the client)
         prev = self.table.outstanding(handle, time.time_ns())
@@ -228,7 +228,7 @@ class LeaseManager:
             if srv not in ok:
                 self.registry.drop_location(handle, srv.id)
         if not ok:
-            raise GFSError("UNAVAILABLE", f"no replica of chunk {handle} took version {version}")
+            raise GFSError(Code.UNAVAILABLE, f"no replica of chunk {handle} took version {version}")
         current = self.ns.version(handle)
         if current is not None and current < version:
             await self.log_record(records.set_version(handle, version))
@@ -260,10 +260,10 @@ class LeaseManager:
         self.registry.set_locations(handle, [s.id for s in ok if s.alive])
         if self.ns.version(handle) is None:     # the file went away meanwhile
             self.registry.collect_garbage([handle])
-            raise GFSError("ENOENT", f"chunk {handle} was deleted")
+            raise GFSError(Code.ENOENT, f"chunk {handle} was deleted")
         primary = next((s for s in ok if s.alive), None)
         if primary is None:
-            raise GFSError("UNAVAILABLE", f"chunk {handle}: replicas died")
+            raise GFSError(Code.UNAVAILABLE, f"chunk {handle}: replicas died")
         self.table.put(handle, Lease(primary.id, time.time_ns() + self.lease_ns,
                                      tuple(s.id for s in ok if s.alive)))
 
@@ -376,7 +376,7 @@ class LeaseManager:
         ok = await self.set_version(handle, version, srvs, create=False)
         self.table.fenced(handle, {s.id for s in ok})
         if not ok:
-            raise GFSError("UNAVAILABLE", f"no replica of chunk {handle} took version {version} "
+            raise GFSError(Code.UNAVAILABLE, f"no replica of chunk {handle} took version {version} "
                                           f"(revoking its lease for {why})")
         current = ns.version(handle)
         if current is None:
@@ -417,7 +417,7 @@ class LeaseManager:
         lost = [h for h, cids in ok.items() if not cids]
         log.info("%d leases revoked (versions raised) for %s", len(want) - len(lost), why)
         if lost:
-            raise GFSError("UNAVAILABLE", f"no replica of chunks {lost[:10]} took a new "
+            raise GFSError(Code.UNAVAILABLE, f"no replica of chunks {lost[:10]} took a new "
                                           f"version (revoking leases for {why})")
         return len(want)
 

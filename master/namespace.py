@@ -19,7 +19,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.protocol import (MAX_NAME, MAX_SYMLINK, RENAME_EXCHANGE, RENAME_NOREPLACE,
                             XATTR_CREATE, XATTR_REPLACE)
 
@@ -105,9 +105,9 @@ class Inode:
 
 def check_name(name: bytes) -> bytes:
     if not isinstance(name, bytes) or name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
-        raise GFSError("EINVAL", f"invalid file name {name!r}")
+        raise GFSError(Code.EINVAL, f"invalid file name {name!r}")
     if len(name) > MAX_NAME:
-        raise GFSError("ENAMETOOLONG", f"name over {MAX_NAME} bytes")
+        raise GFSError(Code.ENAMETOOLONG, f"name over {MAX_NAME} bytes")
     return name
 
 
@@ -133,19 +133,19 @@ class Namespace:
     def get(self, ino: int) -> Inode:
         inode = self.inodes.get(ino)
         if inode is None:
-            raise GFSError("ENOENT", f"no inode {ino}")
+            raise GFSError(Code.ENOENT, f"no inode {ino}")
         return inode
 
     def get_dir(self, ino: int) -> Inode:
         inode = self.get(ino)
         if inode.dir is None:
-            raise GFSError("ENOTDIR", f"inode {ino} is not a directory")
+            raise GFSError(Code.ENOTDIR, f"inode {ino} is not a directory")
         return inode
 
     def get_file(self, ino: int) -> Inode:
         inode = self.get(ino)
         if inode.chunks is None:
-            raise GFSError("EISDIR" if inode.is_dir else "EINVAL",
+            raise GFSError(Code.EISDIR if inode.is_dir else "EINVAL",
                            f"inode {ino} is not a regular file")
         return inode
 
@@ -158,7 +158,7 @@ class Namespace:
             return self.get(pdir.dir.parent)
         ino = pdir.dir.get(check_name(name))
         if ino is None:
-            raise GFSError("ENOENT", f"no entry {name!r} in {parent}")
+            raise GFSError(Code.ENOENT, f"no entry {name!r} in {parent}")
         return self.inodes[ino]
 
     def child(self, parent: int, name: bytes) -> Inode | None:
@@ -190,7 +190,7 @@ class Namespace:
     def readlink(self, ino: int) -> bytes:
         inode = self.get(ino)
         if not stat.S_ISLNK(inode.mode):
-            raise GFSError("EINVAL", f"inode {ino} is not a symlink")
+            raise GFSError(Code.EINVAL, f"inode {ino} is not a symlink")
         return inode.target
 
     def chunk_at(self, ino: int, index: int) -> int | None:
@@ -238,7 +238,7 @@ class Namespace:
         """Validate and apply one record; returns the inode it made or changed."""
         fn = getattr(self, "_op_" + str(rec.get("op")), None)
         if fn is None:
-            raise GFSError("INTERNAL", f"unknown op record {rec.get('op')!r}")
+            raise GFSError(Code.INTERNAL, f"unknown op record {rec.get('op')!r}")
         return fn(rec)
 
     def _op_init(self, rec: Record) -> int:
@@ -251,10 +251,10 @@ class Namespace:
         assert parent.dir is not None
         name = check_name(rec["name"])
         if name in parent.dir.entries:
-            raise GFSError("EEXIST", f"{name!r} exists")
+            raise GFSError(Code.EEXIST, f"{name!r} exists")
         ino, now = rec["ino"], rec["now"]
         if ino in self.inodes:
-            raise GFSError("INTERNAL", f"inode {ino} already in use")
+            raise GFSError(Code.INTERNAL, f"inode {ino} already in use")
         gid = rec["gid"]
         if parent.mode & stat.S_ISGID and not stat.S_ISLNK(mode):
             gid = parent.gid
@@ -273,7 +273,7 @@ class Namespace:
         mode = rec["mode"]
         fmt = stat.S_IFMT(mode) or stat.S_IFREG
         if fmt not in FILE_TYPES:
-            raise GFSError("EINVAL", f"create cannot make mode {oct(mode)}")
+            raise GFSError(Code.EINVAL, f"create cannot make mode {oct(mode)}")
         chunks: dict[int, int] | None = {} if fmt == stat.S_IFREG else None
         return self._new_inode(rec, parent, fmt | (mode & 0o7777), 1, chunks=chunks,
                                rdev=rec.get("rdev", 0)).ino
@@ -281,7 +281,7 @@ class Namespace:
     def _op_mkdir(self, rec: Record) -> int:
         parent = self.get_dir(rec["parent"])
         if parent.nlink >= MAX_LINKS:
-            raise GFSError("EMLINK", "too many subdirectories")
+            raise GFSError(Code.EMLINK, "too many subdirectories")
         inode = self._new_inode(rec, parent, stat.S_IFDIR | (rec["mode"] & 0o7777), 2,
                                 dir=Directory(parent.ino))
         parent.nlink += 1
@@ -291,9 +291,9 @@ class Namespace:
         parent = self.get_dir(rec["parent"])
         target = rec["target"]
         if not target:
-            raise GFSError("ENOENT", "empty symlink target")
+            raise GFSError(Code.ENOENT, "empty symlink target")
         if len(target) > MAX_SYMLINK or b"\0" in target:
-            raise GFSError("ENAMETOOLONG" if len(target) > MAX_SYMLINK else "EINVAL",
+            raise GFSError(Code.ENAMETOOLONG if len(target) > MAX_SYMLINK else "EINVAL",
                            "bad symlink target")
         return self._new_inode(rec, parent, stat.S_IFLNK | 0o777, 1, target=target,
                                size=len(target)).ino
@@ -304,11 +304,11 @@ class Namespace:
         assert parent.dir is not None
         name = check_name(rec["name"])
         if inode.is_dir:
-            raise GFSError("EPERM", "hard link to a directory")
+            raise GFSError(Code.EPERM, "hard link to a directory")
         if name in parent.dir.entries:
-            raise GFSError("EEXIST", f"{name!r} exists")
+            raise GFSError(Code.EEXIST, f"{name!r} exists")
         if inode.nlink >= MAX_LINKS:
-            raise GFSError("EMLINK", "too many links")
+            raise GFSError(Code.EMLINK, "too many links")
         inode.nlink += 1
         inode.ctime_ns = rec["now"]
         parent.dir.add(name, inode.ino)
@@ -319,7 +319,7 @@ class Namespace:
         parent = self.get_dir(rec["parent"])
         victim = self.lookup(parent.ino, check_name(rec["name"]))
         if victim.is_dir:
-            raise GFSError("EISDIR", f"{rec['name']!r} is a directory")
+            raise GFSError(Code.EISDIR, f"{rec['name']!r} is a directory")
         assert parent.dir is not None
         parent.dir.remove(rec["name"])
         parent.touch(rec["now"])
@@ -329,9 +329,9 @@ class Namespace:
         parent = self.get_dir(rec["parent"])
         victim = self.lookup(parent.ino, check_name(rec["name"]))
         if victim.dir is None:
-            raise GFSError("ENOTDIR", f"{rec['name']!r} is not a directory")
+            raise GFSError(Code.ENOTDIR, f"{rec['name']!r} is not a directory")
         if victim.dir.entries:
-            raise GFSError("ENOTEMPTY", f"{rec['name']!r} is not empty")
+            raise GFSError(Code.ENOTEMPTY, f"{rec['name']!r} is not empty")
         assert parent.dir is not None
         parent.dir.remove(rec["name"])
         parent.nlink -= 1
@@ -378,7 +378,7 @@ class Namespace:
         flags = rec.get("flags", 0)
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (RENAME_NOREPLACE
                                                                        | RENAME_EXCHANGE):
-            raise GFSError("EINVAL", f"bad rename flags {flags}")
+            raise GFSError(Code.EINVAL, f"bad rename flags {flags}")
         sp, dp = self.get_dir(rec["parent"]), self.get_dir(rec["new_parent"])
         sname, dname = check_name(rec["name"]), check_name(rec["new_name"])
         assert sp.dir is not None and dp.dir is not None
@@ -386,24 +386,24 @@ class Namespace:
         dst_ino = dp.dir.get(dname)
         if flags & RENAME_EXCHANGE:
             if dst_ino is None:
-                raise GFSError("ENOENT", f"no entry {dname!r}")
+                raise GFSError(Code.ENOENT, f"no entry {dname!r}")
             return self._exchange(rec, sp, src, dp, self.inodes[dst_ino])
         if dst_ino is not None and flags & RENAME_NOREPLACE:
-            raise GFSError("EEXIST", f"{dname!r} exists")
+            raise GFSError(Code.EEXIST, f"{dname!r} exists")
         if dst_ino == src.ino:
             return None          # two names of one inode: POSIX says do nothing
         if src.is_dir and self.is_ancestor(src.ino, dp.ino):
-            raise GFSError("EINVAL", "cannot move a directory into itself")
+            raise GFSError(Code.EINVAL, "cannot move a directory into itself")
         dst = None if dst_ino is None else self.inodes[dst_ino]
         if dst is not None and src.is_dir:
             if dst.dir is None:
-                raise GFSError("ENOTDIR", f"{dname!r} is not a directory")
+                raise GFSError(Code.ENOTDIR, f"{dname!r} is not a directory")
             if dst.dir.entries:
-                raise GFSError("ENOTEMPTY", f"{dname!r} is not empty")
+                raise GFSError(Code.ENOTEMPTY, f"{dname!r} is not empty")
         elif dst is not None and dst.is_dir:
-            raise GFSError("EISDIR", f"{dname!r} is a directory")
+            raise GFSError(Code.EISDIR, f"{dname!r} is a directory")
         if src.is_dir and dst is None and sp is not dp and dp.nlink >= MAX_LINKS:
-            raise GFSError("EMLINK", "too many subdirectories")
+            raise GFSError(Code.EMLINK, "too many subdirectories")
         now = rec["now"]
         # checks done: mutate
         if dst is not None:
@@ -430,9 +430,9 @@ class Namespace:
             return
         if sp is not dp:
             if src.is_dir and self.is_ancestor(src.ino, dp.ino):
-                raise GFSError("EINVAL", "cannot move a directory into itself")
+                raise GFSError(Code.EINVAL, "cannot move a directory into itself")
             if dst.is_dir and self.is_ancestor(dst.ino, sp.ino):
-                raise GFSError("EINVAL", "cannot move a directory into itself")
+                raise GFSError(Code.EINVAL, "cannot move a directory into itself")
         sp.dir.retarget(rec["name"], dst.ino)
         dp.dir.retarget(rec["new_name"], src.ino)
         if sp is not dp:
@@ -451,11 +451,11 @@ class Namespace:
         size = rec.get("size")
         if size is not None:
             if inode.chunks is None:
-                raise GFSError("EISDIR" if inode.is_dir else "EINVAL", "not a regular file")
+                raise GFSError(Code.EISDIR if inode.is_dir else "EINVAL", "not a regular file")
             if size < 0:
-                raise GFSError("EINVAL", "negative size")
+                raise GFSError(Code.EINVAL, "negative size")
             if size > MAX_FILE_SIZE:
-                raise GFSError("EFBIG", f"size over {MAX_FILE_SIZE}")
+                raise GFSError(Code.EFBIG, f"size over {MAX_FILE_SIZE}")
         now = rec["now"]
         if "mode" in rec:
             inode.mode = stat.S_IFMT(inode.mode) | (rec["mode"] & 0o7777)
@@ -486,11 +486,11 @@ class Namespace:
         inode = self.get(rec["ino"])
         name, value, flags = rec["name"], rec["value"], rec.get("flags", 0)
         if not name or len(name) > MAX_XATTR_NAME or len(value) > MAX_XATTR_VALUE:
-            raise GFSError("ERANGE", "xattr name or value too long")
+            raise GFSError(Code.ERANGE, "xattr name or value too long")
         if flags & XATTR_CREATE and name in inode.xattrs:
-            raise GFSError("EEXIST", f"xattr {name!r} exists")
+            raise GFSError(Code.EEXIST, f"xattr {name!r} exists")
         if flags & XATTR_REPLACE and name not in inode.xattrs:
-            raise GFSError("ENODATA", f"no xattr {name!r}")
+            raise GFSError(Code.ENODATA, f"no xattr {name!r}")
         inode.xattrs[name] = value
         inode.ctime_ns = rec["now"]
         return inode.ino
@@ -498,7 +498,7 @@ class Namespace:
     def _op_removexattr(self, rec: Record) -> int:
         inode = self.get(rec["ino"])
         if rec["name"] not in inode.xattrs:
-            raise GFSError("ENODATA", f"no xattr {rec['name']!r}")
+            raise GFSError(Code.ENODATA, f"no xattr {rec['name']!r}")
         del inode.xattrs[rec["name"]]
         inode.ctime_ns = rec["now"]
         return inode.ino
@@ -509,9 +509,9 @@ class Namespace:
         assert inode.chunks is not None
         index, handle = rec["index"], rec["handle"]
         if index in inode.chunks:
-            raise GFSError("EEXIST", f"chunk {index} of {inode.ino} exists")
+            raise GFSError(Code.EEXIST, f"chunk {index} of {inode.ino} exists")
         if handle in self.chunks:
-            raise GFSError("INTERNAL", f"chunk handle {handle} in use")
+            raise GFSError(Code.INTERNAL, f"chunk handle {handle} in use")
         inode.chunks[index] = handle
         self._new_chunk(handle, rec["version"])
         return inode.ino
@@ -526,13 +526,13 @@ class Namespace:
     def _op_set_version(self, rec: Record) -> None:
         entry = self.chunks.get(rec["handle"])
         if entry is None:
-            raise GFSError("NOCHUNK", f"no chunk {rec['handle']}")
+            raise GFSError(Code.NOCHUNK, f"no chunk {rec['handle']}")
         entry[0] = rec["version"]
 
     def _op_extend(self, rec: Record) -> int:
         inode = self.get_file(rec["ino"])
         if rec["size"] > MAX_FILE_SIZE or rec["size"] < 0:
-            raise GFSError("EFBIG" if rec["size"] > 0 else "EINVAL", "bad size")
+            raise GFSError(Code.EFBIG if rec["size"] > 0 else "EINVAL", "bad size")
         inode.size = max(inode.size, rec["size"])
         inode.mtime_ns = rec["mtime_ns"]
         inode.ctime_ns = rec["now"]
@@ -544,7 +544,7 @@ class Namespace:
         inode = self.get(rec["ino"])
         goal = rec["goal"]
         if not 1 <= goal <= MAX_GOAL:
-            raise GFSError("EINVAL", f"goal must be 1..{MAX_GOAL}, got {goal}")
+            raise GFSError(Code.EINVAL, f"goal must be 1..{MAX_GOAL}, got {goal}")
         targets = self.subtree(inode.ino) if rec.get("recursive") else [inode]
         for target in targets:
             if target.goal != goal:
@@ -585,18 +585,18 @@ class Namespace:
         assert parent.dir is not None
         name = check_name(rec["name"])
         if name in parent.dir.entries:
-            raise GFSError("EEXIST", f"{name!r} exists")
+            raise GFSError(Code.EEXIST, f"{name!r} exists")
         if src.dir is not None and self.is_ancestor(src.ino, parent.ino):
-            raise GFSError("EINVAL", "cannot snapshot a directory into itself")
+            raise GFSError(Code.EINVAL, "cannot snapshot a directory into itself")
         if src.dir is not None and parent.nlink >= MAX_LINKS:
-            raise GFSError("EMLINK", "too many subdirectories")
+            raise GFSError(Code.EMLINK, "too many subdirectories")
         order = self.snapshot_order(src.ino)
         first, count = rec["ino"], rec["count"]
         if count != len(order):
-            raise GFSError("INTERNAL", f"snapshot of {src.ino}: {len(order)} inodes, "
+            raise GFSError(Code.INTERNAL, f"snapshot of {src.ino}: {len(order)} inodes, "
                                        f"record says {count}")
         if any(first + k in self.inodes for k in range(count)):
-            raise GFSError("INTERNAL", f"inode numbers {first}..{first + count - 1} in use")
+            raise GFSError(Code.INTERNAL, f"inode numbers {first}..{first + count - 1} in use")
         new = {old.ino: first + k for k, old in enumerate(order)}
         links: dict[int, int] = {}            # names each copied non-directory gets
         for old in order:
@@ -649,9 +649,9 @@ class Namespace:
         assert inode.chunks is not None
         index, old, new = rec["index"], rec["old"], rec["new"]
         if inode.chunks.get(index) != old:
-            raise GFSError("EAGAIN", f"chunk {index} of inode {inode.ino} changed meanwhile")
+            raise GFSError(Code.EAGAIN, f"chunk {index} of inode {inode.ino} changed meanwhile")
         if new in self.chunks:
-            raise GFSError("INTERNAL", f"chunk handle {new} in use")
+            raise GFSError(Code.INTERNAL, f"chunk handle {new} in use")
         inode.chunks[index] = new
         self._new_chunk(new, rec["version"])
         self._unref(old)
@@ -663,12 +663,12 @@ class Namespace:
         """Give a trashed file a name again (``gfs trash restore``)."""
         ino = rec["ino"]
         if ino not in self.trash:
-            raise GFSError("ENOENT", f"inode {ino} is not in the trash")
+            raise GFSError(Code.ENOENT, f"inode {ino} is not in the trash")
         parent = self.get_dir(rec["parent"])
         assert parent.dir is not None
         name = check_name(rec["name"])
         if name in parent.dir.entries:
-            raise GFSError("EEXIST", f"{name!r} exists")
+            raise GFSError(Code.EEXIST, f"{name!r} exists")
         inode = self.inodes[ino]
         del self.trash[ino]
         inode.nlink = 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 
 from .namespace import Inode, Namespace, Record
 
@@ -43,7 +43,7 @@ def can(inode: Inode, ctx: Ctx | None, want: int) -> bool:
 
 def require(inode: Inode, ctx: Ctx | None, want: int) -> None:
     if not can(inode, ctx, want):
-        raise GFSError("EACCES", f"permission denied on inode {inode.ino}")
+        raise GFSError(Code.EACCES, f"permission denied on inode {inode.ino}")
 
 
 def is_owner(inode: Inode, ctx: Ctx | None) -> bool:
@@ -53,7 +53,7 @@ def is_owner(inode: Inode, ctx: Ctx | None) -> bool:
 def _sticky(parent: Inode, victim: Inode | None, ctx: Ctx | None) -> None:
     if (victim is not None and parent.mode & stat.S_ISVTX and not is_owner(parent, ctx)
             and not is_owner(victim, ctx)):
-        raise GFSError("EPERM", "sticky directory")
+        raise GFSError(Code.EPERM, "sticky directory")
 
 
 def _parent(ns: Namespace, ino: int, ctx: Ctx | None) -> Inode | None:
@@ -83,7 +83,7 @@ def authorize(ns: Namespace, rec: Record, ctx: Ctx | None) -> Record:
     if op in ("create", "mkdir", "symlink", "link"):
         _parent(ns, rec["parent"], ctx)
         if op == "create" and stat.S_IFMT(rec["mode"]) in (stat.S_IFCHR, stat.S_IFBLK):
-            raise GFSError("EPERM", "only root may make device files")
+            raise GFSError(Code.EPERM, "only root may make device files")
     elif op in ("unlink", "rmdir"):
         parent = _parent(ns, rec["parent"], ctx)
         if parent is not None:
@@ -95,9 +95,9 @@ def authorize(ns: Namespace, rec: Record, ctx: Ctx | None) -> Record:
         if inode is not None:
             targets = ns.subtree(inode.ino) if rec.get("recursive") else [inode]
             if not all(is_owner(t, ctx) for t in targets):
-                raise GFSError("EPERM", "only the owner (or root) may change the goal")
+                raise GFSError(Code.EPERM, "only the owner (or root) may change the goal")
     else:
-        raise GFSError("EPERM", f"{op} is not for clients")
+        raise GFSError(Code.EPERM, f"{op} is not for clients")
     return rec
 
 
@@ -137,12 +137,12 @@ def _setattr(ns: Namespace, rec: Record, ctx: Ctx, by_handle: bool = False) -> R
     owner = is_owner(inode, ctx)
     writable = by_handle or can(inode, ctx, W)
     if "uid" in rec and rec["uid"] != inode.uid:
-        raise GFSError("EPERM", "only root may change a file's owner")
+        raise GFSError(Code.EPERM, "only root may change a file's owner")
     if "gid" in rec and rec["gid"] != inode.gid and not (owner and ctx.in_group(rec["gid"])):
-        raise GFSError("EPERM", "may not change the group")
+        raise GFSError(Code.EPERM, "may not change the group")
     if "mode" in rec:
         if not owner and not (writable and _kills_setid(inode, rec["mode"])):
-            raise GFSError("EPERM", "only the owner may chmod")
+            raise GFSError(Code.EPERM, "only the owner may chmod")
         if not inode.is_dir and not ctx.in_group(rec.get("gid", inode.gid)):
             rec["mode"] &= ~stat.S_ISGID
     elif ("uid" in rec or "gid" in rec) and stat.S_ISREG(inode.mode):
@@ -150,9 +150,9 @@ def _setattr(ns: Namespace, rec: Record, ctx: Ctx, by_handle: bool = False) -> R
         if inode.mode & kill:
             rec["mode"] = inode.mode & 0o7777 & ~kill
     if "size" in rec and not writable:
-        raise GFSError("EACCES", f"permission denied on inode {inode.ino}")
+        raise GFSError(Code.EACCES, f"permission denied on inode {inode.ino}")
     if ("atime_ns" in rec or "mtime_ns" in rec) and not owner and not can(inode, ctx, W):
-        raise GFSError("EPERM", "only the owner may set times")
+        raise GFSError(Code.EPERM, "only the owner may set times")
     return rec
 
 
@@ -161,12 +161,12 @@ def xattr_access(inode: Inode, name: bytes, ctx: Ctx | None, want: int) -> None:
     if name.startswith(b"user."):
         if want == W and stat.S_ISLNK(inode.mode) or (inode.is_dir and inode.mode & stat.S_ISVTX
                                         and want == W and not is_owner(inode, ctx)):
-            raise GFSError("EPERM", "user xattrs not allowed here")
+            raise GFSError(Code.EPERM, "user xattrs not allowed here")
         require(inode, ctx, want)
     elif name.startswith((b"trusted.", b"security.")):
         if want == W and not (ctx is None or ctx.root):
-            raise GFSError("EPERM", "only root may set this xattr")
+            raise GFSError(Code.EPERM, "only root may set this xattr")
     elif name.startswith(b"system."):
-        raise GFSError("ENOTSUP", "system xattrs (ACLs) are not supported")
+        raise GFSError(Code.ENOTSUP, "system xattrs (ACLs) are not supported")
     else:
-        raise GFSError("ENOTSUP", f"unknown xattr namespace {name!r}")
+        raise GFSError(Code.ENOTSUP, f"unknown xattr namespace {name!r}")

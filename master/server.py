@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.protocol import INLINE_MAX, MAX_NAME, PROTOCOL_VERSION, check_version
 from gfsfs.rpc import App, Request, Response, need, opt
 from gfsfs.validate import check_addr, check_bytes, check_id, check_server_id, opt_float
@@ -30,14 +30,14 @@ MAX_CHUNKS = 1 << 16
 def _u32(req: Req, name: str, default: int | None = None) -> int:
     value = need(req, name, int) if default is None else opt(req, name, int, default)
     if not 0 <= value <= U32:
-        raise GFSError("EINVAL", f"field {name!r} out of range")
+        raise GFSError(Code.EINVAL, f"field {name!r} out of range")
     return value
 
 
 def _nat(req: Req, name: str, default: int | None = None) -> int:
     value = need(req, name, int) if default is None else opt(req, name, int, default)
     if value < 0:
-        raise GFSError("EINVAL", f"field {name!r} must not be negative")
+        raise GFSError(Code.EINVAL, f"field {name!r} must not be negative")
     return value
 
 
@@ -70,7 +70,7 @@ def _ctx(req: Req) -> Ctx | None:
     gids = opt(raw, "gids", list, [])
     for g in gids:
         if isinstance(g, bool) or not isinstance(g, int):
-            raise GFSError("BADREQ", "ctx.gids must be integers")
+            raise GFSError(Code.BADREQ, "ctx.gids must be integers")
     return Ctx(_id(raw, "uid"), _id(raw, "gid"), frozenset(gids))
 
 
@@ -80,7 +80,7 @@ def _pairs(req: Req, name: str) -> list[tuple[int, int]]:
         if (not isinstance(item, (list, tuple)) or len(item) != 2
                 or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= I63
                            for x in item)):
-            raise GFSError("BADREQ", f"{name} must be [[handle, version], ...] "
+            raise GFSError(Code.BADREQ, f"{name} must be [[handle, version], ...] "
                                      f"(integers 0..2**63-1)")
         out.append((item[0], item[1]))
     return out
@@ -89,7 +89,7 @@ def _pairs(req: Req, name: str) -> list[tuple[int, int]]:
 def _ints(req: Req, name: str) -> list[int]:
     items = opt(req, name, list, [])
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in items):
-        raise GFSError("BADREQ", f"{name} must be a list of integers")
+        raise GFSError(Code.BADREQ, f"{name} must be a list of integers")
     return items
 
 
@@ -102,7 +102,7 @@ class Handlers:
     async def lookup(self, req: Req) -> Req:
         parent, name, ctx = need(req, "parent", int), _name(req), _ctx(req)
         if len(name) > MAX_NAME:
-            raise GFSError("ENAMETOOLONG", "name too long")
+            raise GFSError(Code.ENAMETOOLONG, "name too long")
         require(self.m.ns.get_dir(parent), ctx, X)
         return self.m.ns.attr(self.m.ns.lookup(parent, name))
 
@@ -126,7 +126,7 @@ class Handlers:
         name, ctx = _name(req), _ctx(req)
         xattr_access(inode, name, ctx, R)
         if name not in inode.xattrs:
-            raise GFSError("ENODATA", f"no xattr {name!r}")
+            raise GFSError(Code.ENODATA, f"no xattr {name!r}")
         return {"value": inode.xattrs[name]}
 
     async def listxattr(self, req: Req) -> Req:
@@ -211,12 +211,12 @@ class Handlers:
     async def lease(self, req: Req) -> Req:
         avoid = opt(req, "avoid", list, [])
         if not all(isinstance(a, str) for a in avoid):
-            raise GFSError("BADREQ", "avoid must be a list of chunkd ids")
+            raise GFSError(Code.BADREQ, "avoid must be a list of chunkd ids")
         first = None
         if "data" in req:
             data = need(req, "data", bytes)
             if len(data) > INLINE_MAX:
-                raise GFSError("TOOBIG", f"{len(data)} bytes in a lease; at most {INLINE_MAX}")
+                raise GFSError(Code.TOOBIG, f"{len(data)} bytes in a lease; at most {INLINE_MAX}")
             size = req.get("size")
             first = FirstWrite(_nat(req, "offset"), data, opt(req, "sync", bool, False),
                                None if size is None else _nat(req, "size"),
@@ -265,7 +265,7 @@ class Handlers:
     async def setgoal(self, req: Req) -> Req:
         goal = need(req, "goal", int)
         if not 1 <= goal <= MAX_GOAL:
-            raise GFSError("EINVAL", f"goal must be 1..{MAX_GOAL}, got {goal}")
+            raise GFSError(Code.EINVAL, f"goal must be 1..{MAX_GOAL}, got {goal}")
         return await self.m.setgoal(need(req, "ino", int), goal,
                                     opt(req, "recursive", bool, False), _ctx(req))
 
@@ -284,7 +284,7 @@ class Handlers:
         reg = self.m.registry
         srv = reg.servers.get(cid)
         if srv is None:
-            raise GFSError("ENOENT", f"no chunk server {cid!r}")
+            raise GFSError(Code.ENOENT, f"no chunk server {cid!r}")
         if cancel:
             reg.draining.discard(cid)
         elif not opt(req, "status", bool, False):
@@ -308,7 +308,7 @@ class Handlers:
         if isinstance(name, str):
             name = name.encode()
         if (parent is None) != (name is None):
-            raise GFSError("BADREQ", "give both parent and name, or neither")
+            raise GFSError(Code.BADREQ, "give both parent and name, or neither")
         return await trash.trash_restore(self.m, need(req, "ino", int), parent, name)
 
     async def trash_purge(self, req: Req) -> Req:
@@ -316,7 +316,7 @@ class Handlers:
         older = opt_float(req, "older_than", 0.0, 1e10)
         inos = opt(req, "inos", list)
         if inos is not None and not all(isinstance(i, int) for i in inos):
-            raise GFSError("BADREQ", "inos must be integers")
+            raise GFSError(Code.BADREQ, "inos must be integers")
         return await trash.trash_purge(self.m, older, inos)
 
     async def status(self, req: Request) -> Response:

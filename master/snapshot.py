@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 
 from . import records
 from .namespace import check_name
@@ -69,7 +69,7 @@ class SnapshotService:
         ns, reg = master.ns, master.registry
         srvs = reg.replicas(old)
         if not srvs:
-            raise GFSError("UNAVAILABLE", f"no live replica of shared chunk {old} to copy")
+            raise GFSError(Code.UNAVAILABLE, f"no live replica of shared chunk {old} to copy")
         version = ns.chunks[old][0]
         new = ns.next_handle
         # the handle is taken before any chunkd makes it: a crash before the cow
@@ -77,7 +77,7 @@ class SnapshotService:
         await master.mutate(records.reserve_handles(new + 1))
         ok = await self._copy(srvs, old, new, version)
         if not ok:
-            raise GFSError("UNAVAILABLE", f"no replica of chunk {old} could copy it")
+            raise GFSError(Code.UNAVAILABLE, f"no replica of chunk {old} could copy it")
         try:
             await master.mutate(records.cow(ino, index, old, new, version))
         except GFSError:
@@ -123,9 +123,9 @@ class SnapshotService:
         assert pdir.dir is not None
         check_name(name)
         if name in pdir.dir.entries:
-            raise GFSError("EEXIST", f"{name!r} exists")
+            raise GFSError(Code.EEXIST, f"{name!r} exists")
         if src_inode.dir is not None and ns.is_ancestor(src_inode.ino, pdir.ino):
-            raise GFSError("EINVAL", "cannot snapshot a directory into itself")
+            raise GFSError(Code.EINVAL, "cannot snapshot a directory into itself")
         if ctx is not None and not ctx.root:
             require(pdir, ctx, W | X)
             for inode in ns.subtree(src):

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 
 from . import records
 from .core import Master
@@ -81,21 +81,21 @@ async def trash_restore(master: Master, ino: int, parent: int | None = None,
     ns = master.ns
     entry = ns.trash.get(ino)
     if entry is None:
-        raise GFSError("ENOENT", f"inode {ino} is not in the trash")
+        raise GFSError(Code.ENOENT, f"inode {ino} is not in the trash")
     _when, old_parent, old_name = entry
     if parent is None:
         parent = old_parent
         if ns.inodes.get(parent) is None or ns.inodes[parent].dir is None:
-            raise GFSError("ENOENT", f"its directory (inode {parent}) no longer exists; "
+            raise GFSError(Code.ENOENT, f"its directory (inode {parent}) no longer exists; "
                                      "restore it elsewhere (--to NEWPATH)")
     if name is None:
         name = old_name
     if not name:
-        raise GFSError("EINVAL", "no name recorded for it; restore it with --to NEWPATH")
+        raise GFSError(Code.EINVAL, "no name recorded for it; restore it with --to NEWPATH")
     pdir = ns.get_dir(parent)
     assert pdir.dir is not None
     if name in pdir.dir.entries:
-        raise GFSError("EEXIST", f"{name.decode('utf-8', 'backslashreplace')!r} exists in "
+        raise GFSError(Code.EEXIST, f"{name.decode('utf-8', 'backslashreplace')!r} exists in "
                                  f"inode {parent}; restore it elsewhere (--to NEWPATH)")
     await master.mutate(records.restore(ino, parent, name))
     return {"ino": ino, "parent": parent, "name": name, "attr": ns.attr(ns.get(ino))}

@@ -50,7 +50,7 @@ from typing import Any
 import trio
 
 from gfsfs.config import ClientConfig
-from gfsfs.errors import GFSError
+from gfsfs.errors import Code, GFSError
 from gfsfs.protocol import MAX_NAME
 from gfsfs.rpc import App, Request, Response
 
@@ -230,7 +230,7 @@ async def _read_piece(client: Any, ino: int, offset: int, size: int, of: Any,
     except GFSError as exc:
         if exc.code != "EIO":
             raise
-        raise GFSError("UNAVAILABLE", f"{path}: no replica could be read at {offset}: "
+        raise GFSError(Code.UNAVAILABLE, f"{path}: no replica could be read at {offset}: "
                                       f"{exc.message}") from None
 
 
@@ -239,7 +239,7 @@ def _declared_length(req: Request) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit() or not raw.isascii():
-        raise GFSError("BADREQ", f"bad content-length {raw[:40]!r}")
+        raise GFSError(Code.BADREQ, f"bad content-length {raw[:40]!r}")
     return int(raw)
 
 
@@ -278,7 +278,7 @@ class WebUI:
         async def wrapped(req: Request) -> Response:
             try:
                 if change and req.headers.get(WEB_HEADER) != "1":
-                    raise GFSError("EPERM", "changes need the header X-GFS-Web: 1")
+                    raise GFSError(Code.EPERM, "changes need the header X-GFS-Web: 1")
                 return await handler(req)
             except GFSError as exc:
                 if exc.code == "INTERNAL":
@@ -288,7 +288,7 @@ class WebUI:
                 return _error(exc)
             except Exception as exc:            # never let the page crash the master
                 log.exception("web %s %s failed", req.method, req.path)
-                return _error(GFSError("INTERNAL", f"{type(exc).__name__}: {exc}"))
+                return _error(GFSError(Code.INTERNAL, f"{type(exc).__name__}: {exc}"))
         return wrapped
 
     async def run_client(self, url: str) -> None:
@@ -314,13 +314,13 @@ class WebUI:
         if self.client is not None:
             return self.client
         if self.url is None:
-            raise GFSError("UNAVAILABLE", "the web page's data client is not running")
+            raise GFSError(Code.UNAVAILABLE, "the web page's data client is not running")
         self._wanted.set()
         ready = self._ready
         with trio.move_on_after(CLIENT_START_TIMEOUT):
             await ready.wait()
         if self.client is None:
-            raise GFSError("UNAVAILABLE", "the web page's data client did not start")
+            raise GFSError(Code.UNAVAILABLE, "the web page's data client did not start")
         return self.client
 
     # ------------------------------------------------------------ paths
@@ -330,20 +330,20 @@ class WebUI:
         """``/a/b`` -> [b"a", b"b"]; EINVAL for anything but an absolute path
         of valid names."""
         if path is None:
-            raise GFSError("BADREQ", "missing query parameter 'path'")
+            raise GFSError(Code.BADREQ, "missing query parameter 'path'")
         if not path.startswith("/"):
-            raise GFSError("EINVAL", f"path must start with '/': {path!r}")
+            raise GFSError(Code.EINVAL, f"path must start with '/': {path!r}")
         if "\0" in path:
-            raise GFSError("EINVAL", "path contains a NUL byte")
+            raise GFSError(Code.EINVAL, "path contains a NUL byte")
         parts = []
         for part in path.split("/"):
             if part in ("", "."):
                 continue
             if part == "..":
-                raise GFSError("EINVAL", "'..' is not allowed in paths")
+                raise GFSError(Code.EINVAL, "'..' is not allowed in paths")
             name = part.encode("utf-8", "surrogateescape")
             if len(name) > MAX_NAME:
-                raise GFSError("ENAMETOOLONG", f"name over {MAX_NAME} bytes: {part[:40]!r}...")
+                raise GFSError(Code.ENAMETOOLONG, f"name over {MAX_NAME} bytes: {part[:40]!r}...")
             parts.append(name)
         return parts
 
@@ -352,11 +352,11 @@ class WebUI:
         inode = ns.get(ROOT_INO)
         for i, name in enumerate(parts):
             if inode.dir is None:
-                raise GFSError("ENOTDIR", "/" + "/".join(_text(p) for p in parts[:i])
+                raise GFSError(Code.ENOTDIR, "/" + "/".join(_text(p) for p in parts[:i])
                                + " is not a directory")
             child = ns.child(inode.ino, name)
             if child is None:
-                raise GFSError("ENOENT", "no such file or directory: /"
+                raise GFSError(Code.ENOENT, "no such file or directory: /"
                                + "/".join(_text(p) for p in parts[:i + 1]))
             inode = child
         return inode
@@ -367,10 +367,10 @@ class WebUI:
     def parent_of(self, path: str | None) -> tuple[Inode, bytes]:
         parts = self.split(path)
         if not parts:
-            raise GFSError("EINVAL", "the root directory has no parent")
+            raise GFSError(Code.EINVAL, "the root directory has no parent")
         parent = self.walk(parts[:-1])
         if parent.dir is None:
-            raise GFSError("ENOTDIR", f"{path!r}: the parent is not a directory")
+            raise GFSError(Code.ENOTDIR, f"{path!r}: the parent is not a directory")
         return parent, parts[-1]
 
     def replication(self, inode: Inode) -> dict[str, Any]:
@@ -412,19 +412,19 @@ class WebUI:
                     and req.path.startswith(prefix)):
                 return await handler(req)
         if req.path.startswith("/web/"):       # the page's own namespace answers JSON
-            return _error(GFSError("NOROUTE", f"no route {req.method} {req.path}"))
-        raise GFSError("NOROUTE", f"no route {req.method} {req.path}")
+            return _error(GFSError(Code.NOROUTE, f"no route {req.method} {req.path}"))
+        raise GFSError(Code.NOROUTE, f"no route {req.method} {req.path}")
 
     async def static(self, req: Request) -> Response:
         name = req.path[len("/web/static/"):]
         if name not in self.pages or name == "index.html":
-            raise GFSError("ENOENT", f"no static file {name!r}")
+            raise GFSError(Code.ENOENT, f"no static file {name!r}")
         return self._file(name)
 
     def _file(self, name: str) -> Response:
         path = self.pages.get(name)
         if path is None:
-            raise GFSError("ENOENT", f"{name} is not installed (master/static)")
+            raise GFSError(Code.ENOENT, f"{name} is not installed (master/static)")
         ctype = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
         return Response(200, path.read_bytes(), ctype,
                         {"cache-control": "no-cache", "x-content-type-options": "nosniff"})
@@ -435,7 +435,7 @@ class WebUI:
         path = req.query.get("path", "/")
         inode = self.resolve(path)
         if inode.dir is None:
-            raise GFSError("ENOTDIR", f"{path} is not a directory")
+            raise GFSError(Code.ENOTDIR, f"{path} is not a directory")
         ns = self.m.ns
         entries = []
         for name, (child, _cookie) in list(inode.dir.entries.items())[:MAX_LIST]:
@@ -472,7 +472,7 @@ class WebUI:
         parent, name = self.parent_of(req.query.get("path"))
         victim = self.m.ns.child(parent.ino, name)
         if victim is None:
-            raise GFSError("ENOENT", f"no such file or directory: {req.query['path']}")
+            raise GFSError(Code.ENOENT, f"no such file or directory: {req.query['path']}")
         client = await self.get_client()
         if victim.dir is not None:
             await client.rmdir(parent.ino, name)
@@ -493,9 +493,9 @@ class WebUI:
         path = req.query.get("path")
         inode = self.resolve(path)
         if inode.dir is not None:
-            raise GFSError("EISDIR", f"{path} is a directory")
+            raise GFSError(Code.EISDIR, f"{path} is a directory")
         if inode.chunks is None:
-            raise GFSError("EINVAL", f"{path} is not a regular file")
+            raise GFSError(Code.EINVAL, f"{path} is not a regular file")
         client = await self.get_client()
         ino, size = inode.ino, inode.size
         of = client.open_file(ino)
@@ -546,17 +546,17 @@ class WebUI:
         limit = self.m.cfg.web_upload_max_bytes
         expected = _declared_length(req)
         if expected is not None and expected > limit:
-            raise GFSError("TOOBIG", f"upload of {expected} bytes; at most {limit} "
+            raise GFSError(Code.TOOBIG, f"upload of {expected} bytes; at most {limit} "
                                      "([master] web_upload_max_bytes)")
         overwrite = req.query.get("overwrite") in ("1", "true", "yes")
         existing = self.m.ns.child(parent.ino, name)
         if existing is not None:
             if existing.dir is not None:
-                raise GFSError("EISDIR", f"{path} is a directory")
+                raise GFSError(Code.EISDIR, f"{path} is a directory")
             if not overwrite:
-                raise GFSError("EEXIST", f"{path} exists (add overwrite=1 to replace it)")
+                raise GFSError(Code.EEXIST, f"{path} exists (add overwrite=1 to replace it)")
             if existing.chunks is None:
-                raise GFSError("EINVAL", f"{path} is not a regular file")
+                raise GFSError(Code.EINVAL, f"{path} is not a regular file")
         client = await self.get_client()
         tmp = f".gfs-upload-{secrets.token_hex(6)}".encode()
         attr = await client.create(parent.ino, tmp, stat.S_IFREG | 0o644, 0, 0)
@@ -567,7 +567,7 @@ class WebUI:
                 await client.write(ino, written, piece)
                 written += len(piece)
             if expected is not None and expected != written:
-                raise GFSError("EIO", f"got {written} of {expected} bytes")
+                raise GFSError(Code.EIO, f"got {written} of {expected} bytes")
             await client.flush(ino)
             await client.rename(parent.ino, tmp, parent.ino, name)
         except BaseException as exc:
