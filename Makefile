@@ -3,7 +3,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: run test soak bootstrap bench clean-data install-helper uninstall-helper install-systemd
+.PHONY: run test test-unit soak bootstrap bench clean-data install-helper uninstall-helper install-systemd
 
 bootstrap:
 	@bash .ci/bootstrap
@@ -15,6 +15,11 @@ run: bootstrap
 test:
 	@bash .ci/bootstrap test
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# the fast tiers (pure logic; HTTP apps in-process): seconds, no daemons, no mount
+test-unit:
+	@bash .ci/bootstrap test
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit tests/http
 
 # long randomized runs of gfs-fsx (gfsfs/fsx.py) on a cluster of its own with two
 # mounts: every seed with and without mmap, remounting now and then

@@ -7,7 +7,7 @@
 - :class:`ReadAhead` detects a sequential reader and keeps a window of file
   ranges fetched ahead of it (the fetching itself is the client's job).
 
-Everything here is synchronous and deterministic, so tests/test_client_unit.py
+Everything here is synchronous and deterministic, so tests/unit/test_client_unit.py
 drives it directly.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ it to the same state (see :mod:`master.namespace`). Records are written to
 the op log as they are built here: the keys, their order and the types of
 the values are the on-disk format, and old logs must keep replaying. Never
 rename, reorder or retype a field; a new field goes last and ``apply`` must
-accept records without it. ``tests/test_records.py`` pins every kind.
+accept records without it. ``tests/unit/test_records.py`` pins every kind.
 
 Field types used below:
 

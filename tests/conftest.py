@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,13 @@ from pathlib import Path
 import pytest
 
 from gfsfs.localcluster import Cluster, Mount, is_mounted
+
+# tiers, by directory: unit (pure logic, in-process), http (apps driven
+# in-process), process (real daemons), mount (real mounts), faults; their
+# modules share helpers (test_master_http.Harness, test_cli.gfs, ...)
+TIERS = ("unit", "http", "process", "mount", "faults")
+for _tier in TIERS:
+    sys.path.insert(0, str(Path(__file__).parent / _tier))
 
 # Small chunks so that modest files cross many chunk boundaries.
 TEST_CHUNK_SIZE = 1 << 20
@@ -28,6 +36,14 @@ CLUSTER_SETTINGS = [
 ]
 
 needs_fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (its directory): ``-m unit`` etc."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

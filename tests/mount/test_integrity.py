@@ -34,7 +34,7 @@ from gfsfs.localcluster import Cluster, Mount, is_mounted
 pytestmark = [needs_fuse, pytest.mark.mount]
 
 CS = 256 * 1024
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 # two seeds of this many ops run at once (~80 s here); make soak runs long ones
 FSX_OPS = int(os.environ.get("GFS_FSX_OPS", "6000"))
 

@@ -29,7 +29,7 @@ from master.web import Traffic
 
 from conftest import needs_fuse
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 MIB = 1 << 20

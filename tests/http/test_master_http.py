@@ -24,7 +24,7 @@ from master.core import Master
 from master.namespace import ROOT_INO
 from master.server import build_app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CS = 1 << 20
 GB = 1 << 30
 

@@ -10,7 +10,7 @@ import pytest
 
 from gfsfs.errors import CODES, Code, GFSError, code_for_status, from_oserror
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_each_code_is_its_own_name_with_a_status_and_errno() -> None:

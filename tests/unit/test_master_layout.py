@@ -14,7 +14,7 @@ from master.leases import Lease, LeaseManager, LeaseTable
 from master.server import RPCS, Handlers, build_app
 from master.snapshot import SnapshotService
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = ("core", "leases", "snapshot", "trash", "records", "namespace", "chunks",
           "replication", "rebalance", "rollback", "oplog", "perms", "image")
 
