@@ -25,6 +25,7 @@ import trio
 
 from gfsfs import logs
 from gfsfs.config import ChunkServerConfig, ConfigError, add_arguments, from_args
+from gfsfs.httpserver import run_reporting
 from gfsfs.rpc import make_http, serve_forever, source_address_for
 from gfsfs.validate import SERVER_ID
 
@@ -173,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("chunk_server", cfg.log_dir, cfg.log_level)
     port = choose_port(cfg, info)
     try:
-        trio.run(run, cfg, sid, server_dir, port)
+        failure = run_reporting(lambda: trio.run(run, cfg, sid, server_dir, port))
     except KeyboardInterrupt:
-        pass
+        return 0
+    if failure is not None:
+        log.error("%s", failure)
+        print(f"gfs-chunkd: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

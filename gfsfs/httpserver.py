@@ -52,6 +52,25 @@ class _Abort(Exception):
     """End the connection now (no clean end of the response)."""
 
 
+class ListenError(Exception):
+    """The server cannot listen where it was told (port taken, address not ours)."""
+
+
+def run_reporting(run: Any) -> ListenError | None:
+    """``run()``; the :class:`ListenError` it ended with (out of trio's
+    exception groups), so a daemon can say why it cannot start, not dump a
+    traceback."""
+    failure: list[ListenError] = []
+    try:
+        run()
+    except* ListenError as group:
+        exc: BaseException = group
+        while isinstance(exc, BaseExceptionGroup):     # nurseries nest groups
+            exc = exc.exceptions[0]
+        failure.append(exc)                             # type: ignore[arg-type]
+    return failure[0] if failure else None
+
+
 class AbortResponse(Exception):
     """Raised by an app whose response cannot be finished (a streamed body
     whose source failed): the connection is reset, quietly -- the app logged why."""
@@ -269,7 +288,10 @@ async def serve(app: Any, host: str, port: int, shutdown: trio.Event, limits: Li
                 *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` on ``host:port`` until ``shutdown`` is set; ``task_status``
     gets the bound port. Open requests get ``limits.graceful`` seconds to end."""
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     if port == 0:                   # several addresses would get several ports
         for extra in listeners[1:]:
             await extra.aclose()

@@ -23,6 +23,7 @@ from typing import Any
 import trio
 
 from gfsfs import config, logs, rpc
+from gfsfs.httpserver import ListenError, run_reporting
 from gfsfs.config import ConfigError, MasterConfig
 
 from .chunks import LivenessMonitor
@@ -68,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(2)
     logs.setup("master", cfg.log_dir, cfg.log_level)
     try:
-        trio.run(serve, cfg, args.recover_log)
+        _run_master(cfg, args.recover_log)
+    except ListenError as exc:
+        log.error("%s", exc)
+        print(f"gfs-master: {exc}", file=sys.stderr)
+        return 1
     except LogDamage as damage:
         log.critical("%s; not starting", damage)
         print(f"gfs-master: {damage}\n"
@@ -77,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
               "the log there (every record from that offset on is lost).", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_master(cfg: Any, recover_log: bool) -> None:
+    failure = run_reporting(lambda: trio.run(serve, cfg, recover_log))
+    if failure is not None:
+        raise failure
 
 
 def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:

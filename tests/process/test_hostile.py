@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 
 from gfsfs import fuzz, validate
 from gfsfs.errors import GFSError
-from gfsfs.localcluster import Cluster, Mount
+from gfsfs.localcluster import ROOT, Cluster, Mount
 
 from conftest import _failed, make_cluster
 
@@ -318,3 +319,25 @@ def test_shutdown_does_not_wait_for_idle_keep_alive_connections(tmp_path: Path) 
                 assert time.monotonic() - start < 1.5, d.name
     finally:
         c.stop()
+
+
+def test_a_taken_port_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = str(taken.getsockname()[1])
+    py = [sys.executable, "-m"]
+    try:
+        for name, argv in (
+                ("master", py + ["master", "--host", "127.0.0.1", "--port", port,
+                                 "--data-dir", str(tmp_path / "m"),
+                                 "--set", f"master.log_dir={str(tmp_path)!r}"]),
+                ("chunkd", py + ["chunkd", "--id", "c1", "--host", "127.0.0.1", "--port", port,
+                                 "--data-dir", str(tmp_path / "c"), "--master", "http://127.0.0.1:1",
+                                 "--set", f"chunk_server.log_dir={str(tmp_path)!r}"])):
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+            assert out.returncode == 1, (name, out.stdout, out.stderr)
+            assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out.stderr
+            assert "Traceback" not in out.stdout + out.stderr
+    finally:
+        taken.close()
