@@ -301,7 +301,14 @@ async def serve(app: Any, host: str, port: int, shutdown: trio.Event, limits: Li
     state = Server()
 
     async def handler(stream: trio.SocketStream) -> None:
-        await Connection(stream, app, limits, state).run()
+        try:
+            conn = Connection(stream, app, limits, state)
+        except OSError as exc:          # gone before we looked (getpeername: ENOTCONN)
+            log.debug("connection gone at accept: %s", exc)
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            return
+        await conn.run()
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accept:
