@@ -111,7 +111,7 @@ class ChunkServer:
         EAGAIN after push_buffer_wait), then receive and forward it."""
         data_id = check_data_id(req.path[len("/data/"):])
         chain = parse_chain(req.headers.get(CHAIN_HEADER, ""))
-        length = _content_length(req)
+        length = req.content_length()
         if length is not None and length > req.max_body:
             raise GFSError(Code.TOOBIG, f"push of {length} bytes; at most {req.max_body}")
         reservation = self.buffers.reservation(hops=len(chain))
@@ -373,15 +373,6 @@ class ChunkServer:
         if lock is None:
             lock = self._order[handle] = trio.Lock()
         return lock
-
-
-def _content_length(req: Request) -> int | None:
-    raw = req.headers.get("content-length")
-    if raw is None:
-        return None
-    if not raw.isdigit() or not raw.isascii():
-        raise GFSError(Code.BADREQ, f"bad content-length {raw[:40]!r}")
-    return int(raw)
 
 
 def _path_handle(text: str) -> int:

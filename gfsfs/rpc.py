@@ -139,6 +139,15 @@ class Request:
         parts = [p async for p in self.stream()]
         return b"".join(parts)
 
+    def content_length(self) -> int | None:
+        """The declared body length (None without one; BADREQ if malformed)."""
+        raw = self.headers.get("content-length")
+        if raw is None:
+            return None
+        if not raw.isdigit() or not raw.isascii():
+            raise GFSError(Code.BADREQ, f"bad content-length {raw[:40]!r}")
+        return int(raw)
+
     def query_int(self, name: str, default: int | None = None) -> int:
         raw = self.query.get(name)
         if raw is None:

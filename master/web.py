@@ -234,15 +234,6 @@ async def _read_piece(client: Any, ino: int, offset: int, size: int, of: Any,
                                       f"{exc.message}") from None
 
 
-def _declared_length(req: Request) -> int | None:
-    raw = req.headers.get("content-length")
-    if raw is None:
-        return None
-    if not raw.isdigit() or not raw.isascii():
-        raise GFSError(Code.BADREQ, f"bad content-length {raw[:40]!r}")
-    return int(raw)
-
-
 def _text(name: bytes) -> str:
     return name.decode("utf-8", "backslashreplace")
 
@@ -544,7 +535,7 @@ class WebUI:
         path = req.query.get("path")
         parent, name = self.parent_of(path)
         limit = self.m.cfg.web_upload_max_bytes
-        expected = _declared_length(req)
+        expected = req.content_length()
         if expected is not None and expected > limit:
             raise GFSError(Code.TOOBIG, f"upload of {expected} bytes; at most {limit} "
                                      "([master] web_upload_max_bytes)")
