@@ -1,5 +1,5 @@
 """The public client API (gfsfs.connect, gfsfs.api) against a real cluster: a
-master and three chunkd processes per test (the ``cluster`` fixture)."""
+master and three chunkd processes shared by the module; each test starts from an empty root."""
 from __future__ import annotations
 
 import errno
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import gfsfs
-from conftest import TEST_CHUNK_SIZE
+from conftest import TEST_CHUNK_SIZE, make_cluster
 from gfsfs.api import GFS, master_url, os_error
 from gfsfs.errors import GFSError
 from gfsfs.localcluster import Cluster
@@ -24,6 +24,17 @@ def pattern(n: int, seed: int = 1) -> bytes:
     return bytes((i * 7 + seed) & 0xFF for i in range(n))
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One master + 3 chunkds for the module (each test starts from an empty root)."""
+    c = make_cluster(tmp_path_factory.mktemp("api"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
 @pytest.fixture
 def fs(cluster: Cluster) -> Iterator[GFS]:
     handle = gfsfs.connect(cluster.url, request_timeout=5.0, retries=3,
@@ -31,6 +42,8 @@ def fs(cluster: Cluster) -> Iterator[GFS]:
     try:
         yield handle
     finally:
+        for name in handle.listdir("/"):
+            handle.rm(f"/{name}", recursive=True)
         handle.close()
 
 

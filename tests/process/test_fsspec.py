@@ -14,7 +14,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from conftest import TEST_CHUNK_SIZE
+from conftest import TEST_CHUNK_SIZE, make_cluster
 from gfsfs.fsspec_gfs import GFSFileSystem
 from gfsfs.localcluster import ROOT, Cluster
 
@@ -26,6 +26,17 @@ pq = pytest.importorskip("pyarrow.parquet")
 # install is not re-read): register the class as the entry point would.
 # test_entry_point_registers_gfs checks the entry point itself.
 fsspec.register_implementation("gfs", GFSFileSystem, clobber=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One master + 3 chunkds for the module (the tests use separate directories)."""
+    c = make_cluster(tmp_path_factory.mktemp("fsspec"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
 
 
 @pytest.fixture
