@@ -57,7 +57,7 @@ async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]
         return {"handle": new, "version": have, "length": store.length(new) or 0}
     busy.add(new)
     try:
-        async with server._order_lock(handle):
+        async with server.order_lock(handle):
             src = store.version(handle)
             if src is None:
                 raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")
@@ -71,7 +71,7 @@ async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]
             try:
                 pos = 0
                 while pos < length:
-                    piece = await server._read(handle, pos, min(PIECE, length - pos))
+                    piece = await server.read_checked(handle, pos, min(PIECE, length - pos))
                     if not piece:
                         raise GFSError(Code.EIO, f"chunk {handle:016x} shrank during a copy")
                     await store.write(new, pos, piece, expect_version=COPYING)

@@ -153,7 +153,7 @@ class ChunkServer:
         if have < version:
             raise GFSError(Code.STALE, f"chunk {handle:016x} is at version {have}, not {version}")
         self.reads += 1
-        first = await self._read(handle, offset, min(length, READ_PIECE))
+        first = await self.read_checked(handle, offset, min(length, READ_PIECE))
         total = max(0, min(offset + length, self.store.length(handle) or 0) - offset)
         if length <= READ_PIECE or total <= len(first):
             return Response(200, first, OCTETS)
@@ -167,13 +167,15 @@ class ChunkServer:
         yield first
         pos, end = offset + len(first), offset + total
         while pos < end:
-            piece = await self._read(handle, pos, min(READ_PIECE, end - pos))
+            piece = await self.read_checked(handle, pos, min(READ_PIECE, end - pos))
             if not piece:
                 raise GFSError(Code.EIO, f"chunk {handle:016x} shrank during a read")
             yield piece
             pos += len(piece)
 
-    async def _read(self, handle: int, offset: int, length: int) -> bytes:
+    async def read_checked(self, handle: int, offset: int, length: int) -> bytes:
+        """Bytes of a chunk, checksums verified; a corrupt replica is reported
+        to the master and dropped here (GFS §5.2) before the error is raised."""
         try:
             return await self.store.read(handle, offset, length)
         except GFSError as exc:
@@ -207,7 +209,7 @@ class ChunkServer:
         if m.inline is not None and len(m.inline) > INLINE_MAX:
             raise GFSError(Code.BADREQ, f"inline data over {INLINE_MAX} bytes: push it")
         data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
-        async with self._order_lock(m.handle):
+        async with self.order_lock(m.handle):
             await self._apply(m, data)
             self.reports.note_primary(m.handle)
             await self._fan_out(secondaries, "apply", m.wire())
@@ -239,7 +241,7 @@ class ChunkServer:
         if not 0 < len(data) <= chunk_size // 4:
             raise GFSError(Code.EINVAL,
                            f"a record is 1 to {chunk_size // 4} bytes, not {len(data)}")
-        async with self._order_lock(handle):
+        async with self.order_lock(handle):
             have = self.store.version(handle)
             if have is None:
                 raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")
@@ -269,7 +271,7 @@ class ChunkServer:
     async def rpc_apply(self, req: dict[str, Any]) -> dict[str, Any]:
         m = Mutation.parse(req)
         data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
-        async with self._order_lock(m.handle):
+        async with self.order_lock(m.handle):
             await self._apply(m, data)
         if m.inline is None:
             self.buffers.mark_used(m.data_id)   # kept for a retry, but first to go
@@ -280,7 +282,7 @@ class ChunkServer:
         version = check_version(need(req, "version", int))
         length = need(req, "length", int)
         secondaries = _addrs(opt(req, "secondaries", list, []))
-        async with self._order_lock(handle):
+        async with self.order_lock(handle):
             await self._guard(handle, self.store.truncate(handle, length, expect_version=version))
             await self._fan_out(secondaries, "truncate",
                                 {"handle": handle, "version": version, "length": length})
@@ -368,7 +370,9 @@ class ChunkServer:
             raise GFSError(Code.UNAVAILABLE,
                            f"{name} failed on secondaries: {'; '.join(sorted(failed))}")
 
-    def _order_lock(self, handle: int) -> trio.Lock:
+    def order_lock(self, handle: int) -> trio.Lock:
+        """The lock that serialises mutations of one chunk at this replica (the
+        primary's serial order, GFS §3.1; copies use it too)."""
         lock = self._order.get(handle)
         if lock is None:
             lock = self._order[handle] = trio.Lock()

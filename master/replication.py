@@ -56,9 +56,10 @@ from .core import Master
 from .leases import ChunkdCaller
 from .rebalance import plan_moves
 
+from .queries import paths_of
+
 log = logging.getLogger(__name__)
 
-ROOT_INO = 1
 COPY_TIMEOUT = 300.0          # seconds a target may take to fetch one chunk
 EVENT_TTL = 3600.0            # seconds fsck remembers a stale or corrupt replica
 
@@ -303,27 +304,6 @@ class Replicator:
 
 # ---------------------------------------------------------------- fsck
 
-def _paths(master: Master, inos: set[int]) -> dict[int, str]:
-    """A path for each of ``inos`` that has a name (a walk from the root)."""
-    ns = master.ns
-    out: dict[int, str] = {}
-    if not inos:
-        return out
-    stack: list[tuple[int, str]] = [(ROOT_INO, "")]
-    while stack and len(out) < len(inos):
-        ino, path = stack.pop()
-        inode = ns.inodes.get(ino)
-        if inode is None or inode.dir is None:
-            continue
-        for name, (child, _cookie) in inode.dir.entries.items():
-            cpath = f"{path}/{name.decode('utf-8', 'backslashreplace')}"
-            if child in inos and child not in out:
-                out[child] = cpath
-            if ns.inodes.get(child) is not None and ns.inodes[child].dir is not None:
-                stack.append((child, cpath))
-    return out
-
-
 def fsck(master: Master) -> dict[str, Any]:
     """Every chunk that is lost (no live replica), under or over its goal, or
     had a stale or corrupt replica found recently, with the files it belongs to."""
@@ -361,7 +341,7 @@ def fsck(master: Master) -> dict[str, Any]:
             "corrupt": [{"id": cid, "age": round(now - t, 1)}
                         for cid, t in sorted(corrupt.items())],
             "files": [{"ino": ino, "index": index} for ino, index in need.refs]})
-    paths = _paths(master, {f["ino"] for p in problems for f in p["files"]})
+    paths = paths_of(master.ns, {f["ino"] for p in problems for f in p["files"]})
     for p in problems:
         for f in p["files"]:
             f["path"] = paths.get(f["ino"])

@@ -19,7 +19,7 @@ from gfsfs.errors import Code, GFSError
 from . import records
 from .core import Master
 from .namespace import ROOT_INO
-from .replication import _paths
+from .queries import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def trash_list(master: Master) -> dict[str, Any]:
     and its old name; None when that directory is gone), size, deletion time
     and when the purger will take it."""
     ns, ttl = master.ns, master.cfg.trash_time
-    dirs = _paths(master, {parent for _when, parent, _name in ns.trash.values()})
+    dirs = paths_of(master.ns, {parent for _when, parent, _name in ns.trash.values()})
     dirs[ROOT_INO] = ""
     entries = []
     for ino, (deleted_ns, parent, name) in sorted(ns.trash.items(), key=lambda kv: kv[1][0]):

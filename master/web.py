@@ -56,7 +56,8 @@ from gfsfs.rpc import App, Request, Response
 
 from .core import Master
 from .namespace import ROOT_INO, Inode
-from .replication import _paths, fsck
+from .queries import paths_of
+from .replication import fsck
 from .trash import trash_purge
 
 log = logging.getLogger(__name__)
@@ -623,7 +624,7 @@ class WebUI:
         total = sum(ns.inodes[ino].size for ino, _ in items if ino in ns.inodes)
         shown = items[:MAX_TRASH]
         try:
-            dirs = _paths(self.m, {parent for _, (_, parent, _) in shown})
+            dirs = paths_of(self.m.ns, {parent for _, (_, parent, _) in shown})
         except Exception:           # paths are a nicety
             dirs = {}
         dirs[ROOT_INO] = ""
