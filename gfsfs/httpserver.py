@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import h11
+import msgpack
 import trio
 
 from .errors import Code, GFSError
@@ -160,8 +161,7 @@ class Connection:
         """A short error reply to a request the app never sees, then close."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):   # IDLE: a bad head
             return
-        from .rpc import pack
-        body = pack(GFSError(code, message).to_wire())
+        body = msgpack.packb(GFSError(code, message).to_wire(), use_bin_type=True)
         head = h11.Response(status_code=status, headers=[
             (b"content-type", b"application/msgpack"),
             (b"content-length", str(len(body)).encode()), (b"connection", b"close")])
