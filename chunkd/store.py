@@ -116,7 +116,10 @@ class ChunkStore(ABC):
         return [(h, info.version) for h, info in sorted(self._chunks.items())]
 
     def used_bytes(self) -> int:
-        return sum(info.length for info in self._chunks.values())
+        # called from worker threads too (_write_blocks -> _check_space) while
+        # the trio thread adds and drops chunks: sum over a copy (list() of a
+        # dict view runs without releasing the GIL)
+        return sum(info.length for info in list(self._chunks.values()))
 
     def space(self) -> tuple[int, int, int]:
         """(capacity, used, free) in bytes; ``capacity_bytes`` overrides the disk's."""
