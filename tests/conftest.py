@@ -108,6 +108,17 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
         c.stop()
 
 
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One master + 3 chunkds shared by a module's tests."""
+    c = make_cluster(tmp_path_factory.mktemp("module"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
 @pytest.fixture
 def mounted(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
     """``cluster`` mounted at tmp_path/mnt; yields the mount point."""

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import gfsfs
-from conftest import TEST_CHUNK_SIZE, make_cluster
+from conftest import TEST_CHUNK_SIZE
 from gfsfs.api import GFS, master_url, os_error
 from gfsfs.errors import GFSError
 from gfsfs.localcluster import Cluster
@@ -24,15 +24,9 @@ def pattern(n: int, seed: int = 1) -> bytes:
     return bytes((i * 7 + seed) & 0xFF for i in range(n))
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One master + 3 chunkds for the module (each test starts from an empty root)."""
-    c = make_cluster(tmp_path_factory.mktemp("api"))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    return module_cluster
 
 
 @pytest.fixture

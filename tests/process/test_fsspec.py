@@ -14,7 +14,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from conftest import TEST_CHUNK_SIZE, make_cluster
+from conftest import TEST_CHUNK_SIZE
 from gfsfs.fsspec_gfs import GFSFileSystem
 from gfsfs.localcluster import ROOT, Cluster
 
@@ -28,15 +28,9 @@ pq = pytest.importorskip("pyarrow.parquet")
 fsspec.register_implementation("gfs", GFSFileSystem, clobber=True)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One master + 3 chunkds for the module (the tests use separate directories)."""
-    c = make_cluster(tmp_path_factory.mktemp("fsspec"))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
+@pytest.fixture
+def cluster(module_cluster: Cluster) -> Cluster:
+    return module_cluster
 
 
 @pytest.fixture
