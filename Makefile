@@ -8,9 +8,9 @@ RUN_ARGS ?=
 bootstrap:
 	@bash .ci/bootstrap
 
-# RUN_ARGS: e.g. --max-deaths 10 --restart-backoff 2 (python -m gfsfs.localcluster --help)
+# RUN_ARGS: e.g. --max-deaths 10 --restart-backoff 2 (python -m gfsfs.tools.localcluster --help)
 run: bootstrap
-	$(PY) -m gfsfs.localcluster $(RUN_ARGS)
+	$(PY) -m gfsfs.tools.localcluster $(RUN_ARGS)
 
 test:
 	@bash .ci/bootstrap test
@@ -21,16 +21,16 @@ test-unit:
 	@bash .ci/bootstrap test
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit tests/http
 
-# long randomized runs of gfs-fsx (gfsfs/fsx.py) on a cluster of its own with two
+# long randomized runs of gfs-fsx (gfsfs/tools/fsx.py) on a cluster of its own with two
 # mounts: every seed with and without mmap, remounting now and then
 SOAK_OPS ?= 1000000
 SOAK_SEEDS ?= 1,2,3
-# ... and gfs-fuzz (gfsfs/fuzz.py): FUZZ_COUNT hostile requests at every route of
+# ... and gfs-fuzz (gfsfs/tools/fuzz.py): FUZZ_COUNT hostile requests at every route of
 # a cluster of its own; fails on any 5xx other than UNAVAILABLE, or a traceback
 FUZZ_COUNT ?= 100000
 soak: bootstrap
-	$(PY) -m gfsfs.fuzz --seed 1 --count $(FUZZ_COUNT) --progress 10000
-	$(PY) -m gfsfs.fsx --cluster --seeds $(SOAK_SEEDS) --ops $(SOAK_OPS) --both-modes \
+	$(PY) -m gfsfs.tools.fuzz --seed 1 --count $(FUZZ_COUNT) --progress 10000
+	$(PY) -m gfsfs.tools.fsx --cluster --seeds $(SOAK_SEEDS) --ops $(SOAK_OPS) --both-modes \
 		--remount-every 50000 --progress 10000
 
 bench: bootstrap

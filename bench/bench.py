@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gfsfs.localcluster import Cluster, Mount  # noqa: E402
+from gfsfs.tools.localcluster import Cluster, Mount
 
 MIB = 1 << 20
 

@@ -32,9 +32,9 @@ import msgpack
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gfsfs.client import Client  # noqa: E402
-from gfsfs.config import ClientConfig  # noqa: E402
-from gfsfs.localcluster import Cluster  # noqa: E402
+from gfsfs.client.core import Client
+from gfsfs.common.config import ClientConfig
+from gfsfs.tools.localcluster import Cluster
 
 MIB = 1 << 20
 

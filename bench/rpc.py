@@ -1,8 +1,8 @@
 """One msgpack RPC's round trip, and a 1 MiB push, on loopback.
 
 Workload: a master (no chunkds needed for getattr) and one chunkd started by
-gfsfs.localcluster in a temp dir; N sequential ``getattr`` calls of the root
-through the client's RPC pool (gfsfs.rpc.call), then M sequential 1 MiB
+gfsfs.tools.localcluster in a temp dir; N sequential ``getattr`` calls of the root
+through the client's RPC pool (gfsfs.common.rpc.call), then M sequential 1 MiB
 ``PUT /data`` pushes to the chunkd (no chain). Printed: median and p99 per
 call, beside a bare trio TCP echo of the same size measured in the same run
 (the floor any server on this machine has). Ratios, not absolute times: these
@@ -24,8 +24,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gfsfs import rpc  # noqa: E402
-from gfsfs.localcluster import Cluster  # noqa: E402
+from gfsfs.common import rpc
+from gfsfs.tools.localcluster import Cluster
 
 
 def fmt(samples: list[float]) -> str:

@@ -29,8 +29,8 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gfsfs.localcluster import Cluster  # noqa: E402
-from gfsfs.rpc import call  # noqa: E402
+from gfsfs.tools.localcluster import Cluster
+from gfsfs.common.rpc import call
 
 SETTINGS = ["master.chunk_size=1048576", "master.heartbeat_interval=0.5",
             "chunk_server.heartbeat_interval=0.5", "chunk_server.reserve_bytes=0",

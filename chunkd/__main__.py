@@ -3,6 +3,6 @@ from __future__ import annotations
 
 import sys
 
-from .main import main
+from chunkd.main import main
 
 sys.exit(main())

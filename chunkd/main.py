@@ -23,17 +23,17 @@ from typing import Any
 
 import trio
 
-from gfsfs import logs
-from gfsfs.config import ChunkServerConfig, ConfigError, add_arguments, from_args
-from gfsfs.httpserver import run_reporting
-from gfsfs.rpc import make_http, serve_forever, source_address_for
-from gfsfs.validate import SERVER_ID
+from gfsfs.common import logs
+from gfsfs.common.config import ChunkServerConfig, ConfigError, add_arguments, from_args
+from gfsfs.common.httpserver import run_reporting
+from gfsfs.common.rpc import make_http, serve_forever, source_address_for
+from gfsfs.common.validate import SERVER_ID
 
-from .heartbeat import ChunkReports, Heartbeat
-from .scrub import Scrubber
-from .server import ChunkServer
-from .shortcircuit import ShortCircuitServer
-from .diskstore import DiskChunkStore
+from chunkd.services.heartbeat import ChunkReports, Heartbeat
+from chunkd.storage.scrub import Scrubber
+from chunkd.api.server import ChunkServer
+from chunkd.api.shortcircuit import ShortCircuitServer
+from chunkd.storage.diskstore import DiskChunkStore
 
 log = logging.getLogger("chunkd")
 

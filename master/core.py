@@ -5,8 +5,8 @@ memory, append to the op log -- all synchronous, with no await between the
 check and the mutation -- and then wait for the group-committed fsync. Replies
 to clients are sent only after that wait.
 
-Leases (GFS §3.1) are :class:`master.leases.LeaseManager`'s (``Master.leases``),
-snapshots and copy-on-write :class:`master.snapshot.SnapshotService`'s
+Leases (GFS §3.1) are :class:`master.chunks.leases.LeaseManager`'s (``Master.leases``),
+snapshots and copy-on-write :class:`master.services.snapshot.SnapshotService`'s
 (``Master.snapshots``); this class holds the per-chunk locks both run under.
 """
 from __future__ import annotations
@@ -21,16 +21,17 @@ from typing import Any, AsyncIterator
 
 import trio
 
-from gfsfs.config import MasterConfig
-from gfsfs.errors import Code, GFSError
+from gfsfs.common.config import MasterConfig
+from gfsfs.common.errors import Code, GFSError
 
-from . import image, records, rollback, snapshot
-from .chunks import ChunkRegistry
-from .leases import ChunkdCaller, LeaseManager, LeaseTable
-from .logread import Loaded, LogDamage, keep_damaged
-from .namespace import MAX_FILE_SIZE, Namespace, Record
-from .oplog import OpLog
-from .perms import Ctx, authorize
+from master.state import image, records, rollback
+from master.services import snapshot
+from master.chunks.registry import ChunkRegistry
+from master.chunks.leases import ChunkdCaller, LeaseManager, LeaseTable
+from master.state.logread import Loaded, LogDamage, keep_damaged
+from master.state.namespace import MAX_FILE_SIZE, Namespace, Record
+from master.state.oplog import OpLog
+from master.state.perms import Ctx, authorize
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class Master:
         # under-goal chunks a client asked for (handle -> monotonic time): the
         # replicator copies these before the rest of their class (GFS §4.3)
         self.wanted: dict[int, float] = {}
-        # op log failures (master.rollback): chunk versions to log again, and
+        # op log failures (master.state.rollback): chunk versions to log again, and
         # whether the namespace still holds undone records (rebuild failed)
         self.readopt: dict[int, int] = {}
         self.undo_pending = False
@@ -149,7 +150,7 @@ class Master:
         return result, seq
 
     async def _undo(self) -> None:
-        """The op log lost records: back to the durable state (master.rollback)."""
+        """The op log lost records: back to the durable state (master.state.rollback)."""
         try:
             await rollback.undo(self)
             self.undo_pending = False

@@ -22,18 +22,18 @@ from typing import Any
 
 import trio
 
-from gfsfs import config, logs, rpc
-from gfsfs.httpserver import ListenError, run_reporting
-from gfsfs.config import ConfigError, MasterConfig
+from gfsfs.common import config, logs, rpc
+from gfsfs.common.httpserver import ListenError, run_reporting
+from gfsfs.common.config import ConfigError, MasterConfig
 
-from .chunks import LivenessMonitor
-from .core import CheckpointLoop, Master
-from .leases import ChunkdCaller
-from .logread import LogDamage
-from .trash import TrashPurger
-from .replication import COPY_TIMEOUT, Replicator
-from .server import build_app
-from . import web
+from master.chunks.registry import LivenessMonitor
+from master.core import CheckpointLoop, Master
+from master.chunks.leases import ChunkdCaller
+from master.state.logread import LogDamage
+from master.services.trash import TrashPurger
+from master.services.replication import COPY_TIMEOUT, Replicator
+from master.api.server import build_app
+from master.api import web
 
 log = logging.getLogger("master")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gfsfs.localcluster import Cluster, Mount, is_mounted
+from gfsfs.tools.localcluster import Cluster, Mount, is_mounted
 
 # tiers, by directory: unit (pure logic, in-process), http (apps driven
 # in-process), process (real daemons), mount (real mounts), faults; their

@@ -28,7 +28,7 @@ import msgpack
 import pytest
 
 from conftest import make_cluster
-from gfsfs.localcluster import Cluster, Mount
+from gfsfs.tools.localcluster import Cluster, Mount
 
 MASTER_HOST = "127.0.0.1"
 CLIENT_HOST = "127.0.0.10"

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import needs_fuse
 from faultkit import read_uncached, rpc, running, wait_for
-from gfsfs.localcluster import Mount
+from gfsfs.tools.localcluster import Mount
 
 OPTS = ["--set", "client.request_timeout=3", "--set", "client.retries=8",
         "--set", "client.chunkd_timeout=3"]

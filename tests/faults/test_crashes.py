@@ -22,7 +22,7 @@ import pytest
 from conftest import TEST_CHUNK_SIZE, needs_fuse
 from faultkit import (bounded, daemon, file_chunks, read_uncached, replica_ids, rpc, running,
                       servers, sha, wait_for, write_fsync)
-from gfsfs.localcluster import Mount
+from gfsfs.tools.localcluster import Mount
 
 CS = TEST_CHUNK_SIZE
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import needs_fuse
 from faultkit import (daemon, file_chunks, read_uncached, replica_ids, rpc, running,
                       servers, wait_for, write_fsync, chunk_files)
-from gfsfs.localcluster import Mount
+from gfsfs.tools.localcluster import Mount
 
 LEASE = ["master.lease_seconds=3"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import needs_fuse
 from faultkit import rpc, running
-from gfsfs.localcluster import Mount
+from gfsfs.tools.localcluster import Mount
 
 
 def names_in(url: str, parent: int) -> dict[bytes, int]:

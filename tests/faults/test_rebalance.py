@@ -1,5 +1,5 @@
-"""Hot-plug, rebalancing, racks and drain (master/rebalance.py, placement in
-master/chunks.py): a chunkd that joins takes new chunks; replicas move
+"""Hot-plug, rebalancing, racks and drain (master/services/rebalance.py, placement in
+master/chunks/registry.py): a chunkd that joins takes new chunks; replicas move
 gradually from the fullest to the emptiest chunkds; replicas spread over
 racks; ``gfs chunkd drain ID`` moves everything off a chunkd."""
 from __future__ import annotations
@@ -15,14 +15,14 @@ import pytest
 from conftest import TEST_CHUNK_SIZE, needs_fuse
 from faultkit import (file_chunks, read_uncached, replica_ids, rpc, running, servers, sha,
                       wait_for, write_fsync)
-from gfsfs.localcluster import ROOT, Cluster
+from gfsfs.tools.localcluster import ROOT, Cluster
 
 CS = TEST_CHUNK_SIZE
 
 
 def gfs(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "GFS_MASTER"}
-    return subprocess.run([sys.executable, "-m", "gfsfs.cli", "--master", c.url, *args],
+    return subprocess.run([sys.executable, "-m", "gfsfs.tools.cli", "--master", c.url, *args],
                           capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
 
 

@@ -22,9 +22,9 @@ import trio
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
 from faultkit import read_uncached, rpc, wait_for
-from gfsfs.client import Client
-from gfsfs.config import ClientConfig
-from gfsfs.localcluster import ROOT, Cluster
+from gfsfs.client.core import Client
+from gfsfs.common.config import ClientConfig
+from gfsfs.tools.localcluster import ROOT, Cluster
 
 CS = TEST_CHUNK_SIZE
 GOAL = 3
@@ -83,7 +83,7 @@ def all_at_goal(cluster: Cluster, inos: list[int], exclude: str | None = None) -
 
 def gfs(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "GFS_MASTER"}
-    return subprocess.run([sys.executable, "-m", "gfsfs.cli", "--master", cluster.url, *args],
+    return subprocess.run([sys.executable, "-m", "gfsfs.tools.cli", "--master", cluster.url, *args],
                           capture_output=True, text=True, timeout=30, cwd=ROOT, env=env)
 
 

@@ -1,4 +1,4 @@
-"""master.replication in process (fake chunkds, no sockets): priority, throttle,
+"""master.services.replication in process (fake chunkds, no sockets): priority, throttle,
 placement of copies, lease revocation before a copy, copies overtaken by a new
 version, trimming over-goal replicas, and fsck's report."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import trio
 
-from gfsfs.errors import GFSError
-from master.replication import Replicator, fsck, scan
+from gfsfs.common.errors import GFSError
+from master.services.replication import Replicator, fsck, scan
 from test_master_http import GB, Harness, run
 
 

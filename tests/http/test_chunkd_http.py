@@ -11,13 +11,13 @@ import msgpack
 import pytest
 import trio
 
-from chunkd.heartbeat import ChunkReports, Heartbeat
-from chunkd.server import ChunkServer
-from chunkd.store import BLOCK_SIZE, MemoryChunkStore
-from gfsfs.config import ChunkServerConfig
-from gfsfs.errors import Code, GFSError
-from gfsfs.protocol import PROTOCOL_VERSION
-from gfsfs.rpc import App, pack, unpack
+from chunkd.services.heartbeat import ChunkReports, Heartbeat
+from chunkd.api.server import ChunkServer
+from chunkd.storage.store import BLOCK_SIZE, MemoryChunkStore
+from gfsfs.common.config import ChunkServerConfig
+from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.protocol import PROTOCOL_VERSION
+from gfsfs.common.rpc import App, pack, unpack
 
 ADDRS = ["http://cs1", "http://cs2", "http://cs3"]
 DEAD = "http://127.0.0.1:1"       # nothing listens there: connection refused
@@ -239,7 +239,7 @@ def test_heartbeat_sends_its_protocol_and_logs_a_mismatch_clearly(
         assert master.calls[-1][1]["protocol"] == PROTOCOL_VERSION
         assert "master http://master speaks gfsfs protocol 999" in e.value.message
         assert f"this chunkd speaks protocol {PROTOCOL_VERSION}" in e.value.message
-        with caplog.at_level(logging.ERROR, "chunkd.heartbeat"):
+        with caplog.at_level(logging.ERROR, "chunkd.services.heartbeat"):
             with trio.move_on_after(2.5):
                 await hb.run_forever()
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]

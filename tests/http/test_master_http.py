@@ -15,14 +15,14 @@ import msgpack
 import pytest
 import trio
 
-from gfsfs.config import MasterConfig
-from gfsfs.errors import GFSError
-from gfsfs.rpc import pack, unpack
-from master.chunks import LivenessMonitor
-from master.trash import TrashPurger
+from gfsfs.common.config import MasterConfig
+from gfsfs.common.errors import GFSError
+from gfsfs.common.rpc import pack, unpack
+from master.chunks.registry import LivenessMonitor
+from master.services.trash import TrashPurger
 from master.core import Master
-from master.namespace import ROOT_INO
-from master.server import build_app
+from master.state.namespace import ROOT_INO
+from master.api.server import build_app
 
 ROOT = Path(__file__).resolve().parents[2]
 CS = 1 << 20
@@ -340,7 +340,7 @@ def test_config_error_exits_2(tmp_path: Path) -> None:
 def test_register_and_statfs_check_the_protocol_version(tmp_path: Path) -> None:
     """A peer of another PROTOCOL_VERSION is refused, naming both versions;
     one that sends none (older than the field) counts as version 1."""
-    from gfsfs.protocol import PROTOCOL_VERSION
+    from gfsfs.common.protocol import PROTOCOL_VERSION
     space = dict(capacity_bytes=GB, used_bytes=0, free_bytes=GB, chunks=[])
 
     async def body(h: Harness) -> None:

@@ -1,4 +1,4 @@
-"""gfsfs/protocol.py: the version exchange at mount time, and that the RPCs
+"""gfsfs/common/protocol.py: the version exchange at mount time, and that the RPCs
 the master and chunkd serve are the ones the docstring documents."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import trio
 
-import mount
-from gfsfs.errors import Code, GFSError
-from gfsfs.protocol import PROTOCOL_VERSION
-from gfsfs.rpc import App, serve_forever
+from gfsfs.fuse import mount
+from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.protocol import PROTOCOL_VERSION
+from gfsfs.common.rpc import App, serve_forever
 
 
 class ServedApp:
@@ -99,7 +99,7 @@ def test_mount_refuses_another_protocol_clearly(side: str, tmp_path: Path, root_
 
 def test_mount_accepts_a_master_that_sends_no_version(tmp_path: Path) -> None:
     """An older master (no ``protocol`` in its statfs reply) is version 1."""
-    from gfsfs.config import ClientConfig
+    from gfsfs.common.config import ClientConfig
 
     async def statfs(req: dict[str, Any]) -> dict[str, Any]:
         return {"chunk_size": 1 << 20, "chunkds": 3}
@@ -114,12 +114,12 @@ def test_mount_accepts_a_master_that_sends_no_version(tmp_path: Path) -> None:
 
 def documented() -> dict[str, tuple[set[str], set[str]]]:
     """Per server ("master", "chunkd"): the RPC names and the raw routes
-    (``"GET /chunk/"``) the docstring of gfsfs/protocol.py documents, from
+    (``"GET /chunk/"``) the docstring of gfsfs/common/protocol.py documents, from
     its sections ``X -> master`` and ``X -> chunkd``: the namespace table's
     first column, every ``name {fields}`` / ``POST /rpc/name {fields}``, and
     every ``GET /path`` (up to its first ``<`` or ``?``)."""
-    import gfsfs.protocol
-    lines = (gfsfs.protocol.__doc__ or "").split("\n")
+    from gfsfs.common import protocol
+    lines = (protocol.__doc__ or "").split("\n")
     out: dict[str, tuple[set[str], set[str]]] = {"master": (set(), set()),
                                                  "chunkd": (set(), set())}
     server = None
@@ -142,11 +142,11 @@ def documented() -> dict[str, tuple[set[str], set[str]]]:
 
 def served(tmp: Path) -> dict[str, tuple[set[str], set[str]]]:
     """The RPC names and raw routes the master and a chunkd register."""
-    from chunkd.server import ChunkServer
-    from chunkd.store import MemoryChunkStore
-    from gfsfs.config import ChunkServerConfig, MasterConfig
+    from chunkd.api.server import ChunkServer
+    from chunkd.storage.store import MemoryChunkStore
+    from gfsfs.common.config import ChunkServerConfig, MasterConfig
     from master.core import Master
-    from master.server import build_app
+    from master.api.server import build_app
 
     async def no_chunkds(addr: str, name: str, body: dict[str, Any]) -> Any:
         return {}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from master.core import Master
-from master.namespace import ROOT_INO
+from master.state.namespace import ROOT_INO
 from test_master_http import Harness, run
 
 

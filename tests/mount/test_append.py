@@ -23,11 +23,11 @@ import pytest
 import trio
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
-from gfsfs import rpc
-from gfsfs.client import Client
-from gfsfs.config import ClientConfig
-from gfsfs.errors import GFSError
-from gfsfs.localcluster import Cluster, Mount
+from gfsfs.common import rpc
+from gfsfs.client.core import Client
+from gfsfs.common.config import ClientConfig
+from gfsfs.common.errors import GFSError
+from gfsfs.tools.localcluster import Cluster, Mount
 
 CS = TEST_CHUNK_SIZE
 REC = 1024

@@ -14,15 +14,15 @@ import msgpack
 import pytest
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
-from gfsfs.cli import fs_path
-from gfsfs.localcluster import ROOT, Cluster
+from gfsfs.tools.cli import fs_path
+from gfsfs.tools.localcluster import ROOT, Cluster
 from master.core import Master
 from test_master_http import Harness, run
 
 
 def gfs(*args: str, master: str | None = None, env: dict[str, str] | None = None,
         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "gfsfs.cli"]
+    argv = [sys.executable, "-m", "gfsfs.tools.cli"]
     if master is not None:
         argv += ["--master", master]
     full_env = {k: v for k, v in os.environ.items() if k != "GFS_MASTER"}

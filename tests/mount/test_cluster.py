@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
-from gfsfs.localcluster import ROOT, Cluster, Mount
+from gfsfs.tools.localcluster import ROOT, Cluster, Mount
 
 
 def mount(cluster: Cluster, path: Path) -> Mount:
@@ -186,7 +186,7 @@ def test_config_errors_name_the_key(argv: list[str], needle: str) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for argv in (["-m", "master"], ["-m", "chunkd"], ["mount.py"], ["-m", "gfsfs.localcluster"]):
+    for argv in (["-m", "master"], ["-m", "chunkd"], ["mount.py"], ["-m", "gfsfs.tools.localcluster"]):
         r = subprocess.run([sys.executable] + argv + ["--help"], cwd=ROOT, capture_output=True,
                            text=True, timeout=30)
         assert r.returncode == 0 and "usage" in r.stdout.lower()

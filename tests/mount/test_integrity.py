@@ -1,6 +1,6 @@
 """Every byte right under any mix of operations (issue 9).
 
-The fsx-style exerciser (gfsfs/fsx.py) against a real cluster with two
+The fsx-style exerciser (gfsfs/tools/fsx.py) against a real cluster with two
 mounts, 256 KiB chunks so a 1 MiB file crosses chunks; the fixed sequences
 that once returned wrong bytes; and the POSIX cases that failed: fallocate,
 writing a set-id file as another user, ftruncate through a writable
@@ -26,10 +26,10 @@ import trio
 import trio.testing
 
 from conftest import CLUSTER_SETTINGS, needs_fuse
-from gfsfs import fsx
-from gfsfs.client import Client
-from gfsfs.config import ClientConfig
-from gfsfs.localcluster import Cluster, Mount, is_mounted
+from gfsfs.tools import fsx
+from gfsfs.client.core import Client
+from gfsfs.common.config import ClientConfig
+from gfsfs.tools.localcluster import Cluster, Mount, is_mounted
 
 pytestmark = [needs_fuse, pytest.mark.mount]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from conftest import needs_fuse
-from gfsfs.localcluster import ROOT, is_mounted, unmount
+from gfsfs.tools.localcluster import ROOT, is_mounted, unmount
 
 
 def free_ports(n: int) -> list[int]:
@@ -31,7 +31,7 @@ def free_ports(n: int) -> list[int]:
 
 
 def start(base: Path, mnt: Path, ports: list[int], *extra: str) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "gfsfs.localcluster", "--base", str(base),
+    argv = [sys.executable, "-m", "gfsfs.tools.localcluster", "--base", str(base),
             "--mountpoint", str(mnt), "--master-port", str(ports[0]),
             "--chunk-base-port", str(ports[1]), *extra]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -144,7 +144,7 @@ def alive(pid: int) -> bool:
 
 def gfs_json(master: str, *args: str) -> Any:
     """``gfs --master URL ARGS --json`` (fsck exits 1 only on lost chunks)."""
-    r = subprocess.run([sys.executable, "-m", "gfsfs.cli", "--master", master, *args, "--json"],
+    r = subprocess.run([sys.executable, "-m", "gfsfs.tools.cli", "--master", master, *args, "--json"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode in (0, 1), r.stderr
     return json.loads(r.stdout)

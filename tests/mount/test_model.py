@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
-from gfsfs import fsx
+from gfsfs.tools import fsx
 
 pytestmark = [needs_fuse, pytest.mark.mount]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gfsfs.localcluster import Cluster, is_mounted, unmount
-from gfsfs.mount_helper import parse, translate
+from gfsfs.tools.localcluster import Cluster, is_mounted, unmount
+from gfsfs.tools.mount_helper import parse, translate
 
 from conftest import needs_fuse
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
-from gfsfs.localcluster import ROOT, Cluster
+from gfsfs.tools.localcluster import ROOT, Cluster
 from test_cli import gfs, gfs_json
 
 CS = TEST_CHUNK_SIZE
@@ -224,7 +224,7 @@ def test_kill_master_in_the_middle_of_a_snapshot(cluster: Cluster, mounted: Path
             p.write_bytes(data)
             contents[str(p.relative_to(big))] = data
         name = f"snap{attempt}"
-        argv = [sys.executable, "-m", "gfsfs.cli", "--master", cluster.url, "--json",
+        argv = [sys.executable, "-m", "gfsfs.tools.cli", "--master", cluster.url, "--json",
                 "snapshot", "/big", f"/{name}"]
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

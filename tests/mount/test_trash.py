@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_CHUNK_SIZE, mounted_cluster, needs_fuse
-from gfsfs.localcluster import Cluster
+from gfsfs.tools.localcluster import Cluster
 from test_cli import gfs, gfs_json
 from test_snapshot import chunk_files
 

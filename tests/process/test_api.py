@@ -1,4 +1,4 @@
-"""The public client API (gfsfs.connect, gfsfs.api) against a real cluster: a
+"""The public client API (gfsfs.connect, gfsfs.client.api) against a real cluster: a
 master and three chunkd processes shared by the module; each test starts from an empty root."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 
 import gfsfs
 from conftest import TEST_CHUNK_SIZE
-from gfsfs.api import GFS, master_url, os_error
-from gfsfs.errors import GFSError
-from gfsfs.localcluster import Cluster
+from gfsfs.client.api import GFS, master_url, os_error
+from gfsfs.common.errors import GFSError
+from gfsfs.tools.localcluster import Cluster
 
 CS = TEST_CHUNK_SIZE
 

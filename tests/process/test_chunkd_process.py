@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from gfsfs.localcluster import Daemon, python
-from gfsfs.rpc import pack, unpack
+from gfsfs.tools.localcluster import Daemon, python
+from gfsfs.common.rpc import pack, unpack
 
 HANDLE = 77
 

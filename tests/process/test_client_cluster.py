@@ -1,4 +1,4 @@
-"""The client library (gfsfs.client.Client) against a real cluster: a master and
+"""The client library (gfsfs.client.core.Client) against a real cluster: a master and
 three chunkd processes per test (the ``cluster`` fixture). Write/read round
 trips, chunk boundaries, holes, truncate, replica failover on real corruption
 and a dead chunkd, lease renewal after the primary is killed, read-ahead and
@@ -14,11 +14,11 @@ import pytest
 import trio
 
 from conftest import TEST_CHUNK_SIZE
-from gfsfs import rpc
-from gfsfs.client import Client
-from gfsfs.config import ClientConfig
-from gfsfs.errors import GFSError
-from gfsfs.localcluster import Cluster, Daemon
+from gfsfs.common import rpc
+from gfsfs.client.core import Client
+from gfsfs.common.config import ClientConfig
+from gfsfs.common.errors import GFSError
+from gfsfs.tools.localcluster import Cluster, Daemon
 
 CS = TEST_CHUNK_SIZE
 

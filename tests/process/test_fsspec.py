@@ -1,4 +1,4 @@
-"""gfs:// through fsspec (gfsfs.fsspec_gfs) against a real cluster: fsspec's own
+"""gfs:// through fsspec (gfsfs.client.fsspec_gfs) against a real cluster: fsspec's own
 calls, then pandas (CSV) and pyarrow (Parquet) round trips by URL, files of a
 few MiB so that they cross the test cluster's 1 MiB chunks."""
 from __future__ import annotations
@@ -15,8 +15,8 @@ import fsspec
 import pytest
 
 from conftest import TEST_CHUNK_SIZE
-from gfsfs.fsspec_gfs import GFSFileSystem
-from gfsfs.localcluster import ROOT, Cluster
+from gfsfs.client.fsspec_gfs import GFSFileSystem
+from gfsfs.tools.localcluster import ROOT, Cluster
 
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
@@ -60,7 +60,7 @@ def test_entry_point_registers_gfs(tmp_path: Path) -> None:
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gfsfs-probe\nVersion: 0\n")
     (dist / "entry_points.txt").write_text(f"[fsspec.specs]\n{specs}\n")
-    code = ("import fsspec, gfsfs.fsspec_gfs as m; "
+    code = ("import fsspec, gfsfs.client.fsspec_gfs as m; "
             "assert fsspec.get_filesystem_class('gfs') is m.GFSFileSystem; "
             "fs, path = fsspec.core.url_to_fs('gfs://h:7/a/b.csv'); "
             "print(fs.master, path)")

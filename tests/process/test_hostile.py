@@ -1,6 +1,6 @@
 """Hostile and broken requests against real daemons (issue 10): every one gets
 a 4xx with an error code (or a correct answer), never a 500, and no daemon
-dies; plus a seeded fuzz run of every route (gfsfs/fuzz.py)."""
+dies; plus a seeded fuzz run of every route (gfsfs/tools/fuzz.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -17,9 +17,10 @@ import httpx
 import msgpack
 import pytest
 
-from gfsfs import fuzz, validate
-from gfsfs.errors import GFSError
-from gfsfs.localcluster import ROOT, Cluster, Mount
+from gfsfs.tools import fuzz
+from gfsfs.common import validate
+from gfsfs.common.errors import GFSError
+from gfsfs.tools.localcluster import ROOT, Cluster, Mount
 
 from conftest import _failed, make_cluster
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from gfsfs import rpc
-from gfsfs.errors import GFSError
-from gfsfs.localcluster import ROOT, Daemon
-from master.namespace import ROOT_INO
+from gfsfs.common import rpc
+from gfsfs.common.errors import GFSError
+from gfsfs.tools.localcluster import ROOT, Daemon
+from master.state.namespace import ROOT_INO
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gfsfs import rpc
-from gfsfs.protocol import INLINE_MAX
-from gfsfs.localcluster import Cluster
+from gfsfs.common import rpc
+from gfsfs.common.protocol import INLINE_MAX
+from gfsfs.tools.localcluster import Cluster
 
 from conftest import TEST_CHUNK_SIZE, needs_fuse
 

@@ -1,4 +1,4 @@
-"""The chunkd's push buffers (chunkd/push.py): bounded in time and in bytes.
+"""The chunkd's push buffers (chunkd/mutations/push.py): bounded in time and in bytes.
 
 - :class:`PushBuffers` on its own: a push into full buffers waits, then gets
   EAGAIN; room comes from data already applied first; the expiry timer drops
@@ -21,9 +21,9 @@ import httpx
 import pytest
 import trio
 
-from chunkd.push import PushBuffers
-from gfsfs.errors import GFSError
-from gfsfs.localcluster import Cluster
+from chunkd.mutations.push import PushBuffers
+from gfsfs.common.errors import GFSError
+from gfsfs.tools.localcluster import Cluster
 
 from conftest import make_cluster
 
@@ -238,10 +238,10 @@ def test_a_burst_over_the_push_buffer_cap_is_written_right(tmp_path: Path) -> No
 def test_a_refused_push_is_answered_eagain_not_reset() -> None:
     """In process (chunkd over ASGI): a chunkd whose buffers are full answers
     a push 503 EAGAIN after push_buffer_wait, having read the body."""
-    from chunkd.server import ChunkServer
-    from chunkd.store import MemoryChunkStore
-    from gfsfs.config import ChunkServerConfig
-    from gfsfs.rpc import unpack
+    from chunkd.api.server import ChunkServer
+    from chunkd.storage.store import MemoryChunkStore
+    from gfsfs.common.config import ChunkServerConfig
+    from gfsfs.common.rpc import unpack
 
     async def go() -> None:
         cfg = ChunkServerConfig(push_buffer_bytes=2 * MIB, push_buffer_wait=0.2)

@@ -16,15 +16,15 @@ import httpx
 import pytest
 import trio
 
-from chunkd.diskstore import DiskChunkStore
-from chunkd.shortcircuit import ShortCircuitServer
+from chunkd.storage.diskstore import DiskChunkStore
+from chunkd.api.shortcircuit import ShortCircuitServer
 from conftest import TEST_CHUNK_SIZE
-from gfsfs import rpc
-from gfsfs.client import ChunkLoc, Client, Replica
-from gfsfs.client_local import LocalReads, NotLocal
-from gfsfs.errors import GFSError
-from gfsfs.localcluster import Cluster
-from gfsfs.shortcircuit import FRAME, socket_name, unpack
+from gfsfs.common import rpc
+from gfsfs.client.core import ChunkLoc, Client, Replica
+from gfsfs.client.local import LocalReads, NotLocal
+from gfsfs.common.errors import GFSError
+from gfsfs.tools.localcluster import Cluster
+from gfsfs.common.shortcircuit import FRAME, socket_name, unpack
 from test_client_cluster import config, new_file, pattern, server_at
 
 ADDR = f"http://127.0.0.9:{os.getpid()}"      # only names the socket; nothing listens on it
@@ -223,7 +223,7 @@ def test_mount_reads_locally_while_another_mount_writes(cluster: Cluster, tmp_pa
     """A reader on one mount (short-circuit) never sees a byte nobody wrote in
     a file another mount keeps overwriting and growing: every block it reads
     either checks out against its CRC or is read again over HTTP."""
-    from gfsfs.localcluster import Mount
+    from gfsfs.tools.localcluster import Mount
 
     size, piece = 3 * TEST_CHUNK_SIZE, 48 * 1024
     writer = Mount(cluster.url, tmp_path / "w", cluster.logs / "mount-w.out").start()

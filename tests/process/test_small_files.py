@@ -15,13 +15,13 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-import chunkd.diskstore as diskstore
-from chunkd.diskstore import DiskChunkStore
+import chunkd.storage.diskstore as diskstore
+from chunkd.storage.diskstore import DiskChunkStore
 from conftest import TEST_CHUNK_SIZE
-from gfsfs import rpc
-from gfsfs.client import Client
-from gfsfs.errors import GFSError
-from gfsfs.localcluster import Cluster
+from gfsfs.common import rpc
+from gfsfs.client.core import Client
+from gfsfs.common.errors import GFSError
+from gfsfs.tools.localcluster import Cluster
 from test_client_cluster import config, master_chunks, pattern
 
 

@@ -1,4 +1,4 @@
-"""The master's web page (master/web.py), end to end.
+"""The master's web page (master/api/web.py), end to end.
 
 - in real headless Chromium (Debian's ``chromium`` + ``chromium-driver``,
   installed with apt-get if missing) driven by Selenium, against a real cluster
@@ -6,7 +6,7 @@
   through the mount and through the page's download link, mkdir and delete on
   the page, kill -9 a chunkd and watch the page show it dead;
 - the JSON API's errors over plain HTTP (the master keeps serving);
-- :class:`master.web.Traffic` on its own.
+- :class:`master.api.web.Traffic` on its own.
 
 The browser test saves a screenshot under its tmp dir; it refreshes
 docs/web.png when that is missing or GFSFS_UPDATE_SCREENSHOT=1.
@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gfsfs.localcluster import Cluster
-from master.web import Traffic
+from gfsfs.tools.localcluster import Cluster
+from master.api.web import Traffic
 
 from conftest import needs_fuse
 

@@ -20,7 +20,7 @@ import httpx
 import msgpack
 import pytest
 
-from gfsfs.localcluster import Cluster
+from gfsfs.tools.localcluster import Cluster
 
 from conftest import make_cluster
 

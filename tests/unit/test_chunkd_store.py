@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import trio
 
-from chunkd.diskstore import DiskChunkStore
-from chunkd.store import BLOCK_SIZE, ChunkStore, MemoryChunkStore
-from gfsfs.errors import GFSError
+from chunkd.storage.diskstore import DiskChunkStore
+from chunkd.storage.store import BLOCK_SIZE, ChunkStore, MemoryChunkStore
+from gfsfs.common.errors import GFSError
 
 BS = BLOCK_SIZE
 H = 0x1234

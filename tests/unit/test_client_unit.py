@@ -9,9 +9,9 @@ import pyfuse3
 import pytest
 import trio
 
-from gfsfs.chunkio import MIB, Piece, ReadAhead, WriteBuffer, overlay, split_range
-from gfsfs.errors import GFSError
-from gfsfs.fuse_ops import errno_boundary, to_fuse_errno
+from gfsfs.client.chunkio import MIB, Piece, ReadAhead, WriteBuffer, overlay, split_range
+from gfsfs.common.errors import GFSError
+from gfsfs.fuse.operations import errno_boundary, to_fuse_errno
 
 
 # ---------------------------------------------------------------- split_range
@@ -203,7 +203,7 @@ def test_errno_boundary_passes_results() -> None:
 
 
 def test_dir_listing_serves_offsets_from_its_batch() -> None:
-    from gfsfs.fuse_ops import DirListing
+    from gfsfs.fuse.operations import DirListing
     d = DirListing(5)
     assert d.after(0) is None                       # nothing fetched yet
     batch = [(b"a", {}, 3), (b"b", {}, 7), (b"c", {}, 9)]

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from gfsfs import config
-from gfsfs.localcluster import ROOT
+from gfsfs.common import config
+from gfsfs.tools.localcluster import ROOT
 
 
 def test_shipped_config_is_the_defaults() -> None:

@@ -1,4 +1,4 @@
-"""The error table (gfsfs/errors.py): codes, statuses, errnos, and that every
+"""The error table (gfsfs/common/errors.py): codes, statuses, errnos, and that every
 code named in the source exists."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gfsfs.errors import CODES, Code, GFSError, code_for_status, from_oserror
+from gfsfs.common.errors import CODES, Code, GFSError, code_for_status, from_oserror
 
 ROOT = Path(__file__).resolve().parents[2]
 

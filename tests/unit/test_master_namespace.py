@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from gfsfs.errors import GFSError
-from master import image
-from master.namespace import MAX_FILE_SIZE, ROOT_INO, Namespace
-from master.perms import Ctx, authorize
+from gfsfs.common.errors import GFSError
+from master.state import image
+from master.state.namespace import MAX_FILE_SIZE, ROOT_INO, Namespace
+from master.state.perms import Ctx, authorize
 
 CS = 1 << 20
 

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import trio
 
-from gfsfs.config import MasterConfig
-from master import image, records
-from gfsfs.errors import GFSError
+from gfsfs.common.config import MasterConfig
+from master.state import image, records
+from gfsfs.common.errors import GFSError
 from master.core import CheckpointLoop, Master
-from master.namespace import ROOT_INO
-from master.oplog import LOG_PREFIX, LogDamage, frame, read_log
+from master.state.namespace import ROOT_INO
+from master.state.oplog import LOG_PREFIX, LogDamage, frame, read_log
 
 CFG = MasterConfig(chunk_size=1 << 20)
 
@@ -265,7 +265,7 @@ def _create(m: Master, name: bytes) -> Any:
 
 def test_failed_write_undoes_unacknowledged_records(tmp_path: Path) -> None:
     """/dev/full in place of the log file: each write fails with ENOSPC."""
-    from master.metrics import collect
+    from master.api.metrics import collect
 
     m = open_master(tmp_path)
     trio.run(make_tree, m, 3)

@@ -2,8 +2,8 @@
 purged later; their chunks become garbage only then."""
 from __future__ import annotations
 
-from master import image
-from master.namespace import ROOT_INO
+from master.state import image
+from master.state.namespace import ROOT_INO
 
 from test_master_namespace import NS
 

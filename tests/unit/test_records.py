@@ -1,4 +1,4 @@
-"""master.records: every op-log record kind has one constructor, and each builds
+"""master.state.records: every op-log record kind has one constructor, and each builds
 exactly the bytes the master wrote before the constructors existed (old logs
 must replay): the literal dicts below are copied from the old call sites."""
 from __future__ import annotations
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from master import records
-from master.namespace import Namespace
-from master.oplog import frame
+from master.state import records
+from master.state.namespace import Namespace
+from master.state.oplog import frame
 
 NOW = 1_700_000_000_123_456_789
 

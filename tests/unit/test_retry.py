@@ -1,4 +1,4 @@
-"""gfsfs/retry.py: the transport-error mapping and the backoff policy."""
+"""gfsfs/common/retry.py: the transport-error mapping and the backoff policy."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +8,8 @@ import httpx
 import pytest
 import trio
 
-from gfsfs import retry, rpc
-from gfsfs.errors import Code, GFSError
+from gfsfs.common import retry, rpc
+from gfsfs.common.errors import Code, GFSError
 
 
 def test_a_transport_error_is_unavailable_naming_the_address() -> None:

@@ -1,0 +1,547 @@
+"""The FUSE-free client library: namespace RPCs to the master and the data
+plane to the chunkds. Used by the FUSE driver (:mod:`gfsfs.fuse.operations`), the CLI
+and tests::
+
+    async with Client.open(cfg) as client:
+        attr = await client.create(1, b"f", 0o644, 0, 0)
+        await client.write(attr["ino"], 0, b"hello")
+        await client.flush(attr["ino"])
+        data = await client.read(attr["ino"], 0, 5)
+
+Caches (GFS §2.4): chunk locations per inode (index -> handle, version,
+replicas, or a hole) for ``location_timeout`` seconds and write leases until
+they expire; both are dropped on STALE/NOCHUNK or any replica failure.
+Attributes are cached by the kernel (attr_timeout), not here.
+
+Reads see this client's own writes at once: buffered and in-flight data is
+laid over what the chunkds return (docs/consistency.md, "What a client caches").
+The write half (buffering, push, commit, extend) is :mod:`gfsfs.client.write`;
+record append (O_APPEND) is :mod:`gfsfs.client.append`.
+
+Concurrency: all state is touched from one trio thread; an ``InodeState`` is
+changed only between awaits, so no lock guards it. Background work (read-ahead
+fetches, write batches) runs in the client's nursery.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+from gfsfs.common import retry, rpc
+from gfsfs.client.chunkio import AheadPiece, Batch, ReadAhead, WriteBuffer, overlay, split_range
+from gfsfs.client.local import LocalReads
+from gfsfs.common.config import ClientConfig
+from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.protocol import PROTOCOL_VERSION, check_version
+
+log = logging.getLogger(__name__)
+
+Ctx = dict[str, Any]
+Attr = dict[str, Any]
+
+# Master RPCs that change nothing: safe to retry when the master is unreachable.
+IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
+                        "listxattr", "statfs", "chunks", "lease", "append_lease", "extend"})
+# Namespace RPCs that change nothing (others forget Client.fresh_attrs).
+READ_ONLY = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
+                       "statfs", "chunks"})
+# Chunkd/master failures worth another try (elsewhere, or with fresh locations).
+RETRYABLE = frozenset({Code.STALE, Code.NOCHUNK, Code.UNAVAILABLE, Code.CORRUPT, Code.INTERNAL,
+                       Code.EIO, Code.EAGAIN, Code.TOOBIG})
+FETCH_AHEAD_CHUNKS = 16   # chunk entries asked for at once when locations are missing
+BATCHES_IN_FLIGHT = 4    # write batches of one inode sent at once (memory: 4 x upload_chunk_size)
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str
+    addr: str
+
+
+@dataclass(frozen=True)
+class ChunkLoc:
+    handle: int
+    version: int
+    replicas: tuple[Replica, ...]
+
+
+@dataclass(frozen=True)
+class Lease:
+    handle: int
+    version: int
+    primary: Replica
+    secondaries: tuple[Replica, ...]
+    expires_ns: int
+
+
+@dataclass
+class InodeState:
+    """What this client knows and holds about one inode."""
+    locs: dict[int, tuple[ChunkLoc | None, float]] = field(default_factory=dict)
+    size: int = -1                    # file size from the master (-1 = unknown)
+    leases: dict[int, Lease] = field(default_factory=dict)
+    wbuf: WriteBuffer = field(default_factory=WriteBuffer)
+    inflight: list[Batch] = field(default_factory=list)   # batches being sent, oldest first
+    slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BATCHES_IN_FLIGHT))
+    pending_end: int = 0              # end of data written but not yet extended
+    error: GFSError | None = None     # a failed background write, reported once
+    # handle -> (chunk index, replica addrs not yet fsync'd)
+    unsynced: dict[int, tuple[int, set[str]]] = field(default_factory=dict)
+    # bumped by every local change of the data or its layout: a buffered
+    # write, a lease (new chunk locations), an extend, an append, a truncate
+    # (at its start and at its end). What is fetched from the cluster is
+    # cached only if gen did not move while it was fetched (docs/consistency.md).
+    gen: int = 0
+
+    def busy(self) -> bool:
+        return bool(self.wbuf or self.inflight or self.unsynced or self.error)
+
+
+@dataclass
+class OpenFile:
+    """Per-open-file state (the FUSE ``fh`` maps to one of these)."""
+    ino: int
+    flags: int
+    ahead: ReadAhead
+
+
+def _replica(raw: dict[str, Any]) -> Replica:
+    return Replica(str(raw.get("id", "")), str(raw["addr"]).rstrip("/"))
+
+
+class Client:
+    def __init__(self, cfg: ClientConfig, http: httpx.AsyncClient,
+                 nursery: trio.Nursery) -> None:
+        from gfsfs.client.append import Appender
+        from gfsfs.client.write import Writer
+        self.cfg = cfg
+        self.master = cfg.master_url.rstrip("/")
+        self.http = http
+        self.nursery = nursery
+        self.inodes: dict[int, InodeState] = {}
+        self.chunk_size = 0
+        # chunkd I/O stalls at most this long (a stopped or cut-off chunkd
+        # must not hold a read or write for the whole request_timeout)
+        self.chunkd_timeout = cfg.chunkd_timeout or cfg.request_timeout
+        self.busy_addrs: dict[str, int] = {}      # reads in flight per chunkd
+        self.failed_addrs: dict[str, float] = {}  # chunkd -> monotonic time of last failure
+        self.no_xattrs: dict[int, float] = {}     # ino -> until when it is known to have none
+        self.absent_xattrs: dict[int, dict[bytes, float]] = {}  # ino -> name -> until when
+        # attributes a mutation of ours answered (a new inode's, its parent
+        # directory's) for the one getattr the kernel sends next, having dropped
+        # its own copy; any other change through this client forgets them all
+        self.fresh_attrs: dict[int, tuple[Attr, float]] = {}
+        self.writer = Writer(self)
+        self.local_reads = LocalReads(cfg.short_circuit)
+        self.appender = Appender(self)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, cfg: ClientConfig) -> AsyncIterator[Client]:
+        try:
+            async with rpc.make_http(cfg.request_timeout,
+                                     local_address=cfg.source_address or None) as http, \
+                    trio.open_nursery() as nursery:
+                client = cls(cfg, http, nursery)
+                try:
+                    yield client
+                finally:
+                    with trio.CancelScope(shield=True):
+                        with trio.move_on_after(cfg.request_timeout):
+                            await client.flush_all()
+                    nursery.cancel_scope.cancel()
+                    client.local_reads.close()
+        except BaseExceptionGroup as group:   # the caller's own error, not a group
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+
+    def state(self, ino: int) -> InodeState:
+        st = self.inodes.get(ino)
+        if st is None:
+            st = self.inodes[ino] = InodeState()
+        return st
+
+    def forget(self, ino: int) -> None:
+        """The kernel forgot ``ino``: drop its caches unless it has dirty data."""
+        st = self.inodes.get(ino)
+        if st is not None and not st.busy():
+            del self.inodes[ino]
+            self.appender.forget(ino)
+
+    # ------------------------------------------------------------ master RPCs
+
+    async def call(self, name: str, body: dict[str, Any]) -> Any:
+        attempts = max(1, self.cfg.retries if name in IDEMPOTENT else 1)
+        for attempt in range(attempts):
+            try:
+                return await rpc.call(self.http, self.master, name, body)
+            except GFSError as exc:
+                if exc.code != Code.UNAVAILABLE or attempt + 1 >= attempts:
+                    raise
+                await retry.MASTER.pause(attempt, log, "master %s: %s; retrying", name, exc)
+        raise AssertionError("unreachable")
+
+    async def _ns(self, rpc_name: str, ctx: Ctx | None, /, **fields: Any) -> Any:
+        if rpc_name not in READ_ONLY:
+            self.fresh_attrs.clear()
+        if ctx is not None:
+            fields["ctx"] = ctx
+        reply = await self.call(rpc_name, fields)
+        parent = reply.pop("parent_attr", None) if isinstance(reply, dict) else None
+        if parent is not None:
+            self.fresh_attrs[parent["ino"]] = (parent, time.monotonic() + self.cfg.attr_timeout)
+        return reply
+
+    def _overlay(self, attr: Attr) -> Attr:
+        """The size this client knows of: the master's plus unextended writes.
+        Also notes inodes without xattrs (``ls -l`` asks for ACLs on every file)."""
+        if attr.get("nxattr") == 0:
+            if len(self.no_xattrs) > 100_000:
+                self.no_xattrs.clear()
+            self.no_xattrs[attr["ino"]] = time.monotonic() + self.cfg.attr_timeout
+        else:
+            self.no_xattrs.pop(attr["ino"], None)
+        st = self.inodes.get(attr["ino"])
+        if st is not None and st.pending_end > attr["size"]:
+            attr = dict(attr, size=st.pending_end)
+        return attr
+
+    async def lookup(self, parent: int, name: bytes, ctx: Ctx | None = None) -> Attr:
+        return self._overlay(await self._ns("lookup", ctx, parent=parent, name=name))
+
+    async def getattr(self, ino: int, ctx: Ctx | None = None) -> Attr:
+        hit = self.fresh_attrs.pop(ino, None)
+        if hit is not None and hit[1] > time.monotonic():
+            return self._overlay(hit[0])
+        return self._overlay(await self._ns("getattr", ctx, ino=ino))
+
+    async def setattr(self, ino: int, ctx: Ctx | None = None, **changes: Any) -> Attr:
+        """Change mode/uid/gid/size/atime_ns/mtime_ns; a size goes through
+        :meth:`truncate` so chunks are cut too. ``write_handle=True``: the
+        change comes through a descriptor open for writing (ftruncate)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "atime_ns" in changes or "mtime_ns" in changes:
+            # data written before explicit times must not stamp its own
+            # mtime over them when it is flushed later (cp -a sets the times
+            # on the open target before closing it)
+            await self.flush(ino)
+        if "size" in changes:
+            return await self.truncate(ino, changes.pop("size"), ctx, **changes)
+        return self._overlay(await self._ns("setattr", ctx, ino=ino, **changes))
+
+    async def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+                     rdev: int = 0, ctx: Ctx | None = None) -> Attr:
+        attr = self._overlay(await self._ns("create", ctx, parent=parent, name=name, mode=mode,
+                                            uid=uid, gid=gid, rdev=rdev))
+        self.state(attr["ino"]).size = int(attr["size"])      # 0: its chunks are all new
+        self.fresh_attrs[attr["ino"]] = (attr, time.monotonic() + self.cfg.attr_timeout)
+        return attr
+
+    async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+                    ctx: Ctx | None = None) -> Attr:
+        return self._overlay(await self._ns("mkdir", ctx, parent=parent, name=name, mode=mode,
+                                            uid=uid, gid=gid))
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int,
+                      ctx: Ctx | None = None) -> Attr:
+        return self._overlay(await self._ns("symlink", ctx, parent=parent, name=name,
+                                            target=target, uid=uid, gid=gid))
+
+    async def link(self, ino: int, parent: int, name: bytes, ctx: Ctx | None = None) -> Attr:
+        return self._overlay(await self._ns("link", ctx, ino=ino, parent=parent, name=name))
+
+    async def unlink(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
+        await self._ns("unlink", ctx, parent=parent, name=name)
+
+    async def rmdir(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
+        await self._ns("rmdir", ctx, parent=parent, name=name)
+
+    async def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
+                     flags: int = 0, ctx: Ctx | None = None) -> None:
+        await self._ns("rename", ctx, parent=parent, name=name, new_parent=new_parent,
+                       new_name=new_name, flags=flags)
+
+    async def readdir(self, ino: int, offset: int = 0, limit: int = 512,
+                      ctx: Ctx | None = None) -> list[tuple[bytes, Attr, int]]:
+        reply = await self._ns("readdir", ctx, ino=ino, offset=offset, limit=limit)
+        return [(bytes(n), self._overlay(a), int(o)) for n, a, o in reply["entries"]]
+
+    async def readlink(self, ino: int, ctx: Ctx | None = None) -> bytes:
+        return bytes((await self._ns("readlink", ctx, ino=ino))["target"])
+
+    def _known_without_xattrs(self, ino: int) -> bool:
+        return self.no_xattrs.get(ino, 0.0) > time.monotonic()
+
+    def _known_absent(self, ino: int, name: bytes) -> bool:
+        return self.absent_xattrs.get(ino, {}).get(name, 0.0) > time.monotonic()
+
+    async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0,
+                       ctx: Ctx | None = None) -> None:
+        self.no_xattrs.pop(ino, None)
+        self.absent_xattrs.pop(ino, None)
+        await self._ns("setxattr", ctx, ino=ino, name=name, value=value, flags=flags)
+
+    async def getxattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> bytes:
+        if self._known_without_xattrs(ino) or self._known_absent(ino, name):
+            raise GFSError(Code.ENODATA, "no such attribute")
+        try:
+            return bytes((await self._ns("getxattr", ctx, ino=ino, name=name))["value"])
+        except GFSError as exc:
+            # the kernel asks for security.capability before every write(2):
+            # remember the answer as long as attributes are cached
+            if exc.code == Code.ENODATA:
+                if len(self.absent_xattrs) > 100_000:
+                    self.absent_xattrs.clear()
+                self.absent_xattrs.setdefault(ino, {})[name] = \
+                    time.monotonic() + self.cfg.attr_timeout
+            raise
+
+    async def listxattr(self, ino: int, ctx: Ctx | None = None) -> list[bytes]:
+        if self._known_without_xattrs(ino):
+            return []
+        return [bytes(n) for n in (await self._ns("listxattr", ctx, ino=ino))["names"]]
+
+    async def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
+        self.no_xattrs.pop(ino, None)
+        self.absent_xattrs.pop(ino, None)
+        await self._ns("removexattr", ctx, ino=ino, name=name)
+
+    async def statfs(self) -> dict[str, Any]:
+        """The master's figures; also the protocol check (the mount's first call)."""
+        reply = await self.call("statfs", {"protocol": PROTOCOL_VERSION})
+        check_version(reply.get("protocol"), f"master {self.master}", "this client")
+        self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
+        return reply
+
+    async def get_chunk_size(self) -> int:
+        if not self.chunk_size:
+            await self.statfs()
+        return self.chunk_size
+
+    # ------------------------------------------------------------ locations
+
+    async def _fetch_locations(self, ino: int, first: int, count: int) -> dict[int, ChunkLoc]:
+        """Chunks ``first`` .. ``first+count-1`` (absent: holes) and the size,
+        from the master; cached only if nothing changed the inode here while
+        the call was out (a lease or extend of ours is newer than the reply)."""
+        st = self.state(ino)
+        gen = st.gen
+        reply = await self.call("chunks", {"ino": ino, "first": first, "count": count})
+        self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
+        found: dict[int, ChunkLoc] = {}
+        for c in reply["chunks"]:
+            reps = tuple(_replica(r) for r in c.get("replicas", []))
+            found[int(c["index"])] = ChunkLoc(int(c["handle"]), int(c["version"]), reps)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("locations of inode %d from %d: size %s, %s%s", ino, first, reply["size"],
+                      {i: (c.handle, c.version) for i, c in found.items()},
+                      "" if st.gen == gen else " (outdated meanwhile: not cached)")
+        if st.gen != gen:
+            return found
+        st.size = int(reply["size"])
+        expires = time.monotonic() + self.cfg.location_timeout
+        for index in range(first, first + count):
+            st.locs[index] = (found.get(index), expires)
+        return found
+
+    async def locate(self, ino: int, index: int) -> ChunkLoc | None:
+        """The chunk at ``index`` (None for a hole), from the cache if fresh."""
+        st = self.state(ino)
+        cached = st.locs.get(index)
+        if cached is None or cached[1] < time.monotonic():
+            return (await self._fetch_locations(ino, index, FETCH_AHEAD_CHUNKS)).get(index)
+        return cached[0]
+
+    def drop_location(self, ino: int, index: int | None = None) -> None:
+        st = self.inodes.get(ino)
+        if st is None:
+            return
+        if index is None:
+            st.locs.clear()
+        else:
+            st.locs.pop(index, None)
+
+    async def file_size(self, ino: int, need: int = 0) -> int:
+        """The file size as far as this client knows, asking the master when the
+        cached size is unknown or smaller than ``need``."""
+        st = self.state(ino)
+        if st.size < 0 or st.size < need:
+            first = max(0, need - 1) // await self.get_chunk_size()
+            await self._fetch_locations(ino, first, FETCH_AHEAD_CHUNKS)
+        return max(st.size, st.pending_end, 0)
+
+    # ------------------------------------------------------------ open files
+
+    def open_file(self, ino: int, flags: int = 0, size: int | None = None) -> OpenFile:
+        """Close-to-open: forget the cached size and holes of ``ino`` (another
+        client may have grown the file); known chunks stay cached. ``size``:
+        the master's size of it as of now (the file was just created)."""
+        st = self.state(ino)
+        self.appender.targets.pop(ino, None)     # the last chunk may have moved on
+        if not (st.wbuf or st.inflight):
+            st.size = -1 if size is None else size
+            st.locs = {i: v for i, v in st.locs.items() if v[0] is not None}
+        return OpenFile(ino, flags, ReadAhead(self.cfg.readahead_bytes, self.cfg.readahead_pieces))
+
+    async def release(self, of: OpenFile) -> None:
+        of.ahead.pieces.clear()
+        await self.flush(of.ino)
+
+    # ------------------------------------------------------------ reads
+
+    async def read(self, ino: int, offset: int, size: int, of: OpenFile | None = None) -> bytes:
+        """Up to ``size`` bytes at ``offset``; short only at end of file."""
+        st = self.state(ino)
+        if size <= 0:
+            return b""
+        fsize = await self.file_size(ino)
+        if offset + size > fsize:
+            fsize = await self.file_size(ino, offset + size)
+        size = min(size, fsize - offset)
+        if size <= 0:
+            return b""
+        # our own writes not yet committed (buffered, or in batches under
+        # way when the read starts) are laid over what the chunkds hold
+        dirty = [b.extents for b in st.inflight] + [list(st.wbuf.extents)] \
+            if st.wbuf or st.inflight else None
+        if of is not None and dirty is None:
+            # read-ahead only over committed data: pieces fetched while a
+            # write is buffered would hold the old bytes under the new gen
+            ahead = of.ahead
+            ahead.sync_gen(st.gen)
+            if ahead.observe(offset, size):
+                for piece in ahead.plan(offset, fsize):
+                    self.nursery.start_soon(self._fetch_ahead, ino, piece)
+                pieces = ahead.covering(offset, size)
+                if pieces is not None:
+                    for p in pieces:
+                        await p.done.wait()
+                    data = ahead.assemble(pieces, offset, size)
+                    if data is not None:
+                        return data
+        data = await self.read_range(ino, offset, size)
+        return data if dirty is None else overlay(data, offset, dirty)
+
+    async def _fetch_ahead(self, ino: int, piece: AheadPiece) -> None:
+        try:
+            piece.data = await self.read_range(ino, piece.start, piece.length)
+        except Exception as exc:      # the reader retries the range itself
+            log.debug("read-ahead of inode %d at %d failed: %s", ino, piece.start, exc)
+            piece.failed = True
+        finally:
+            piece.done.set()
+
+    async def read_range(self, ino: int, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes (the caller clamped to the file size); holes
+        and bytes past a chunk's stored length are zeros."""
+        cs = await self.get_chunk_size()
+        pieces = split_range(offset, size, cs)
+        if len(pieces) == 1:
+            p = pieces[0]
+            data = await self.read_chunk(ino, p.index, p.chunk_off, p.length)
+            return data + bytes(size - len(data)) if len(data) < size else data
+        out = bytearray(size)
+        for p in pieces:
+            data = await self.read_chunk(ino, p.index, p.chunk_off, p.length)
+            out[p.file_off - offset:p.file_off - offset + len(data)] = data
+        return bytes(out)
+
+    def _order(self, replicas: tuple[Replica, ...]) -> list[Replica]:
+        """Replicas to try: not recently failed first, then those on this host
+        (short-circuit reads), then least busy."""
+        now = time.monotonic()
+        return sorted(replicas, key=lambda r: (now - self.failed_addrs.get(r.addr, -1e9) < 10.0,
+                                               self.local_reads.rank(r.addr),
+                                               self.busy_addrs.get(r.addr, 0)))
+
+    async def read_chunk(self, ino: int, index: int, chunk_off: int, length: int) -> bytes:
+        """At most ``length`` bytes of one chunk, failing over between replicas
+        and refreshing locations when every replica failed."""
+        last: GFSError | None = None
+        for attempt in range(max(1, self.cfg.retries)):
+            loc = await self.locate(ino, index)
+            if loc is None:
+                return b""
+            for rep in self._order(loc.replicas):
+                try:
+                    data = await self.local_reads.read(rep, loc, chunk_off, length)
+                    if data is not None:
+                        return data
+                    return await self._get(rep, loc, chunk_off, length)
+                except GFSError as exc:
+                    log.log(retry.READ.level(attempt), "read of chunk %d from %s failed: %s",
+                            loc.handle, rep.addr, exc)
+                    self.failed_addrs[rep.addr] = time.monotonic()
+                    last = exc
+            self.drop_location(ino, index)
+            await retry.READ.pause(attempt, log, "read of inode %d chunk %d: no replica answered "
+                                   "(try %d)", ino, index, attempt + 1)
+        raise GFSError(Code.EIO, f"inode {ino} chunk {index}: no replica answered ({last})")
+
+    async def _get(self, rep: Replica, loc: ChunkLoc, offset: int, length: int) -> bytes:
+        url = f"{rep.addr}/chunk/{loc.handle}"
+        params = {"offset": offset, "length": length, "version": loc.version}
+        self.busy_addrs[rep.addr] = self.busy_addrs.get(rep.addr, 0) + 1
+        try:
+            with retry.reaching(rep.addr):
+                resp = await self.http.get(url, params=params, timeout=self.chunkd_timeout)
+        finally:
+            self.busy_addrs[rep.addr] -= 1
+        if resp.status_code >= 400:
+            rpc.decode_reply(resp.status_code, resp.content)
+        data = resp.content
+        if len(data) > length:
+            raise GFSError(Code.EIO, f"{rep.addr} sent {len(data)} bytes for {length}")
+        return data
+
+    # ------------------------------------------------------------ writes
+
+    async def write(self, ino: int, offset: int, data: bytes) -> int:
+        self.fresh_attrs.pop(ino, None)
+        return await self.writer.write(ino, offset, data)
+
+    async def append(self, ino: int, data: bytes | bytearray | memoryview,
+                     sync: bool = False) -> int:
+        """Record append (GFS §3.3, :mod:`gfsfs.client.append`): ``data`` (1 to
+        chunk_size/4 bytes) lands whole, at least once, at the end of the file;
+        returns its file offset once committed on every replica. Other clients
+        see it once the size is extended (at the latest after :meth:`flush`)."""
+        self.fresh_attrs.pop(ino, None)
+        return await self.appender.append(ino, data, sync)
+
+    async def max_record(self) -> int:
+        """The largest record :meth:`append` takes: chunk_size/4."""
+        return await self.appender.max_record()
+
+    async def flush(self, ino: int) -> None:
+        await self.writer.flush(ino, sync=False)
+        await self.appender.settle(ino)
+
+    async def fsync(self, ino: int) -> None:
+        await self.writer.flush(ino, sync=True)
+        await self.appender.settle(ino)
+
+    async def flush_all(self) -> None:
+        for ino in list(self.inodes):
+            try:
+                await self.flush(ino)
+            except GFSError as exc:
+                log.error("could not write back inode %d: %s", ino, exc)
+
+    async def fallocate(self, ino: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2): mode 0 and FALLOC_FL_KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE."""
+        self.fresh_attrs.pop(ino, None)
+        self.appender.forget(ino)
+        await self.writer.fallocate(ino, mode, offset, length)
+
+    async def truncate(self, ino: int, size: int, ctx: Ctx | None = None, **changes: Any) -> Attr:
+        self.appender.forget(ino)
+        return self._overlay(await self.writer.truncate(ino, size, ctx, **changes))

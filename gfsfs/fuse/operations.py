@@ -1,0 +1,527 @@
+"""pyfuse3 ``Operations``: POSIX calls translated to :class:`gfsfs.client.core.Client`.
+
+This is the one errno boundary of the driver: every handler is wrapped by
+:func:`errno_boundary`, which turns a :class:`GFSError` into
+``FUSEError(err.errno)``, an ``OSError`` into ``FUSEError(errno)`` and anything
+else into a logged ``FUSEError(EIO)`` (pyfuse3 lets handlers raise nothing but
+``FUSEError``).
+
+Inode numbers are the master's; the kernel's lookup counts need no table here
+(``forget`` only drops client caches). ``fh`` of an open file is a counter
+mapping to an :class:`~gfsfs.client.core.OpenFile`; ``fh`` of a directory is its
+inode (readdir is stateless: the master's offsets are cookies).
+"""
+from __future__ import annotations
+
+import bisect
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
+
+from gfsfs.client.core import Attr, Client, Ctx, OpenFile
+from gfsfs.common.config import ClientConfig
+from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.protocol import MAX_NAME
+
+log = logging.getLogger(__name__)
+
+BLKSIZE = 1 << 20          # st_blksize: the I/O size we like (cp etc. use it)
+STATFS_FRSIZE = 64 * 1024  # f_frsize: the CRC block size
+DOT_COOKIES = 2            # readdir cookies 1 and 2 are '.' and '..'
+READDIR_BATCH = 512        # entries asked of the master at once
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def errno_boundary(fn: F) -> F:
+    """Map every exception of a handler to ``FUSEError`` (the only place)."""
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except FUSEError:
+            raise
+        except GFSError as exc:
+            if exc.code in (Code.INTERNAL, Code.EIO, Code.CORRUPT, Code.UNAVAILABLE,
+                            Code.BADREQ, Code.NOROUTE):
+                log.error("%s: %s", fn.__name__, exc)
+            else:
+                log.debug("%s: %s", fn.__name__, exc)
+            raise FUSEError(exc.errno) from None
+        except OSError as exc:
+            log.debug("%s: %s", fn.__name__, exc)
+            raise FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s failed unexpectedly", fn.__name__)
+            raise FUSEError(errno.EIO) from None
+    return wrapper  # type: ignore[return-value]
+
+
+def to_fuse_errno(exc: BaseException) -> int:
+    """What :func:`errno_boundary` would answer for ``exc`` (for tests/tools)."""
+    if isinstance(exc, FUSEError):
+        return exc.errno
+    if isinstance(exc, GFSError):
+        return exc.errno
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    return errno.EIO
+
+
+class DirListing:
+    """One opendir's batch of master entries, kept until releasedir: the kernel
+    asks for a few dozen entries per READDIRPLUS, and each of those would
+    otherwise be a master RPC. A listing is a snapshot as of its fetch (POSIX
+    lets readdir miss entries added after opendir)."""
+
+    def __init__(self, ino: int) -> None:
+        self.ino = ino
+        self.base = 0                                        # master offset it starts after
+        self.entries: list[tuple[bytes, Attr, int]] = []     # (name, attr, cookie), ascending
+        self.complete = False
+
+    def keep(self, base: int, entries: list[tuple[bytes, Attr, int]], complete: bool) -> None:
+        self.base, self.entries, self.complete = base, entries, complete
+
+    def after(self, offset: int) -> list[tuple[bytes, Attr, int]] | None:
+        """Entries past master offset ``offset``, or None when they must be fetched."""
+        if not self.entries or offset < self.base:
+            return None
+        if offset >= self.entries[-1][2]:
+            return [] if self.complete else None
+        i = bisect.bisect_right([e[2] for e in self.entries], offset)
+        return self.entries[i:]
+
+
+class Operations(pyfuse3.Operations):
+    enable_writeback_cache = False     # write-through: other clients see data on close
+    supports_dot_lookup = True
+
+    def __init__(self, client: Client, cfg: ClientConfig, read_only: bool = False) -> None:
+        super().__init__()
+        self.client = client
+        self.cfg = cfg
+        self.read_only = read_only
+        self.files: dict[int, OpenFile] = {}
+        self.next_fh = 1
+        self.dirs: dict[int, DirListing] = {}
+        self.next_dir_fh = 1
+        self._groups: dict[int, tuple[float, list[int]]] = {}
+
+    # ------------------------------------------------------------ helpers
+
+    def entry(self, attr: Attr) -> EntryAttributes:
+        e = EntryAttributes()
+        e.st_ino = attr["ino"]
+        e.generation = 0
+        e.entry_timeout = self.cfg.entry_timeout
+        e.attr_timeout = self.cfg.attr_timeout
+        e.st_mode = attr["mode"]
+        e.st_nlink = attr["nlink"]
+        e.st_uid = attr["uid"]
+        e.st_gid = attr["gid"]
+        e.st_rdev = attr.get("rdev", 0)
+        e.st_size = attr["size"]
+        e.st_blksize = BLKSIZE
+        e.st_blocks = attr.get("blocks", (attr["size"] + 511) // 512)
+        e.st_atime_ns = attr["atime_ns"]
+        e.st_mtime_ns = attr["mtime_ns"]
+        e.st_ctime_ns = attr["ctime_ns"]
+        return e
+
+    def ctx(self, ctx: RequestContext | None) -> Ctx | None:
+        """The caller for the master: uid, gid and supplementary groups."""
+        if ctx is None:
+            return None
+        gids = [ctx.gid]
+        now = time.monotonic()
+        cached = self._groups.get(ctx.pid)
+        if cached and cached[0] > now:
+            gids = cached[1]
+        elif ctx.pid:
+            try:
+                gids = sorted(set(pyfuse3.get_sup_groups(ctx.pid)) | {ctx.gid})
+            except (OSError, ValueError):
+                pass
+            if len(self._groups) > 1024:
+                self._groups.clear()
+            self._groups[ctx.pid] = (now + 1.0, gids)
+        return {"uid": ctx.uid, "gid": ctx.gid, "gids": gids}
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise FUSEError(errno.EROFS)
+
+    @staticmethod
+    def _name(name: bytes) -> bytes:
+        if len(name) > MAX_NAME:
+            raise FUSEError(errno.ENAMETOOLONG)
+        return name
+
+    def _file(self, fh: int) -> OpenFile:
+        of = self.files.get(fh)
+        if of is None:
+            raise FUSEError(errno.EBADF)
+        return of
+
+    # ------------------------------------------------------------ attributes
+
+    @errno_boundary
+    async def lookup(self, parent_inode: int, name: bytes, ctx: RequestContext) -> EntryAttributes:
+        if name == b".":
+            return self.entry(await self.client.getattr(parent_inode))
+        return self.entry(await self.client.lookup(parent_inode, self._name(name), self.ctx(ctx)))
+
+    @errno_boundary
+    async def getattr(self, inode: int, ctx: RequestContext) -> EntryAttributes:
+        return self.entry(await self.client.getattr(inode))
+
+    @errno_boundary
+    async def setattr(self, inode: int, attr: EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: RequestContext) -> EntryAttributes:
+        self._writable()
+        changes: dict[str, Any] = {}
+        if fields.update_mode:
+            changes["mode"] = attr.st_mode
+        if fields.update_uid:
+            changes["uid"] = attr.st_uid
+        if fields.update_gid:
+            changes["gid"] = attr.st_gid
+        if fields.update_atime:
+            changes["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            changes["mtime_ns"] = attr.st_mtime_ns
+        if fields.update_size:
+            changes["size"] = attr.st_size
+            of = self.files.get(fh) if fh is not None else None
+            if of is not None and of.flags & os.O_ACCMODE != os.O_RDONLY:
+                changes["write_handle"] = True   # ftruncate: the open checked access
+        if not changes:
+            return self.entry(await self.client.getattr(inode))
+        return self.entry(await self.client.setattr(inode, self.ctx(ctx), **changes))
+
+    @errno_boundary
+    async def access(self, inode: int, mode: int, ctx: RequestContext) -> bool:
+        attr = await self.client.getattr(inode)
+        if ctx.uid == 0:
+            return not (mode & os.X_OK) or attr["mode"] & 0o111 != 0 or stat.S_ISDIR(attr["mode"])
+        gids = self.ctx(ctx)["gids"]  # type: ignore[index]
+        if ctx.uid == attr["uid"]:
+            perm = (attr["mode"] >> 6) & 7
+        elif attr["gid"] in gids:
+            perm = (attr["mode"] >> 3) & 7
+        else:
+            perm = attr["mode"] & 7
+        return mode & perm == mode
+
+    @errno_boundary
+    async def readlink(self, inode: int, ctx: RequestContext) -> bytes:
+        return await self.client.readlink(inode, self.ctx(ctx))
+
+    def forget(self, inode_list: list[tuple[int, int]]) -> None:  # type: ignore[override]
+        try:
+            for ino, _ in inode_list:
+                self.client.forget(ino)
+        except Exception:  # forget may raise nothing at all
+            log.exception("forget failed")
+
+    # ------------------------------------------------------------ namespace
+
+    @errno_boundary
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: RequestContext) -> EntryAttributes:
+        self._writable()
+        mode = stat.S_IFMT(mode) | (mode & ~ctx.umask & 0o7777)
+        attr = await self.client.create(parent_inode, self._name(name), mode,
+                                        ctx.uid, ctx.gid, rdev, self.ctx(ctx))
+        return self.entry(attr)
+
+    @errno_boundary
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: RequestContext) -> EntryAttributes:
+        self._writable()
+        attr = await self.client.mkdir(parent_inode, self._name(name),
+                                       stat.S_IFDIR | (mode & ~ctx.umask & 0o7777),
+                                       ctx.uid, ctx.gid, self.ctx(ctx))
+        return self.entry(attr)
+
+    @errno_boundary
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: RequestContext) -> EntryAttributes:
+        self._writable()
+        attr = await self.client.symlink(parent_inode, self._name(name), target,
+                                         ctx.uid, ctx.gid, self.ctx(ctx))
+        return self.entry(attr)
+
+    @errno_boundary
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: RequestContext) -> EntryAttributes:
+        self._writable()
+        return self.entry(await self.client.link(inode, new_parent_inode, self._name(new_name),
+                                                 self.ctx(ctx)))
+
+    @errno_boundary
+    async def unlink(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
+        self._writable()
+        await self.client.unlink(parent_inode, name, self.ctx(ctx))
+
+    @errno_boundary
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: RequestContext) -> None:
+        self._writable()
+        await self.client.rmdir(parent_inode, name, self.ctx(ctx))
+
+    @errno_boundary
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: RequestContext) -> None:
+        self._writable()
+        wire = 0
+        if flags & pyfuse3.RENAME_NOREPLACE:
+            wire |= 1
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            wire |= 2
+        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
+            raise FUSEError(errno.EINVAL)
+        await self.client.rename(parent_inode_old, name_old, parent_inode_new,
+                                 self._name(name_new), wire, self.ctx(ctx))
+
+    # ------------------------------------------------------------ directories
+
+    @errno_boundary
+    async def opendir(self, inode: int, ctx: RequestContext) -> int:
+        attr = await self.client.getattr(inode)
+        if not stat.S_ISDIR(attr["mode"]):
+            raise FUSEError(errno.ENOTDIR)
+        fh = self.next_dir_fh
+        self.next_dir_fh += 1
+        self.dirs[fh] = DirListing(inode)
+        return fh
+
+    @errno_boundary
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        """Cookies: 1 after '.', 2 after '..', master offset + 2 after an entry."""
+        listing = self.dirs.get(fh)
+        if listing is None:
+            raise FUSEError(errno.EBADF)
+        ino = listing.ino
+        if start_id < 1:
+            attr = await self.client.getattr(ino)
+            if not pyfuse3.readdir_reply(token, b".", self.entry(attr), 1):
+                return
+        if start_id < 2:
+            try:
+                parent = await self.client.lookup(ino, b"..")
+            except GFSError:
+                parent = await self.client.getattr(ino)
+            if not pyfuse3.readdir_reply(token, b"..", self.entry(parent), 2):
+                return
+        offset = max(0, start_id - DOT_COOKIES)
+        if start_id == 0:
+            listing.entries = []                  # rewinddir: list afresh
+        while True:
+            entries = listing.after(offset)
+            if entries is None:
+                entries = await self.client.readdir(ino, offset, READDIR_BATCH)
+                listing.keep(offset, entries, complete=len(entries) < READDIR_BATCH)
+            if not entries:
+                return
+            for name, attr, next_offset in entries:
+                if name in (b".", b".."):
+                    continue
+                if not pyfuse3.readdir_reply(token, name, self.entry(attr),
+                                             next_offset + DOT_COOKIES):
+                    return
+            offset = entries[-1][2]
+
+    @errno_boundary
+    async def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    @errno_boundary
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None   # namespace changes are durable at the master when they return
+
+    # ------------------------------------------------------------ files
+
+    def _new_fh(self, ino: int, flags: int, size: int | None = None) -> int:
+        fh = self.next_fh
+        self.next_fh += 1
+        self.files[fh] = self.client.open_file(ino, flags, size)
+        return fh
+
+    @staticmethod
+    def _file_info(fh: int, flags: int) -> FileInfo:
+        """O_APPEND files bypass the page cache (direct_io): the kernel's
+        offsets of their writes are ignored (see :meth:`write`), so the pages
+        it would cache at those offsets could be wrong."""
+        return FileInfo(fh=fh, keep_cache=False, direct_io=bool(flags & os.O_APPEND))
+
+    @errno_boundary
+    async def open(self, inode: int, flags: int, ctx: RequestContext) -> FileInfo:
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            self._writable()
+        if flags & os.O_TRUNC:
+            # libfuse3 turns on atomic_o_trunc: the kernel passes O_TRUNC here
+            # instead of sending a setattr(size=0) first
+            self._writable()
+            await self.client.setattr(inode, self.ctx(ctx), size=0)
+            fh = self._new_fh(inode, flags, 0)
+        else:
+            fh = self._new_fh(inode, flags)
+        self._forget_kernel_attrs(inode)
+        return self._file_info(fh, flags)
+
+    @staticmethod
+    def _forget_kernel_attrs(inode: int) -> None:
+        """Close-to-open: the kernel does not ask for attributes on open and
+        ends cached reads at its cached size, which another mount's close may
+        have outdated. Invalidating them (attributes only: never blocks on
+        pages) makes the next stat, and a read past the old size, ask us."""
+        try:
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+        except OSError as exc:       # ENOENT: the kernel holds no such inode
+            log.debug("invalidate_inode(%d): %s", inode, exc)
+
+    @errno_boundary
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: RequestContext) -> tuple[FileInfo, EntryAttributes]:
+        self._writable()
+        name = self._name(name)
+        try:
+            attr = await self.client.create(parent_inode, name,
+                                            stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
+                                            ctx.uid, ctx.gid, 0, self.ctx(ctx))
+        except GFSError as exc:
+            # Created meanwhile by someone else (another mount; the kernel's
+            # lookup said the name was free): without O_EXCL, open that file,
+            # as open(2) would have -- so racing O_CREAT opens all succeed.
+            if exc.code != Code.EEXIST or flags & os.O_EXCL:
+                raise
+            log.debug("create %r: made meanwhile elsewhere; opening it", name)
+            attr = await self._open_existing(parent_inode, name, flags, ctx)
+        fh = self._new_fh(attr["ino"], flags, attr["size"])
+        return self._file_info(fh, flags), self.entry(attr)
+
+    async def _open_existing(self, parent_inode: int, name: bytes, flags: int,
+                             ctx: RequestContext) -> Attr:
+        """``create`` found ``name`` taken: check that the caller may open it as
+        ``flags`` asks (the kernel checked only the directory), honour O_TRUNC,
+        and return its attributes."""
+        attr = await self.client.lookup(parent_inode, name, self.ctx(ctx))
+        if stat.S_ISDIR(attr["mode"]):
+            raise FUSEError(errno.EISDIR)
+        if not stat.S_ISREG(attr["mode"]):
+            raise FUSEError(errno.EEXIST)     # a fifo or socket made by mknod: not ours to open
+        want = {os.O_RDONLY: os.R_OK, os.O_WRONLY: os.W_OK,
+                os.O_RDWR: os.R_OK | os.W_OK}.get(flags & os.O_ACCMODE, os.R_OK | os.W_OK)
+        if flags & os.O_TRUNC:
+            want |= os.W_OK
+        if not await self.access(attr["ino"], want, ctx):
+            raise FUSEError(errno.EACCES)
+        if flags & os.O_TRUNC and attr["size"]:
+            attr = await self.client.setattr(attr["ino"], self.ctx(ctx), size=0)
+        return attr
+
+    @errno_boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        of = self._file(fh)
+        log.debug("read inode %d off %d len %d", of.ino, off, size)
+        return await self.client.read(of.ino, off, size, of)
+
+    @errno_boundary
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        self._writable()
+        of = self._file(fh)
+        log.debug("write inode %d off %d len %d", of.ino, off, len(buf))
+        if of.flags & os.O_APPEND:
+            return await self._append(of, buf)
+        return await self.client.write(of.ino, off, buf)
+
+    async def _append(self, of: OpenFile, buf: bytes) -> int:
+        """A write to an O_APPEND file is a record append (GFS §3.3); the
+        kernel's offset (from its cached size) is ignored. One write request
+        is one record; a request over chunk_size/4 bytes becomes several
+        records of at most that size, appended in order (each whole, but other
+        writers' records may come between them). Acknowledged only once every
+        record is committed; a record that fails after earlier ones succeeded
+        makes a short write."""
+        if not buf:
+            return 0
+        limit = await self.client.max_record()
+        view = memoryview(buf)
+        done = 0
+        while done < len(buf):
+            piece = view[done:done + limit]
+            try:
+                await self.client.append(of.ino, piece)
+            except GFSError:
+                if done:
+                    return done
+                raise
+            done += len(piece)
+        return done
+
+    @errno_boundary
+    async def fallocate(self, inode: int, mode: int, offset: int, length: int) -> None:
+        """FALLOCATE (served through :mod:`gfsfs.fuse.ext`; pyfuse3 has no
+        handler for it): allocate, keep-size, punch hole, zero range."""
+        self._writable()
+        log.debug("fallocate inode %d mode %#x off %d len %d", inode, mode, offset, length)
+        await self.client.fallocate(inode, mode, offset, length)
+
+    @errno_boundary
+    async def flush(self, fh: int) -> None:
+        await self.client.flush(self._file(fh).ino)
+
+    @errno_boundary
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.client.fsync(self._file(fh).ino)
+
+    @errno_boundary
+    async def release(self, fh: int) -> None:
+        of = self.files.pop(fh, None)
+        if of is not None:
+            await self.client.release(of)
+
+    # ------------------------------------------------------------ statfs, xattrs
+
+    @errno_boundary
+    async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
+        s = await self.client.statfs()
+        st = pyfuse3.StatvfsData()
+        st.f_bsize = BLKSIZE
+        st.f_frsize = STATFS_FRSIZE
+        st.f_blocks = int(s["total_bytes"]) // STATFS_FRSIZE
+        st.f_bfree = int(s["free_bytes"]) // STATFS_FRSIZE
+        st.f_bavail = st.f_bfree
+        files = int(s.get("files", 0))
+        st.f_files = files + (1 << 32)
+        st.f_ffree = st.f_favail = 1 << 32
+        st.f_namemax = MAX_NAME
+        return st
+
+    @errno_boundary
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: RequestContext) -> None:
+        self._writable()
+        await self.client.setxattr(inode, name, value, 0, self.ctx(ctx))
+
+    @errno_boundary
+    async def getxattr(self, inode: int, name: bytes, ctx: RequestContext) -> bytes:
+        return await self.client.getxattr(inode, name, self.ctx(ctx))
+
+    @errno_boundary
+    async def listxattr(self, inode: int, ctx: RequestContext) -> list[bytes]:
+        return await self.client.listxattr(inode, self.ctx(ctx))
+
+    @errno_boundary
+    async def removexattr(self, inode: int, name: bytes, ctx: RequestContext) -> None:
+        self._writable()
+        await self.client.removexattr(inode, name, self.ctx(ctx))
+

@@ -1,0 +1,158 @@
+"""``gfs snapshot`` and ``gfs trash``: the subcommands over the master's
+``snapshot``, ``trash_list``, ``trash_restore`` and ``trash_purge`` RPCs
+(see :mod:`gfsfs.common.protocol`)::
+
+    gfs snapshot SRC DST                copy-on-write copy of a file or a tree
+    gfs trash ls                        deleted files: path, size, deleted, purge time
+    gfs trash restore PATH [--to NEW]   back to its old path (or NEW)
+    gfs trash restore --ino N [--to NEW]
+    gfs trash purge [--older-than SECONDS]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import posixpath
+import stat
+from typing import Any
+
+from gfsfs.tools.cli import Failure, Master, components, emit, fs_path, human, table, when
+from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.rpc import call
+
+
+def _split(path: str) -> tuple[str, bytes]:
+    parent, name = posixpath.split(path.rstrip("/") or "/")
+    if not name:
+        raise Failure(f"{path}: not a name that can be created")
+    return parent or "/", os.fsencode(name)
+
+
+async def _target_dir(m: Master, path: str) -> tuple[int, bytes]:
+    """(parent directory inode, name) for a path to be created."""
+    parent_path, name = _split(path)
+    if not components(path):
+        raise Failure(f"{path}: exists")
+    attr = await m.resolve(parent_path, follow=True)
+    if not stat.S_ISDIR(attr["mode"]):
+        raise Failure(f"{parent_path}: not a directory")
+    return attr["ino"], name
+
+
+async def cmd_snapshot(m: Master, args: argparse.Namespace) -> int:
+    src, dst = fs_path(args.src), fs_path(args.dst)
+    attr = await m.resolve(src)
+    parent, name = await _target_dir(m, dst)
+    try:
+        reply = await call(m.http, m.url, "snapshot",
+                           {"src": attr["ino"], "parent": parent, "name": name})
+    except GFSError as exc:
+        if exc.code == Code.EEXIST:
+            raise Failure(f"{dst}: exists") from None
+        if exc.code == Code.EINVAL:
+            raise Failure(f"{src} -> {dst}: {exc.message}") from None
+        raise Failure(f"snapshot {src} -> {dst}: {exc.code}: {exc.message}") from None
+    data = {"src": src, "dst": dst, **reply}
+    emit(args, data, lambda: (
+        f"snapshot {src} -> {dst}: {reply['inodes']} inodes ({reply['files']} files, "
+        f"{reply['chunks']} chunks shared), {reply['leases_revoked']} leases revoked, "
+        f"{reply['seconds']:.3f} s"))
+    return 0
+
+
+async def cmd_trash_ls(m: Master, args: argparse.Namespace) -> int:
+    reply = await m.call("trash_list")
+    entries = reply["entries"]
+
+    def text() -> str:
+        if not entries:
+            return "trash is empty"
+        rows = [[e["ino"], e["path"] or f"(directory gone)/{os.fsdecode(e['name'])}",
+                 human(e["size"]), when(e["deleted_ns"]), when(e["purge_ns"])]
+                for e in entries]
+        total = sum(e["size"] for e in entries)
+        return (table(["INO", "PATH", "SIZE", "DELETED", "PURGED AT"], rows, {0, 2})
+                + f"\n{len(entries)} files, {human(total)}; kept {reply['trash_time']:g} s")
+    emit(args, reply, text)
+    return 0
+
+
+async def cmd_trash_restore(m: Master, args: argparse.Namespace) -> int:
+    if (args.path is None) == (args.ino is None):
+        raise Failure("give PATH or --ino N")
+    listing = (await m.call("trash_list"))["entries"]
+    if args.ino is not None:
+        found = [e for e in listing if e["ino"] == args.ino]
+        what = f"inode {args.ino}"
+    else:
+        what = fs_path(args.path)
+        found = [e for e in listing if e["path"] == what]
+    if not found:
+        raise Failure(f"{what}: not in the trash (gfs trash ls lists what is)")
+    entry = max(found, key=lambda e: e["deleted_ns"])   # the newest of that name
+    body: dict[str, Any] = {"ino": entry["ino"]}
+    target = entry["path"] or what
+    if args.to is not None:
+        target = fs_path(args.to)
+        body["parent"], body["name"] = await _target_dir(m, target)
+    try:
+        reply = await call(m.http, m.url, "trash_restore", body)
+    except GFSError as exc:
+        if exc.code == Code.EEXIST:
+            raise Failure(f"{target}: exists; restore it elsewhere with --to NEWPATH") from None
+        if exc.code == Code.ENOENT and args.to is None:
+            raise Failure(f"{what}: {exc.message}") from None
+        raise Failure(f"restore {what}: {exc.code}: {exc.message}") from None
+    data = {"path": target, "ino": reply["ino"], "size": reply["attr"]["size"]}
+    emit(args, data, lambda: f"restored {target} (inode {reply['ino']}, "
+                             f"{human(reply['attr']['size'])})")
+    return 0
+
+
+async def cmd_trash_purge(m: Master, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.older_than is not None:
+        body["older_than"] = args.older_than
+    reply = await m.call("trash_purge", body)
+    emit(args, reply, lambda: (
+        f"purged {reply['purged']} files ({human(reply['bytes'])}); "
+        f"{reply['chunks_freed']} chunks freed, {reply['chunks_shared']} still referenced "
+        "elsewhere (snapshots)"))
+    return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seconds expected, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``snapshot`` and ``trash`` to the ``gfs`` subcommand parser."""
+    help = "copy-on-write snapshot of a file or a whole tree"
+    p = sub.add_parser("snapshot", parents=[common], help=help, description=help)
+    p.set_defaults(func=cmd_snapshot)
+    p.add_argument("src", metavar="SRC", help="file or directory to snapshot")
+    p.add_argument("dst", metavar="DST", help="new path for the copy (must not exist)")
+
+    help = "deleted files waiting to be purged: ls, restore, purge"
+    trash = sub.add_parser("trash", parents=[common], help=help, description=help)
+    actions = trash.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("ls", parents=[common], help="the trash: path it had, size, "
+                           "deletion time, purge time")
+    a.set_defaults(func=cmd_trash_ls)
+    a = actions.add_parser("restore", parents=[common],
+                           help="give a deleted file its old path back (or --to NEWPATH)")
+    a.set_defaults(func=cmd_trash_restore)
+    a.add_argument("path", metavar="PATH", nargs="?", help="the path it had")
+    a.add_argument("--ino", type=int, help="the trashed inode (see gfs trash ls)")
+    a.add_argument("--to", metavar="NEWPATH", help="restore under this path instead")
+    a = actions.add_parser("purge", parents=[common],
+                           help="delete trashed files now; their unshared chunks are freed")
+    a.set_defaults(func=cmd_trash_purge)
+    a.add_argument("--older-than", metavar="SECONDS", type=_seconds,
+                   help="only files deleted at least this long ago")

@@ -1,0 +1,1 @@
+"""The master's HTTP face: the RPC table, the web page, /metrics."""

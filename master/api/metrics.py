@@ -1,0 +1,118 @@
+"""The master's ``/metrics``: state read at scrape time, plus op-log fsync latency.
+
+Everything but the request metrics (see :mod:`gfsfs.common.metrics`) and the fsync
+histogram is computed from the live namespace and chunk registry when
+Prometheus scrapes, so there is no second copy of any count to drift. The
+under-replicated / lost counts walk every inode once (as ``gfs status`` does).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import Histogram
+from prometheus_client.core import Metric
+
+from gfsfs.common.metrics import FSYNC_BUCKETS, DaemonMetrics, counter, gauge, labelled_gauge
+from gfsfs.common.rpc import App
+
+from master.core import Master
+
+
+def install(master: Master, app: App) -> DaemonMetrics:
+    """Serve ``GET /metrics`` for ``master`` on ``app``."""
+    metrics = DaemonMetrics(app, "master")
+    fsync = Histogram("gfs_master_oplog_fsync_seconds",
+                      "op log group commit: one write + fsync of every record waiting",
+                      buckets=FSYNC_BUCKETS, registry=metrics.registry)
+    master.oplog.fsync_observers.append(fsync.observe)
+    metrics.add(lambda: collect(master))
+    return metrics
+
+
+def collect(master: Master) -> Iterator[Metric]:
+    ns, reg, oplog = master.ns, master.registry, master.oplog
+
+    # namespace
+    files = dirs = other = 0
+    for inode in ns.inodes.values():
+        if inode.chunks is not None:
+            if inode.ino not in ns.trash:
+                files += 1
+        elif inode.dir is not None:
+            dirs += 1
+        else:
+            other += 1
+    yield gauge("gfs_master_inodes", "inodes in the namespace (files, dirs, symlinks, trash)",
+                len(ns.inodes))
+    yield labelled_gauge("gfs_master_files",
+                         "inodes by kind: file (regular, not in trash), dir, other "
+                         "(symlinks), trash (unlinked files awaiting purge)",
+                         ["kind"], [(["file"], files), (["dir"], dirs),
+                                    (["other"], other), (["trash"], len(ns.trash))])
+
+    # chunks and their replication state
+    under, lost, over = master.replication_counts()
+    yield gauge("gfs_master_chunks", "chunks the namespace references", len(ns.chunks))
+    yield gauge("gfs_master_replicas", "known replicas of current chunk versions",
+                sum(len(locs) for locs in reg.locations.values()))
+    yield gauge("gfs_master_under_replicated_chunks",
+                "chunks with fewer live replicas than the goal of their files", under)
+    yield gauge("gfs_master_lost_chunks", "chunks with no live replica at all", lost)
+    yield gauge("gfs_master_over_replicated_chunks",
+                "chunks with more live replicas than their goal", over)
+    yield gauge("gfs_master_pending_chunk_deletes",
+                "garbage replicas queued for deletion on their chunkds",
+                sum(len(v) for v in reg.pending_delete.values()))
+    now_ns = time.time_ns()
+    yield gauge("gfs_master_leases", "chunk leases currently held by a primary",
+                sum(1 for h in list(reg.leases) if reg.valid_lease(h, now_ns) is not None))
+    yield counter("gfs_master_refused_versions",
+                  "chunk reports claiming a version no grant of this master explains",
+                  master.leases.refused_versions)
+
+    # chunk servers
+    servers = sorted(reg.servers.values(), key=lambda s: s.id)
+    alive = sum(1 for s in servers if s.alive)
+    yield labelled_gauge("gfs_master_chunkds", "registered chunk servers by state", ["state"],
+                         [(["alive"], alive), (["dead"], len(servers) - alive)])
+    rows = [[s.id, s.rack] for s in servers]
+    yield labelled_gauge("gfs_master_chunkd_up", "1 if the chunkd is alive (heartbeating)",
+                         ["chunkd", "rack"], [(r, int(s.alive)) for r, s in zip(rows, servers)])
+    yield labelled_gauge("gfs_master_chunkd_capacity_bytes", "capacity a chunkd reports",
+                         ["chunkd", "rack"], [(r, s.capacity_bytes) for r, s in zip(rows, servers)])
+    yield labelled_gauge("gfs_master_chunkd_used_bytes", "bytes of chunks a chunkd holds",
+                         ["chunkd", "rack"], [(r, s.used_bytes) for r, s in zip(rows, servers)])
+    yield labelled_gauge("gfs_master_chunkd_free_bytes", "bytes a chunkd can still take",
+                         ["chunkd", "rack"], [(r, s.free_bytes) for r, s in zip(rows, servers)])
+    yield labelled_gauge("gfs_master_chunkd_chunks", "current replicas the master places there",
+                         ["chunkd", "rack"], [(r, len(s.handles)) for r, s in zip(rows, servers)])
+    mono = reg.clock()
+    yield labelled_gauge("gfs_master_chunkd_heartbeat_age_seconds",
+                         "seconds since the chunkd's last heartbeat", ["chunkd", "rack"],
+                         [(r, max(0.0, mono - s.last_heartbeat)) for r, s in zip(rows, servers)])
+    totals = reg.totals()
+    yield gauge("gfs_master_capacity_bytes", "capacity of all live chunkds",
+                totals.get("total_bytes", 0))
+    yield gauge("gfs_master_used_bytes", "bytes used on all live chunkds",
+                totals.get("used_bytes", 0))
+    yield gauge("gfs_master_free_bytes", "bytes free on all live chunkds",
+                totals.get("free_bytes", 0))
+
+    # op log
+    yield gauge("gfs_master_oplog_last_seq", "sequence number of the last logged record",
+                oplog.last_seq)
+    yield gauge("gfs_master_oplog_durable_seq", "last record known to be fsync'd",
+                oplog.durable_seq)
+    yield gauge("gfs_master_oplog_checkpoint_seq", "record the newest checkpoint covers",
+                oplog.checkpoint_seq)
+    yield gauge("gfs_master_oplog_records_since_checkpoint",
+                "records a restart would replay", oplog.since_checkpoint)
+    yield counter("gfs_master_oplog_fsyncs", "op log fsyncs (group commits) since start",
+                  oplog.fsyncs)
+    yield gauge("gfs_master_oplog_failed",
+                "1 while the op log cannot be written (ENOSPC, EIO): mutations are refused",
+                int(oplog.failed is not None))
+    yield counter("gfs_master_oplog_failures",
+                  "op log write/fsync failures since start (each undid its records)",
+                  oplog.failures)

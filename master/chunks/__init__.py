@@ -1,0 +1,2 @@
+"""Chunks and chunkds: the registry of replicas and chunkd liveness, and
+the lease manager (primaries, versions)."""

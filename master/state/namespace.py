@@ -1,0 +1,677 @@
+"""The master's namespace: inodes, directory entries, chunk maps, chunk table.
+
+Every mutation is a *record*: a plain dict ``{"op": NAME, ...}`` that carries
+everything not derived from the current state (new inode numbers, chunk
+handles, timestamps). :meth:`Namespace.apply` either raises :class:`GFSError`
+having changed nothing, or applies the record completely. The same function
+runs live and when the op log is replayed, so replay rebuilds the same state.
+
+Concurrency invariant: everything here is synchronous. Callers never await
+between checking a record (permissions, then ``apply``) and appending it to
+the op log.
+
+Replica locations are not here: they are soft state (see :mod:`master.chunks.registry`).
+"""
+from __future__ import annotations
+
+import stat
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from typing import Any
+
+from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.protocol import (MAX_NAME, MAX_SYMLINK, RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE)
+
+ROOT_INO = 1
+MAX_FILE_SIZE = 1 << 50          # EFBIG beyond this
+MAX_LINKS = 65000                # EMLINK beyond this
+MAX_XATTR_NAME = 255
+MAX_XATTR_VALUE = 64 * 1024
+MAX_GOAL = 16                    # largest replication goal (as [master] replication_factor)
+FILE_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
+
+Record = dict[str, Any]
+
+
+class Directory:
+    """A directory's entries; each gets a cookie, increasing with insertion."""
+
+    __slots__ = ("entries", "cookies", "names", "next_cookie", "parent")
+
+    def __init__(self, parent: int) -> None:
+        self.entries: dict[bytes, tuple[int, int]] = {}   # name -> (ino, cookie)
+        self.cookies: list[int] = []                       # ascending
+        self.names: dict[int, bytes] = {}                  # cookie -> name
+        self.next_cookie = 1
+        self.parent = parent
+
+    def get(self, name: bytes) -> int | None:
+        entry = self.entries.get(name)
+        return None if entry is None else entry[0]
+
+    def add(self, name: bytes, ino: int) -> None:
+        cookie = self.next_cookie
+        self.next_cookie += 1
+        self.entries[name] = (ino, cookie)
+        self.cookies.append(cookie)
+        self.names[cookie] = name
+
+    def remove(self, name: bytes) -> int:
+        ino, cookie = self.entries.pop(name)
+        del self.names[cookie]
+        del self.cookies[bisect_left(self.cookies, cookie)]
+        return ino
+
+    def retarget(self, name: bytes, ino: int) -> None:
+        """Point ``name`` at another inode, keeping its cookie (RENAME_EXCHANGE)."""
+        self.entries[name] = (ino, self.entries[name][1])
+
+    def after(self, offset: int, limit: int) -> list[tuple[bytes, int, int]]:
+        """Up to ``limit`` entries with cookie > ``offset``: (name, ino, cookie)."""
+        start = bisect_right(self.cookies, offset)
+        out = []
+        for cookie in self.cookies[start:start + limit]:
+            name = self.names[cookie]
+            out.append((name, self.entries[name][0], cookie))
+        return out
+
+
+@dataclass(slots=True)
+class Inode:
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    size: int = 0
+    rdev: int = 0
+    goal: int = 1
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)
+    target: bytes = b""                      # symlinks
+    dir: Directory | None = None             # directories
+    chunks: dict[int, int] | None = None     # regular files: chunk index -> handle (sparse)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.dir is not None
+
+    def touch(self, now: int) -> None:
+        self.mtime_ns = self.ctime_ns = now
+
+
+def check_name(name: bytes) -> bytes:
+    if not isinstance(name, bytes) or name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
+        raise GFSError(Code.EINVAL, f"invalid file name {name!r}")
+    if len(name) > MAX_NAME:
+        raise GFSError(Code.ENAMETOOLONG, f"name over {MAX_NAME} bytes")
+    return name
+
+
+class Namespace:
+    """Inodes, directories, per-file chunk maps and the chunk table."""
+
+    def __init__(self, chunk_size: int, default_goal: int = 3) -> None:
+        self.chunk_size = chunk_size
+        self.inodes: dict[int, Inode] = {}
+        self.chunks: dict[int, list[int]] = {}     # handle -> [version, refcount]
+        self.next_ino = ROOT_INO + 1
+        self.next_handle = 1
+        self.garbage: set[int] = set()             # handles no file references any more
+        # Lazy deletion (GFS §4.4): a regular file whose last link goes is kept,
+        # nameless, until it is purged after trash_time -- so files that are still
+        # open keep working. ino -> [deleted_ns, parent ino, name]
+        self.trash: dict[int, list[Any]] = {}
+        self.inodes[ROOT_INO] = Inode(ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 0,
+                                      goal=default_goal, dir=Directory(ROOT_INO))
+
+    # ------------------------------------------------------------ lookups
+
+    def get(self, ino: int) -> Inode:
+        inode = self.inodes.get(ino)
+        if inode is None:
+            raise GFSError(Code.ENOENT, f"no inode {ino}")
+        return inode
+
+    def get_dir(self, ino: int) -> Inode:
+        inode = self.get(ino)
+        if inode.dir is None:
+            raise GFSError(Code.ENOTDIR, f"inode {ino} is not a directory")
+        return inode
+
+    def get_file(self, ino: int) -> Inode:
+        inode = self.get(ino)
+        if inode.chunks is None:
+            raise GFSError(Code.EISDIR if inode.is_dir else "EINVAL",
+                           f"inode {ino} is not a regular file")
+        return inode
+
+    def lookup(self, parent: int, name: bytes) -> Inode:
+        pdir = self.get_dir(parent)
+        assert pdir.dir is not None
+        if name == b".":
+            return pdir
+        if name == b"..":
+            return self.get(pdir.dir.parent)
+        ino = pdir.dir.get(check_name(name))
+        if ino is None:
+            raise GFSError(Code.ENOENT, f"no entry {name!r} in {parent}")
+        return self.inodes[ino]
+
+    def child(self, parent: int, name: bytes) -> Inode | None:
+        """The inode ``name`` names in ``parent``, None if absent or invalid."""
+        pdir = self.inodes.get(parent)
+        if pdir is None or pdir.dir is None:
+            return None
+        ino = pdir.dir.get(name)
+        return None if ino is None else self.inodes.get(ino)
+
+    def attr(self, inode: Inode) -> dict[str, Any]:
+        return {"ino": inode.ino, "mode": inode.mode, "nlink": inode.nlink, "uid": inode.uid,
+                "gid": inode.gid, "size": inode.size, "atime_ns": inode.atime_ns,
+                "mtime_ns": inode.mtime_ns, "ctime_ns": inode.ctime_ns, "goal": inode.goal,
+                "rdev": inode.rdev, "blocks": self.blocks(inode), "nxattr": len(inode.xattrs)}
+
+    def blocks(self, inode: Inode) -> int:
+        if not inode.chunks:
+            return 0
+        cs, size = self.chunk_size, inode.size
+        total = sum(min(cs, max(0, size - index * cs)) for index in inode.chunks)
+        return (total + 511) // 512
+
+    def readdir(self, ino: int, offset: int, limit: int) -> list[tuple[bytes, int, int]]:
+        inode = self.get_dir(ino)
+        assert inode.dir is not None
+        return inode.dir.after(offset, limit)
+
+    def readlink(self, ino: int) -> bytes:
+        inode = self.get(ino)
+        if not stat.S_ISLNK(inode.mode):
+            raise GFSError(Code.EINVAL, f"inode {ino} is not a symlink")
+        return inode.target
+
+    def chunk_at(self, ino: int, index: int) -> int | None:
+        chunks = self.get_file(ino).chunks
+        assert chunks is not None
+        return chunks.get(index)
+
+    def version(self, handle: int) -> int | None:
+        entry = self.chunks.get(handle)
+        return None if entry is None else entry[0]
+
+    def is_ancestor(self, anc: int, ino: int) -> bool:
+        """Whether directory ``anc`` is ``ino`` or one of its ancestors."""
+        while True:
+            if ino == anc:
+                return True
+            if ino == ROOT_INO:
+                return False
+            inode = self.inodes[ino]
+            assert inode.dir is not None
+            ino = inode.dir.parent
+
+    def subtree(self, ino: int) -> list[Inode]:
+        """``ino`` and, for a directory, every inode below it (each once)."""
+        seen: set[int] = set()
+        out: list[Inode] = []
+        stack = [ino]
+        while stack:
+            inode = self.inodes.get(stack.pop())
+            if inode is None or inode.ino in seen:
+                continue
+            seen.add(inode.ino)
+            out.append(inode)
+            if inode.dir is not None:
+                stack.extend(child for child, _cookie in inode.dir.entries.values())
+        return out
+
+    def take_garbage(self) -> set[int]:
+        out, self.garbage = self.garbage, set()
+        return out
+
+    # ------------------------------------------------------------ mutations
+
+    def apply(self, rec: Record) -> int | None:
+        """Validate and apply one record; returns the inode it made or changed."""
+        fn = getattr(self, "_op_" + str(rec.get("op")), None)
+        if fn is None:
+            raise GFSError(Code.INTERNAL, f"unknown op record {rec.get('op')!r}")
+        return fn(rec)
+
+    def _op_init(self, rec: Record) -> int:
+        root = self.inodes[ROOT_INO]
+        root.atime_ns = root.mtime_ns = root.ctime_ns = rec["now"]
+        return ROOT_INO
+
+    def _new_inode(self, rec: Record, parent: Inode, mode: int, nlink: int, **kw: Any) -> Inode:
+        """Checks shared by create/mkdir/symlink; then the new inode, linked in."""
+        assert parent.dir is not None
+        name = check_name(rec["name"])
+        if name in parent.dir.entries:
+            raise GFSError(Code.EEXIST, f"{name!r} exists")
+        ino, now = rec["ino"], rec["now"]
+        if ino in self.inodes:
+            raise GFSError(Code.INTERNAL, f"inode {ino} already in use")
+        gid = rec["gid"]
+        if parent.mode & stat.S_ISGID and not stat.S_ISLNK(mode):
+            gid = parent.gid
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
+        inode = Inode(ino, mode, rec["uid"], gid, nlink, now, now, now,
+                      goal=parent.goal, **kw)
+        self.inodes[ino] = inode
+        parent.dir.add(name, ino)
+        parent.touch(now)
+        self.next_ino = max(self.next_ino, ino + 1)
+        return inode
+
+    def _op_create(self, rec: Record) -> int:
+        parent = self.get_dir(rec["parent"])
+        mode = rec["mode"]
+        fmt = stat.S_IFMT(mode) or stat.S_IFREG
+        if fmt not in FILE_TYPES:
+            raise GFSError(Code.EINVAL, f"create cannot make mode {oct(mode)}")
+        chunks: dict[int, int] | None = {} if fmt == stat.S_IFREG else None
+        return self._new_inode(rec, parent, fmt | (mode & 0o7777), 1, chunks=chunks,
+                               rdev=rec.get("rdev", 0)).ino
+
+    def _op_mkdir(self, rec: Record) -> int:
+        parent = self.get_dir(rec["parent"])
+        if parent.nlink >= MAX_LINKS:
+            raise GFSError(Code.EMLINK, "too many subdirectories")
+        inode = self._new_inode(rec, parent, stat.S_IFDIR | (rec["mode"] & 0o7777), 2,
+                                dir=Directory(parent.ino))
+        parent.nlink += 1
+        return inode.ino
+
+    def _op_symlink(self, rec: Record) -> int:
+        parent = self.get_dir(rec["parent"])
+        target = rec["target"]
+        if not target:
+            raise GFSError(Code.ENOENT, "empty symlink target")
+        if len(target) > MAX_SYMLINK or b"\0" in target:
+            raise GFSError(Code.ENAMETOOLONG if len(target) > MAX_SYMLINK else "EINVAL",
+                           "bad symlink target")
+        return self._new_inode(rec, parent, stat.S_IFLNK | 0o777, 1, target=target,
+                               size=len(target)).ino
+
+    def _op_link(self, rec: Record) -> int:
+        inode = self.get(rec["ino"])
+        parent = self.get_dir(rec["parent"])
+        assert parent.dir is not None
+        name = check_name(rec["name"])
+        if inode.is_dir:
+            raise GFSError(Code.EPERM, "hard link to a directory")
+        if name in parent.dir.entries:
+            raise GFSError(Code.EEXIST, f"{name!r} exists")
+        if inode.nlink >= MAX_LINKS:
+            raise GFSError(Code.EMLINK, "too many links")
+        inode.nlink += 1
+        inode.ctime_ns = rec["now"]
+        parent.dir.add(name, inode.ino)
+        parent.touch(rec["now"])
+        return inode.ino
+
+    def _op_unlink(self, rec: Record) -> None:
+        parent = self.get_dir(rec["parent"])
+        victim = self.lookup(parent.ino, check_name(rec["name"]))
+        if victim.is_dir:
+            raise GFSError(Code.EISDIR, f"{rec['name']!r} is a directory")
+        assert parent.dir is not None
+        parent.dir.remove(rec["name"])
+        parent.touch(rec["now"])
+        self._unlink_inode(victim, rec["now"], parent.ino, rec["name"])
+
+    def _op_rmdir(self, rec: Record) -> None:
+        parent = self.get_dir(rec["parent"])
+        victim = self.lookup(parent.ino, check_name(rec["name"]))
+        if victim.dir is None:
+            raise GFSError(Code.ENOTDIR, f"{rec['name']!r} is not a directory")
+        if victim.dir.entries:
+            raise GFSError(Code.ENOTEMPTY, f"{rec['name']!r} is not empty")
+        assert parent.dir is not None
+        parent.dir.remove(rec["name"])
+        parent.nlink -= 1
+        parent.touch(rec["now"])
+        self._drop(victim)
+
+    def _unlink_inode(self, inode: Inode, now: int, parent: int = 0, name: bytes = b"") -> None:
+        inode.nlink -= 1
+        inode.ctime_ns = now
+        if inode.nlink <= 0:
+            if inode.chunks is not None:
+                self.trash[inode.ino] = [now, parent, name]
+            else:
+                self._drop(inode)
+
+    def expired_trash(self, before_ns: int) -> list[int]:
+        """Trashed inodes deleted before ``before_ns``."""
+        return [ino for ino, (when, _, _) in self.trash.items() if when < before_ns]
+
+    def _op_purge(self, rec: Record) -> None:
+        """Drop trashed inodes for good; their chunks become garbage."""
+        for ino in rec["inos"]:
+            if self.trash.pop(ino, None) is not None:
+                self._drop(self.inodes[ino])
+
+    def _drop(self, inode: Inode) -> None:
+        del self.inodes[inode.ino]
+        for handle in (inode.chunks or {}).values():
+            self._unref(handle)
+
+    def _new_chunk(self, handle: int, version: int) -> None:
+        """A chunk that one file references; handles are never reused."""
+        self.chunks[handle] = [version, 1]
+        self.next_handle = max(self.next_handle, handle + 1)
+
+    def _unref(self, handle: int) -> None:
+        entry = self.chunks[handle]
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self.chunks[handle]
+            self.garbage.add(handle)
+
+    def _op_rename(self, rec: Record) -> None:
+        flags = rec.get("flags", 0)
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (RENAME_NOREPLACE
+                                                                       | RENAME_EXCHANGE):
+            raise GFSError(Code.EINVAL, f"bad rename flags {flags}")
+        sp, dp = self.get_dir(rec["parent"]), self.get_dir(rec["new_parent"])
+        sname, dname = check_name(rec["name"]), check_name(rec["new_name"])
+        assert sp.dir is not None and dp.dir is not None
+        src = self.lookup(sp.ino, sname)
+        dst_ino = dp.dir.get(dname)
+        if flags & RENAME_EXCHANGE:
+            if dst_ino is None:
+                raise GFSError(Code.ENOENT, f"no entry {dname!r}")
+            return self._exchange(rec, sp, src, dp, self.inodes[dst_ino])
+        if dst_ino is not None and flags & RENAME_NOREPLACE:
+            raise GFSError(Code.EEXIST, f"{dname!r} exists")
+        if dst_ino == src.ino:
+            return None          # two names of one inode: POSIX says do nothing
+        if src.is_dir and self.is_ancestor(src.ino, dp.ino):
+            raise GFSError(Code.EINVAL, "cannot move a directory into itself")
+        dst = None if dst_ino is None else self.inodes[dst_ino]
+        if dst is not None and src.is_dir:
+            if dst.dir is None:
+                raise GFSError(Code.ENOTDIR, f"{dname!r} is not a directory")
+            if dst.dir.entries:
+                raise GFSError(Code.ENOTEMPTY, f"{dname!r} is not empty")
+        elif dst is not None and dst.is_dir:
+            raise GFSError(Code.EISDIR, f"{dname!r} is a directory")
+        if src.is_dir and dst is None and sp is not dp and dp.nlink >= MAX_LINKS:
+            raise GFSError(Code.EMLINK, "too many subdirectories")
+        now = rec["now"]
+        # checks done: mutate
+        if dst is not None:
+            dp.dir.remove(dname)
+            if dst.is_dir:
+                dp.nlink -= 1
+                self._drop(dst)
+            else:
+                self._unlink_inode(dst, now, dp.ino, dname)
+        sp.dir.remove(sname)
+        dp.dir.add(dname, src.ino)
+        if src.dir is not None and sp is not dp:
+            sp.nlink -= 1
+            dp.nlink += 1
+            src.dir.parent = dp.ino
+        src.ctime_ns = now
+        sp.touch(now)
+        dp.touch(now)
+        return None
+
+    def _exchange(self, rec: Record, sp: Inode, src: Inode, dp: Inode, dst: Inode) -> None:
+        assert sp.dir is not None and dp.dir is not None
+        if src.ino == dst.ino:
+            return
+        if sp is not dp:
+            if src.is_dir and self.is_ancestor(src.ino, dp.ino):
+                raise GFSError(Code.EINVAL, "cannot move a directory into itself")
+            if dst.is_dir and self.is_ancestor(dst.ino, sp.ino):
+                raise GFSError(Code.EINVAL, "cannot move a directory into itself")
+        sp.dir.retarget(rec["name"], dst.ino)
+        dp.dir.retarget(rec["new_name"], src.ino)
+        if sp is not dp:
+            for moved, old, new in ((src, sp, dp), (dst, dp, sp)):
+                if moved.dir is not None:
+                    moved.dir.parent = new.ino
+                    old.nlink -= 1
+                    new.nlink += 1
+        now = rec["now"]
+        src.ctime_ns = dst.ctime_ns = now
+        sp.touch(now)
+        dp.touch(now)
+
+    def _op_setattr(self, rec: Record) -> int:
+        inode = self.get(rec["ino"])
+        size = rec.get("size")
+        if size is not None:
+            if inode.chunks is None:
+                raise GFSError(Code.EISDIR if inode.is_dir else "EINVAL", "not a regular file")
+            if size < 0:
+                raise GFSError(Code.EINVAL, "negative size")
+            if size > MAX_FILE_SIZE:
+                raise GFSError(Code.EFBIG, f"size over {MAX_FILE_SIZE}")
+        now = rec["now"]
+        if "mode" in rec:
+            inode.mode = stat.S_IFMT(inode.mode) | (rec["mode"] & 0o7777)
+        if "uid" in rec:
+            inode.uid = rec["uid"]
+        if "gid" in rec:
+            inode.gid = rec["gid"]
+        if size is not None:
+            self._truncate(inode, size)
+            inode.mtime_ns = now
+        if "atime_ns" in rec:
+            inode.atime_ns = rec["atime_ns"]
+        if "mtime_ns" in rec:
+            inode.mtime_ns = rec["mtime_ns"]
+        inode.ctime_ns = now
+        return inode.ino
+
+    def _truncate(self, inode: Inode, size: int) -> None:
+        """Drop the chunks wholly beyond ``size``; the client cuts a partial one."""
+        assert inode.chunks is not None
+        if size < inode.size:
+            keep = -(-size // self.chunk_size)          # chunks 0..keep-1 stay
+            for index in [i for i in inode.chunks if i >= keep]:
+                self._unref(inode.chunks.pop(index))
+        inode.size = size
+
+    def _op_setxattr(self, rec: Record) -> int:
+        inode = self.get(rec["ino"])
+        name, value, flags = rec["name"], rec["value"], rec.get("flags", 0)
+        if not name or len(name) > MAX_XATTR_NAME or len(value) > MAX_XATTR_VALUE:
+            raise GFSError(Code.ERANGE, "xattr name or value too long")
+        if flags & XATTR_CREATE and name in inode.xattrs:
+            raise GFSError(Code.EEXIST, f"xattr {name!r} exists")
+        if flags & XATTR_REPLACE and name not in inode.xattrs:
+            raise GFSError(Code.ENODATA, f"no xattr {name!r}")
+        inode.xattrs[name] = value
+        inode.ctime_ns = rec["now"]
+        return inode.ino
+
+    def _op_removexattr(self, rec: Record) -> int:
+        inode = self.get(rec["ino"])
+        if rec["name"] not in inode.xattrs:
+            raise GFSError(Code.ENODATA, f"no xattr {rec['name']!r}")
+        del inode.xattrs[rec["name"]]
+        inode.ctime_ns = rec["now"]
+        return inode.ino
+
+    def _op_add_chunk(self, rec: Record) -> int:
+        """A new chunk at ``index`` of file ``ino`` (allocated for a lease)."""
+        inode = self.get_file(rec["ino"])
+        assert inode.chunks is not None
+        index, handle = rec["index"], rec["handle"]
+        if index in inode.chunks:
+            raise GFSError(Code.EEXIST, f"chunk {index} of {inode.ino} exists")
+        if handle in self.chunks:
+            raise GFSError(Code.INTERNAL, f"chunk handle {handle} in use")
+        inode.chunks[index] = handle
+        self._new_chunk(handle, rec["version"])
+        return inode.ino
+
+    def _op_drop_chunk(self, rec: Record) -> None:
+        """Undo an allocation no chunkd accepted."""
+        inode = self.inodes.get(rec["ino"])
+        if inode is not None and inode.chunks and inode.chunks.get(rec["index"]) == rec["handle"]:
+            del inode.chunks[rec["index"]]
+            self._unref(rec["handle"])
+
+    def _op_set_version(self, rec: Record) -> None:
+        entry = self.chunks.get(rec["handle"])
+        if entry is None:
+            raise GFSError(Code.NOCHUNK, f"no chunk {rec['handle']}")
+        entry[0] = rec["version"]
+
+    def _op_extend(self, rec: Record) -> int:
+        inode = self.get_file(rec["ino"])
+        if rec["size"] > MAX_FILE_SIZE or rec["size"] < 0:
+            raise GFSError(Code.EFBIG if rec["size"] > 0 else "EINVAL", "bad size")
+        inode.size = max(inode.size, rec["size"])
+        inode.mtime_ns = rec["mtime_ns"]
+        inode.ctime_ns = rec["now"]
+        return inode.ino
+
+    def _op_setgoal(self, rec: Record) -> int:
+        """Replication goal of ``ino`` (and, if ``recursive``, of everything below
+        it). Directories pass their goal on to new children."""
+        inode = self.get(rec["ino"])
+        goal = rec["goal"]
+        if not 1 <= goal <= MAX_GOAL:
+            raise GFSError(Code.EINVAL, f"goal must be 1..{MAX_GOAL}, got {goal}")
+        targets = self.subtree(inode.ino) if rec.get("recursive") else [inode]
+        for target in targets:
+            if target.goal != goal:
+                target.goal = goal
+                target.ctime_ns = rec["now"]
+        return inode.ino
+
+    # ------------------------------------------------------------ snapshots (GFS §3.4)
+
+    def snapshot_order(self, src: int) -> list[Inode]:
+        """The inodes a snapshot of ``src`` copies, in the order they get their
+        new inode numbers: ``src`` first, then every inode below it, each once
+        (hard links), directory entries in cookie order. Deterministic, so a
+        replayed record numbers them the same way."""
+        root = self.get(src)
+        order, seen, stack = [root], {root.ino}, [root]
+        while stack:
+            inode = stack.pop()
+            if inode.dir is None:
+                continue
+            for cookie in inode.dir.cookies:
+                child = self.inodes[inode.dir.entries[inode.dir.names[cookie]][0]]
+                if child.ino in seen:
+                    continue
+                seen.add(child.ino)
+                order.append(child)
+                if child.dir is not None:
+                    stack.append(child)
+        return order
+
+    def _op_snapshot(self, rec: Record) -> int:
+        """Copy ``src`` (a file or a whole tree) to ``name`` in ``parent``:
+        metadata only, the copies share the chunks (reference counts raised).
+        New inode numbers are ``ino`` .. ``ino + count - 1`` in
+        :meth:`snapshot_order`."""
+        src = self.get(rec["src"])
+        parent = self.get_dir(rec["parent"])
+        assert parent.dir is not None
+        name = check_name(rec["name"])
+        if name in parent.dir.entries:
+            raise GFSError(Code.EEXIST, f"{name!r} exists")
+        if src.dir is not None and self.is_ancestor(src.ino, parent.ino):
+            raise GFSError(Code.EINVAL, "cannot snapshot a directory into itself")
+        if src.dir is not None and parent.nlink >= MAX_LINKS:
+            raise GFSError(Code.EMLINK, "too many subdirectories")
+        order = self.snapshot_order(src.ino)
+        first, count = rec["ino"], rec["count"]
+        if count != len(order):
+            raise GFSError(Code.INTERNAL, f"snapshot of {src.ino}: {len(order)} inodes, "
+                                       f"record says {count}")
+        if any(first + k in self.inodes for k in range(count)):
+            raise GFSError(Code.INTERNAL, f"inode numbers {first}..{first + count - 1} in use")
+        new = {old.ino: first + k for k, old in enumerate(order)}
+        links: dict[int, int] = {}            # names each copied non-directory gets
+        for old in order:
+            if old.dir is not None:
+                for child, _cookie in old.dir.entries.values():
+                    links[child] = links.get(child, 0) + 1
+        now = rec["now"]
+        # checks done: mutate
+        for old in order:
+            nlink = old.nlink if old.dir is not None else (1 if old is src else links[old.ino])
+            copy = Inode(new[old.ino], old.mode, old.uid, old.gid, nlink, old.atime_ns,
+                         old.mtime_ns, now, size=old.size, rdev=old.rdev, goal=old.goal,
+                         xattrs=dict(old.xattrs), target=old.target)
+            if old.dir is not None:
+                d = Directory(parent.ino if old is src else new[old.dir.parent])
+                for cookie in old.dir.cookies:
+                    child_name = old.dir.names[cookie]
+                    d.add(child_name, new[old.dir.entries[child_name][0]])
+                copy.dir = d
+            elif old.chunks is not None:
+                copy.chunks = dict(old.chunks)
+                for handle in old.chunks.values():
+                    self.chunks[handle][1] += 1
+            self.inodes[copy.ino] = copy
+        parent.dir.add(name, first)
+        if src.dir is not None:
+            parent.nlink += 1
+        parent.touch(now)
+        self.next_ino = max(self.next_ino, first + count)
+        return first
+
+    def _op_set_versions(self, rec: Record) -> None:
+        """Many ``set_version`` at once (a snapshot revoking a tree's leases);
+        chunks deleted meanwhile are skipped, versions never go down."""
+        for handle, version in rec["versions"]:
+            entry = self.chunks.get(handle)
+            if entry is not None and entry[0] < version:
+                entry[0] = version
+
+    def _op_reserve_handles(self, rec: Record) -> None:
+        """Chunk handles below ``next_handle`` are taken (a copy-on-write copies
+        the chunk to a new handle before its ``cow`` record is logged)."""
+        self.next_handle = max(self.next_handle, rec["next_handle"])
+
+    def _op_cow(self, rec: Record) -> int:
+        """Copy-on-write of a shared chunk: chunk ``index`` of ``ino`` is now
+        ``new`` (a copy of ``old`` at ``version``, made by each replica's
+        chunkd); ``old`` loses one reference."""
+        inode = self.get_file(rec["ino"])
+        assert inode.chunks is not None
+        index, old, new = rec["index"], rec["old"], rec["new"]
+        if inode.chunks.get(index) != old:
+            raise GFSError(Code.EAGAIN, f"chunk {index} of inode {inode.ino} changed meanwhile")
+        if new in self.chunks:
+            raise GFSError(Code.INTERNAL, f"chunk handle {new} in use")
+        inode.chunks[index] = new
+        self._new_chunk(new, rec["version"])
+        self._unref(old)
+        return inode.ino
+
+    # ------------------------------------------------------------ trash
+
+    def _op_restore(self, rec: Record) -> int:
+        """Give a trashed file a name again (``gfs trash restore``)."""
+        ino = rec["ino"]
+        if ino not in self.trash:
+            raise GFSError(Code.ENOENT, f"inode {ino} is not in the trash")
+        parent = self.get_dir(rec["parent"])
+        assert parent.dir is not None
+        name = check_name(rec["name"])
+        if name in parent.dir.entries:
+            raise GFSError(Code.EEXIST, f"{name!r} exists")
+        inode = self.inodes[ino]
+        del self.trash[ino]
+        inode.nlink = 1
+        inode.ctime_ns = rec["now"]
+        parent.dir.add(name, ino)
+        parent.touch(rec["now"])
+        return ino
