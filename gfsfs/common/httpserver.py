@@ -1,4 +1,6 @@
-"""A lean HTTP/1.1 server on h11 and trio for the daemons' ASGI app (:class:`gfsfs.common.rpc.App`).
+"""A lean HTTP/1.1 server on trio for the daemons' ASGI app
+(:class:`gfsfs.common.rpc.App`); requests parsed by httptools
+(:mod:`gfsfs.common.http1`), which replaced h11 here for speed (issue 12).
 
 Why not hypercorn: hostile connections made its trio worker raise out of its
 connection handler -- a websocket upgrade refused by the app, a body shorter
@@ -6,7 +8,7 @@ than its Content-Length followed by a half-close -- and one such exception
 ended ``serve()`` and with it the whole master (issue 10). Here each
 connection is one task whose failures end that connection only.
 
-One connection, one task: requests are read with h11 and handed to the app
+One connection, one task: requests are parsed and handed to the app
 one at a time (HTTP/1.1 keep-alive, no pipelining of app calls); the app's
 ``receive`` and ``send`` read and write the socket directly, in that task.
 
@@ -28,16 +30,16 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-import h11
 import msgpack
 import trio
 
 from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.http1 import (MAX_HEAD, BadMessage, BodyFramer, Data, End, Event, Head, Parser,
+                                response_head)
 
 log = logging.getLogger(__name__)
 
 RECV = 1 << 20                  # bytes per socket read
-MAX_HEAD = 64 << 10             # request line + headers
 DRAIN_BYTES = 256 << 10         # an unread request body dropped to keep the connection
 DRAIN_SECONDS = 0.5
 LINGER = 1.0                    # seconds to read and drop what a client still sends after an error
@@ -100,7 +102,8 @@ class Connection:
         self.limits = limits
         self.owner = server if server is not None else Server()
         self.idle: trio.CancelScope | None = None     # while waiting for a request head
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.parser = Parser(max_head=MAX_HEAD)
+        self.eof = False
         sock = stream.socket
         self.client = _addr(sock.getpeername())
         self.server = _addr(sock.getsockname())
@@ -110,10 +113,10 @@ class Connection:
         self.owner.connections.add(self)
         try:
             while await self._one_request():
-                self.h11.start_next_cycle()
+                pass
         except (_Abort, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("connection from %s ended: %r", self.client, exc)
-        except h11.ProtocolError as exc:
+        except BadMessage as exc:
             log.debug("connection from %s: HTTP error %s", self.client, exc)
         except Exception:
             log.exception("connection from %s failed", self.client)
@@ -131,42 +134,47 @@ class Connection:
                 return False
             with trio.move_on_after(self.limits.keep_alive) as scope:
                 self.idle = scope
-                event = await self._next_event()
+                event = await self.next_event()
             self.idle = None
             if scope.cancelled_caught:
                 return False
-        except h11.RemoteProtocolError as exc:
-            await self._refuse(exc.error_status_hint, Code.BADREQ, f"bad request: {exc}")
+        except BadMessage as exc:
+            await self._refuse(exc.status, Code.BADREQ, f"bad request: {exc}")
             return False
-        if not isinstance(event, h11.Request):
-            return False                    # ConnectionClosed
-        if _wants_upgrade(event):
+        if not isinstance(event, Head):
+            return False                    # the client closed the connection
+        if event.upgrade:
             await self._refuse(400, Code.NOROUTE, "protocol upgrades are not served")
             return False
         exchange = Exchange(self, event)
         await exchange.run()
-        ok = self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        ok = exchange.ended and exchange.body_done and exchange.keep_alive
         if not ok:
             await self._linger()
         return ok
 
-    async def _next_event(self) -> Any:
+    async def next_event(self) -> Event | None:
+        """The next parsed event; None at the client's EOF (mid-message or not:
+        :attr:`Parser.mid_message` tells). Raises :class:`BadMessage`."""
         while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
+            event = self.parser.next_event()
+            if event is not None:
                 return event
-            self.h11.receive_data(await self.stream.receive_some(RECV))
+            if self.eof or self.parser.upgraded:
+                return None
+            data = await self.stream.receive_some(RECV)
+            if not data:
+                self.eof = True
+            self.parser.feed(data)
 
     async def _refuse(self, status: int, code: Code, message: str) -> None:
-        """A short error reply to a request the app never sees, then close."""
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):   # IDLE: a bad head
-            return
+        """A short error reply to a request the app never sees (or that failed
+        before its response began), then close."""
         body = msgpack.packb(GFSError(code, message).to_wire(), use_bin_type=True)
-        head = h11.Response(status_code=status, headers=[
-            (b"content-type", b"application/msgpack"),
-            (b"content-length", str(len(body)).encode()), (b"connection", b"close")])
-        await self.stream.send_all(self.h11.send(head) + self.h11.send(h11.Data(data=body))
-                                   + self.h11.send(h11.EndOfMessage()))
+        head = response_head(status, [(b"content-type", b"application/msgpack"),
+                                      (b"content-length", str(len(body)).encode()),
+                                      (b"connection", b"close")])
+        await self.stream.send_all(head + body)
         await self._linger()
 
     async def _linger(self) -> None:
@@ -184,14 +192,16 @@ class Connection:
 class Exchange:
     """One request and its response: the ASGI ``receive``/``send`` pair."""
 
-    def __init__(self, conn: Connection, req: h11.Request) -> None:
+    def __init__(self, conn: Connection, req: Head) -> None:
         self.conn = conn
         self.req = req
         self.head = req.method == b"HEAD"
+        self.keep_alive = req.keep_alive
         self.started = False
         self.ended = False
         self.pending = b""          # the response head, sent with the first body piece
         self.body_done = False
+        self.framer: BodyFramer | None = None
 
     def scope(self) -> dict[str, Any]:
         target = self.req.target
@@ -201,7 +211,7 @@ class Exchange:
                 "method": self.req.method.decode("ascii", "replace"), "scheme": "http",
                 "path": urllib.parse.unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
                 "query_string": query, "root_path": "",
-                "headers": [(k.lower(), v) for k, v in self.req.headers],
+                "headers": self.req.headers,
                 "client": self.conn.client, "server": self.conn.server}
 
     async def run(self) -> None:
@@ -216,6 +226,7 @@ class Exchange:
             if self.started:
                 raise _Abort("the app failed during its response") from None
             await self.conn._refuse(500, Code.INTERNAL, "the app failed")
+            self.keep_alive = False
             return
         if not self.ended:
             raise _Abort("the app ended without finishing its response")
@@ -224,15 +235,15 @@ class Exchange:
         if self.body_done:
             return {"type": "http.disconnect"}
         try:
-            event = await self.conn._next_event()
-        except (h11.RemoteProtocolError, trio.BrokenResourceError, OSError):
-            self.body_done = True
-            return {"type": "http.disconnect"}
-        if isinstance(event, h11.Data):
-            return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+            event = await self.conn.next_event()
+        except (BadMessage, trio.BrokenResourceError, OSError):
+            event = None
+        if isinstance(event, Data):
+            return {"type": "http.request", "body": event.data, "more_body": True}
         self.body_done = True
-        if isinstance(event, h11.EndOfMessage):
+        if isinstance(event, End):
             return {"type": "http.request", "body": b"", "more_body": False}
+        self.keep_alive = False
         return {"type": "http.disconnect"}
 
     async def _drain(self) -> bool:
@@ -243,39 +254,49 @@ class Exchange:
             while not self.body_done and seen <= DRAIN_BYTES:
                 msg = await self.receive()
                 seen += len(msg.get("body", b""))
-        return self.body_done and self.conn.h11.their_state is h11.DONE
+        return self.body_done and self.keep_alive
 
     async def send(self, msg: dict[str, Any]) -> None:
-        h = self.conn.h11
         if msg["type"] == "http.response.start":
             if self.started:
                 raise _Abort("response started twice")
             self.started = True
-            headers = [(bytes(k), bytes(v)) for k, v in msg.get("headers", [])]
-            if not await self._drain():         # the client may not reuse the connection
-                headers.append((b"connection", b"close"))
-            self.pending = h.send(h11.Response(status_code=msg["status"], headers=headers))
+            self.pending = await self._start(msg["status"], msg.get("headers", []))
             return
         if msg["type"] != "http.response.body" or not self.started or self.ended:
             raise _Abort(f"unexpected ASGI message {msg['type']!r}")
-        body = b"" if self.head else msg.get("body", b"")
+        assert self.framer is not None
         try:
-            out = self.pending + (h.send(h11.Data(data=body)) if body else b"")
+            out = self.pending + self.framer.piece(msg.get("body", b""))
             if not msg.get("more_body", False):
-                out += h.send(h11.EndOfMessage())
+                out += self.framer.end()
                 self.ended = True
-        except h11.LocalProtocolError as exc:       # more or less than Content-Length
+        except ValueError as exc:       # more or less than Content-Length
             raise _Abort(f"response body does not match its head: {exc}") from None
         self.pending = b""
         if out:
             await self.conn.stream.send_all(out)
 
-
-def _wants_upgrade(req: h11.Request) -> bool:
-    for name, value in req.headers:
-        if name == b"upgrade" or (name == b"connection" and b"upgrade" in value.lower()):
-            return True
-    return False
+    async def _start(self, status: int, raw: list[tuple[bytes, bytes]]) -> bytes:
+        """The response head; how its body will be framed."""
+        headers = [(bytes(k).lower(), bytes(v)) for k, v in raw]
+        if not await self._drain():         # the client may not reuse the connection
+            self.keep_alive = False
+        length = None
+        for k, v in headers:
+            if k == b"connection" and b"close" in v.lower():
+                self.keep_alive = False
+            elif k == b"content-length":
+                length = int(v)
+        chunked = length is None and self.req.http_version == b"1.1"
+        if length is None and not chunked:
+            self.keep_alive = False         # HTTP/1.0: the body ends with the connection
+        if chunked and not self.head:
+            headers.append((b"transfer-encoding", b"chunked"))
+        if not self.keep_alive and all(k != b"connection" for k, _ in headers):
+            headers.append((b"connection", b"close"))
+        self.framer = BodyFramer(length, chunked, head_only=self.head or status in (204, 304))
+        return response_head(status, headers)
 
 
 def _addr(sockaddr: Any) -> tuple[str, int]:

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpcore
 import httpx
 import msgpack
 import trio
@@ -28,6 +27,7 @@ import trio
 from gfsfs.common.errors import Code, GFSError, code_for_status
 from gfsfs.common.httpserver import AbortResponse, Limits, serve
 from gfsfs.common.retry import TRANSPORT_ERRORS, unavailable
+from gfsfs.common.rpcclient import RpcPool, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -328,12 +328,11 @@ def tune_io_sizes(size: int = 1 << 20) -> None:
 # ---------------------------------------------------------------- client side
 
 class RpcHTTP(httpx.AsyncClient):
-    """The httpx client every component uses, plus an httpcore pool of its own
-    for msgpack RPCs (:func:`call`): a small request and reply through httpcore
-    directly costs ~0.2 ms less per call than through httpx's request and
-    response machinery (0.94 -> 0.76 ms a round trip here), and metadata
-    operations are chains of such calls. Streams (chunk pushes and reads) keep
-    using httpx."""
+    """The httpx client every component uses, plus a lean pool of its own for
+    msgpack RPCs (:func:`call`, :class:`gfsfs.common.rpcclient.RpcPool`):
+    metadata operations are chains of small calls, and httpcore's machinery
+    was more than half of each round trip. Streams (chunk pushes and reads)
+    keep using httpx."""
 
     def __init__(self, timeout: float, connections: int, local_address: str | None) -> None:
         limits = httpx.Limits(max_connections=connections,
@@ -342,9 +341,7 @@ class RpcHTTP(httpx.AsyncClient):
         super().__init__(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits,
                          transport=transport)
         self.rpc_timeout = timeout
-        self.rpc_pool = httpcore.AsyncConnectionPool(
-            max_connections=connections, max_keepalive_connections=connections,
-            keepalive_expiry=KEEPALIVE, local_address=local_address)
+        self.rpc_pool = RpcPool(connections, local_address)
 
     async def aclose(self) -> None:
         try:
@@ -392,13 +389,11 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
         return decode_reply(resp.status_code, resp.content)
     t = timeout if timeout is not None else http.rpc_timeout
     try:
-        reply = await pool.request(
-            "POST", f"{base_url}/rpc/{name}", content=pack(body or {}),
-            headers=[(b"content-type", MSGPACK_BYTES)],
-            extensions={"timeout": {"connect": min(5.0, t), "read": t, "write": t, "pool": t}})
-    except TRANSPORT_ERRORS as exc:
+        status, content = await pool.post(base_url, f"/rpc/{name}", pack(body or {}),
+                                          MSGPACK_BYTES, t)
+    except TransportError as exc:
         raise unavailable(base_url, exc) from None
-    return decode_reply(reply.status, reply.content)
+    return decode_reply(status, content)
 
 
 def decode_reply(status: int, content: bytes) -> Any:

@@ -1,0 +1,172 @@
+"""The client side of msgpack RPCs: a small pool of HTTP/1.1 connections.
+
+Every metadata operation is a chain of small ``POST /rpc/<name>`` calls, so the
+cost of one call matters more than any other number in the client (issue 12).
+httpcore's pool (what httpx uses) spends most of a loopback round trip in its
+own machinery: an async lock and a cancel scope per step, request and response
+models, pool bookkeeping. Here one call is: take an idle connection for the
+address (or open one), one ``send_all`` of the request, read until the
+parser (:mod:`gfsfs.common.http1`, httptools) has the whole response, put the
+connection back. One deadline
+covers the whole call.
+
+A pooled connection is reused only while it has been idle for less than
+:data:`KEEPALIVE` seconds (below the server's keep-alive, so the server does not
+close it under us) and only if nothing is readable on it (a server that closed
+it or sent garbage): the checks httpcore makes too. A request that fails is
+never sent again here -- RPCs are not idempotent; the callers' retry policy
+(:mod:`gfsfs.common.retry`) decides.
+"""
+from __future__ import annotations
+
+import select
+import time
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass
+
+import trio
+
+from gfsfs.common.http1 import BadMessage, Data, End, Head, Parser, request_head
+
+KEEPALIVE = 20.0        # seconds an idle connection is reused (the server keeps them 30 s)
+RECV = 64 << 10
+CONNECT_TIMEOUT = 5.0
+
+
+class TransportError(Exception):
+    """The call could not be made or its reply not read: no reply to decode."""
+
+
+@dataclass
+class _Conn:
+    stream: trio.SocketStream
+    idle_since: float = 0.0
+
+    def reusable(self, now: float) -> bool:
+        if now - self.idle_since >= KEEPALIVE:
+            return False
+        try:
+            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable          # EOF or unexpected bytes: not for another request
+
+
+def _split(base_url: str) -> tuple[str, int, bytes]:
+    u = urllib.parse.urlsplit(base_url)
+    if u.scheme != "http" or not u.hostname:
+        raise TransportError(f"not an http://host:port URL: {base_url!r}")
+    port = u.port or 80
+    return u.hostname, port, (u.netloc or f"{u.hostname}:{port}").encode()
+
+
+class RpcPool:
+    """Idle connections per address, at most ``connections`` kept per address."""
+
+    def __init__(self, connections: int = 64, local_address: str | None = None) -> None:
+        self.connections = connections
+        self.local_address = local_address
+        self.idle: dict[str, deque[_Conn]] = {}
+        self.hosts: dict[str, tuple[str, int, bytes]] = {}
+        self.closed = False
+
+    async def post(self, base_url: str, path: str, body: bytes, content_type: bytes,
+                   timeout: float) -> tuple[int, bytes]:
+        """``POST base_url + path``: (status, reply body). Raises
+        :class:`TransportError` when no complete reply came within ``timeout``."""
+        if self.closed:
+            raise TransportError("the RPC pool is closed")
+        with trio.move_on_after(timeout) as scope:
+            conn = await self._take(base_url, min(CONNECT_TIMEOUT, timeout))
+            try:
+                status, reply, keep = await self._exchange(conn, base_url, path, body, content_type)
+            except BaseException:
+                await _close(conn)
+                raise
+            if keep and not self.closed:
+                self._give_back(base_url, conn)
+            else:
+                await _close(conn)
+            return status, reply
+        assert scope.cancelled_caught
+        raise TransportError(f"no reply from {base_url}{path} within {timeout:g} s")
+
+    async def _take(self, base_url: str, connect_timeout: float) -> _Conn:
+        idle = self.idle.get(base_url)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()                   # the most recently used: warmest
+            if conn.reusable(now):
+                return conn
+            await _close(conn)
+        host, port, _ = self._host(base_url)
+        try:
+            with trio.fail_after(connect_timeout):
+                stream = await trio.open_tcp_stream(host, port, local_address=self.local_address)
+        except (OSError, trio.TooSlowError) as exc:
+            raise TransportError(f"connect to {base_url}: {type(exc).__name__}: {exc}") from None
+        return _Conn(stream)
+
+    def _host(self, base_url: str) -> tuple[str, int, bytes]:
+        host = self.hosts.get(base_url)
+        if host is None:
+            host = self.hosts[base_url] = _split(base_url)
+        return host
+
+    async def _exchange(self, conn: _Conn, base_url: str, path: str, body: bytes,
+                        content_type: bytes) -> tuple[int, bytes, bool]:
+        head = request_head(b"POST", path.encode(), [
+            (b"host", self._host(base_url)[2]), (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode())])
+        try:
+            await conn.stream.send_all(head + body)
+            status, reply, keep = await _read_reply(conn)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                BadMessage) as exc:
+            raise TransportError(f"{base_url}{path}: {type(exc).__name__}: {exc}") from None
+        if keep:
+            conn.idle_since = time.monotonic()
+        return status, reply, keep
+
+    def _give_back(self, base_url: str, conn: _Conn) -> None:
+        idle = self.idle.setdefault(base_url, deque())
+        if len(idle) >= self.connections:
+            idle.popleft().stream.socket.close()
+        idle.append(conn)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        conns = [c for idle in self.idle.values() for c in idle]
+        self.idle.clear()
+        for conn in conns:
+            await _close(conn)
+
+
+async def _read_reply(conn: _Conn) -> tuple[int, bytes, bool]:
+    """(status, body, whether the connection may carry another request)."""
+    parser = Parser(response=True)
+    head: Head | None = None
+    parts: list[bytes] = []
+    while True:
+        event = parser.next_event()
+        if event is None:
+            data = await conn.stream.receive_some(RECV)
+            if not data:
+                raise trio.BrokenResourceError("connection closed before the whole reply")
+            parser.feed(data)
+        elif isinstance(event, Head):
+            if 100 <= event.status < 200:
+                raise BadMessage(f"unexpected informational reply {event.status}")
+            head = event
+        elif isinstance(event, Data):
+            parts.append(event.data)
+        elif isinstance(event, End):
+            assert head is not None
+            keep = head.keep_alive and not parser.events and not parser.mid_message
+            return head.status, b"".join(parts), keep
+
+
+async def _close(conn: _Conn) -> None:
+    with trio.CancelScope(shield=True):
+        await conn.stream.aclose()
