@@ -16,7 +16,7 @@ from gfsfs.common.validate import check_addr, check_bytes, check_id, check_serve
 
 from master.state import image, records
 from master.api import metrics, web
-from master.services import replication, trash
+from master.services import queries, replication, trash
 from master.core import FirstWrite, Master
 from master.state.namespace import MAX_GOAL
 from master.state.perms import R, X, Ctx, require, xattr_access
@@ -302,7 +302,7 @@ class Handlers:
                                            _name(req), _ctx(req))
 
     async def trash_list(self, req: Req) -> Req:
-        return trash.trash_list(self.m)
+        return queries.trash_list(self.m)
 
     async def trash_restore(self, req: Req) -> Req:
         parent = opt(req, "parent", int)

@@ -56,7 +56,7 @@ from gfsfs.common.rpc import App, Request, Response
 
 from master.core import Master
 from master.state.namespace import ROOT_INO, Inode
-from master.services.queries import paths_of
+from master.services import queries
 from master.services.replication import fsck
 from master.services.trash import trash_purge
 
@@ -619,26 +619,23 @@ class WebUI:
         return out
 
     def _trash(self) -> dict[str, Any]:
+        """The newest MAX_TRASH trashed files (queries.trash_entries)."""
         ns, ttl = self.m.ns, self.m.cfg.trash_time
-        items = sorted(ns.trash.items(), key=lambda kv: -kv[1][0])
-        total = sum(ns.inodes[ino].size for ino, _ in items if ino in ns.inodes)
-        shown = items[:MAX_TRASH]
+        shown = queries.trash_items(ns, newest_first=True, limit=MAX_TRASH)
         try:
-            dirs = paths_of(self.m.ns, {parent for _, (_, parent, _) in shown})
+            dirs = queries.trash_dirs(ns, shown)
         except Exception:           # paths are a nicety
-            dirs = {}
-        dirs[ROOT_INO] = ""
+            dirs = {ROOT_INO: ""}
         entries = []
-        for ino, (deleted_ns, parent, name) in shown:
-            inode = ns.inodes.get(ino)
-            where = dirs.get(parent)
+        for e in queries.trash_entries(ns, shown, dirs):
+            name = _text(e.name or b"")
             entries.append({
-                "ino": ino, "name": _text(name or b""),
-                "path": None if where is None else f"{where}/{_text(name or b'')}",
-                "size": inode.size if inode else 0,
-                "deleted": deleted_ns / 1e9, "purge_at": deleted_ns / 1e9 + ttl})
-        return {"count": len(items), "bytes": total, "trash_time": ttl, "entries": entries}
-
+                "ino": e.ino, "name": name,
+                "path": None if e.dir_path is None else f"{e.dir_path}/{name}",
+                "size": e.size, "deleted": e.deleted_ns / 1e9,
+                "purge_at": e.deleted_ns / 1e9 + ttl})
+        return {"count": len(ns.trash), "bytes": queries.trash_bytes(ns), "trash_time": ttl,
+                "entries": entries}
 
 def of(app: App) -> WebUI | None:
     return _UIS.get(app)
