@@ -32,6 +32,7 @@ from master.state.logread import Loaded, LogDamage, keep_damaged
 from master.state.namespace import MAX_FILE_SIZE, Namespace, Record
 from master.state.oplog import OpLog
 from master.state.perms import Ctx, authorize
+from master.services.queries import replication_counts
 
 log = logging.getLogger(__name__)
 
@@ -396,50 +397,9 @@ class Master:
         await self.mutate(records.setgoal(ino, goal, recursive), ctx)
         return {"ino": ino, "goal": goal, "inodes": len(targets), "changed": changed}
 
-    def fileinfo(self, ino: int) -> dict[str, Any]:
-        """An inode's attributes and, for a regular file, every chunk with its
-        version, live replicas and current lease."""
-        inode = self.ns.get(ino)
-        now = time.time_ns()
-        reg = self.registry
-        out = []
-        for index, handle in sorted((inode.chunks or {}).items()):
-            version, refs = self.ns.chunks[handle]
-            lease = reg.valid_lease(handle, now)
-            out.append({
-                "index": index, "handle": handle, "version": version, "refcount": refs,
-                "replicas": [{"id": s.id, "addr": s.addr, "rack": s.rack}
-                             for s in reg.replicas(handle)],
-                "primary": None if lease is None else reg.servers[lease.primary].replica(),
-                "lease_expires_ns": None if lease is None else lease.expires_ns})
-        return {"attr": self.ns.attr(inode), "chunk_size": self.ns.chunk_size,
-                "in_trash": ino in self.ns.trash, "chunks": out}
-
-    def chunk_goals(self) -> dict[int, int]:
-        """handle -> the largest goal among the files referencing it."""
-        goals: dict[int, int] = {}
-        for inode in self.ns.inodes.values():
-            for handle in (inode.chunks or {}).values():
-                if goals.get(handle, 0) < inode.goal:
-                    goals[handle] = inode.goal
-        return goals
-
-    def replication_counts(self) -> tuple[int, int, int]:
-        """(under goal, lost: no live replica, over goal) chunk counts."""
-        under = lost = over = 0
-        for handle, goal in self.chunk_goals().items():
-            live = len(self.registry.replicas(handle))
-            if live == 0:
-                lost += 1
-            if live < goal:
-                under += 1
-            elif live > goal:
-                over += 1
-        return under, lost, over
-
     def cluster_status(self) -> dict[str, Any]:
         ns, reg = self.ns, self.registry
-        under, lost, over = self.replication_counts()
+        under, lost, over = replication_counts(ns, reg)
         servers = reg.status()
         alive = sum(1 for s in servers if s["alive"])
         return {"chunk_size": ns.chunk_size, "inodes": len(ns.inodes),

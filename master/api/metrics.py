@@ -17,6 +17,7 @@ from gfsfs.common.metrics import FSYNC_BUCKETS, DaemonMetrics, counter, gauge, l
 from gfsfs.common.rpc import App
 
 from master.core import Master
+from master.services import queries
 
 
 def install(master: Master, app: App) -> DaemonMetrics:
@@ -52,7 +53,7 @@ def collect(master: Master) -> Iterator[Metric]:
                                     (["other"], other), (["trash"], len(ns.trash))])
 
     # chunks and their replication state
-    under, lost, over = master.replication_counts()
+    under, lost, over = queries.replication_counts(ns, reg)
     yield gauge("gfs_master_chunks", "chunks the namespace references", len(ns.chunks))
     yield gauge("gfs_master_replicas", "known replicas of current chunk versions",
                 sum(len(locs) for locs in reg.locations.values()))

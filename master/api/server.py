@@ -16,7 +16,7 @@ from gfsfs.common.validate import check_addr, check_bytes, check_id, check_serve
 
 from master.state import image, records
 from master.api import metrics, web
-from master.services import queries, replication, trash
+from master.services import queries, trash
 from master.core import FirstWrite, Master
 from master.state.namespace import MAX_GOAL
 from master.state.perms import R, X, Ctx, require, xattr_access
@@ -272,13 +272,13 @@ class Handlers:
                                     opt(req, "recursive", bool, False), _ctx(req))
 
     async def fileinfo(self, req: Req) -> Req:
-        return self.m.fileinfo(need(req, "ino", int))
+        return queries.fileinfo(self.m, need(req, "ino", int))
 
     async def cluster_status(self, req: Req) -> Req:
         return self.m.cluster_status()
 
     async def fsck(self, req: Req) -> Req:
-        return replication.fsck(self.m)
+        return queries.fsck(self.m)
 
     async def drain(self, req: Req) -> Req:
         """Start (or with ``cancel`` stop) draining a chunkd; its progress."""

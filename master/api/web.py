@@ -57,7 +57,6 @@ from gfsfs.common.rpc import App, Request, Response
 from master.core import Master
 from master.state.namespace import ROOT_INO, Inode
 from master.services import queries
-from master.services.replication import fsck
 from master.services.trash import trash_purge
 
 log = logging.getLogger(__name__)
@@ -365,21 +364,6 @@ class WebUI:
             raise GFSError(Code.ENOTDIR, f"{path!r}: the parent is not a directory")
         return parent, parts[-1]
 
-    def replication(self, inode: Inode) -> dict[str, Any]:
-        """A file's chunks by state against its goal."""
-        reg = self.m.registry
-        under = lost = 0
-        for handle in (inode.chunks or {}).values():
-            live = sum(1 for cid in reg.locations.get(handle, ())
-                       if (s := reg.servers.get(cid)) is not None and s.alive)
-            if live == 0:
-                lost += 1
-            if live < inode.goal:
-                under += 1
-        n = len(inode.chunks or {})
-        state = "lost" if lost else "under" if under else "healthy" if n else "empty"
-        return {"chunks": n, "under": under, "lost": lost, "state": state}
-
     def entry(self, name: bytes, inode: Inode) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": _text(name), "type": _kind(inode), "ino": inode.ino, "size": inode.size,
@@ -388,7 +372,7 @@ class WebUI:
         if out["name"].encode("utf-8", "surrogateescape") != name:
             out["raw_name"] = True          # not UTF-8: shown, but not addressable here
         if inode.chunks is not None:
-            out.update(self.replication(inode))
+            out.update(queries.file_replication(self.m.registry, inode))
         if stat.S_ISLNK(inode.mode):
             out["target"] = _text(inode.target)
         return out
@@ -444,7 +428,7 @@ class WebUI:
     async def file_info(self, req: Request) -> Response:
         path = req.query.get("path")
         inode = self.resolve(path)
-        info = self.m.fileinfo(inode.ino)
+        info = queries.fileinfo(self.m, inode.ino)
         parts = self.split(path)
         name = parts[-1] if parts else b"/"
         chunks = [{"index": c["index"], "handle": c["handle"], "version": c["version"],
@@ -604,7 +588,7 @@ class WebUI:
     def _problems(self) -> list[dict[str, Any]]:
         """Unhealthy chunks with the files they belong to (from fsck)."""
         try:
-            report = fsck(self.m)
+            report = queries.fsck(self.m)
         except Exception:           # the page goes on without the list
             log.exception("fsck for the web page failed")
             return []

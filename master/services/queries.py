@@ -1,22 +1,33 @@
 """Read-only queries over the master's state that the web page, the CLI's
-RPCs and ``/metrics`` share: each written once, here.
+RPCs (``cluster_status``, ``fsck``, ``fileinfo``, ``trash_list``) and
+``/metrics`` share: each written once, here.
 
 - paths: :func:`paths_of`;
 - the trash: :class:`TrashEntry` (:func:`trash_items`, :func:`trash_dirs`,
-  :func:`trash_entries`), :func:`trash_bytes`, and the ``trash_list`` reply.
+  :func:`trash_entries`), :func:`trash_bytes`, and the ``trash_list`` reply;
+- replication state: :func:`scan` (every referenced chunk's goal and live
+  replicas), :func:`fsck`, :func:`chunk_goals`, :func:`replication_counts`,
+  per-file summaries (:func:`file_replication`, :func:`fileinfo`);
+- chunkd state: :func:`chunkd_counts`.
 
-Nothing here speaks HTTP or changes the master's state. Every function is
-synchronous: no await between reading the state and answering.
+Nothing here speaks HTTP or changes the namespace (:func:`fsck` forgets old
+stale/corrupt sightings, which are soft state). Every function is synchronous:
+no await between reading the state and answering.
 """
 from __future__ import annotations
 
+import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from master.state.namespace import ROOT_INO, Namespace
+from master.chunks.registry import ChunkNeed, ChunkRegistry
+from master.state.namespace import ROOT_INO, Inode, Namespace
 
 if TYPE_CHECKING:
     from master.core import Master
+
+EVENT_TTL = 3600.0            # seconds fsck remembers a stale or corrupt replica
 
 TrashItem = tuple[int, list[Any]]       # (ino, [deleted_ns, parent, name]) of Namespace.trash
 
@@ -120,3 +131,164 @@ def trash_list(master: Master) -> dict[str, Any]:
                 "purge_ns": purge_ns(e, ttl)}
                for e in trash_entries(ns, items, trash_dirs(ns, items))]
     return {"trash_time": ttl, "entries": entries}
+
+
+# ---------------------------------------------------------------- replication state
+
+def scan(master: Master) -> dict[int, ChunkNeed]:
+    """handle -> ChunkNeed for every chunk a file (or a trashed file) references."""
+    ns, reg = master.ns, master.registry
+    out: dict[int, ChunkNeed] = {}
+    for inode in ns.inodes.values():
+        if not inode.chunks:
+            continue
+        in_trash = inode.ino in ns.trash
+        for index, handle in inode.chunks.items():
+            need = out.get(handle)
+            if need is None:
+                need = out[handle] = ChunkNeed(handle, inode.goal, [], in_trash)
+            else:
+                need.goal = max(need.goal, inode.goal)
+                need.trash_only = need.trash_only and in_trash
+            need.refs.append((inode.ino, index))
+    for need in out.values():
+        need.live = reg.replicas(need.handle)
+    return out
+
+
+def chunk_goals(ns: Namespace) -> dict[int, int]:
+    """handle -> the largest goal among the files referencing it."""
+    goals: dict[int, int] = {}
+    for inode in ns.inodes.values():
+        for handle in (inode.chunks or {}).values():
+            if goals.get(handle, 0) < inode.goal:
+                goals[handle] = inode.goal
+    return goals
+
+
+def replication_counts(ns: Namespace, reg: ChunkRegistry) -> tuple[int, int, int]:
+    """(under goal, lost: no live replica, over goal) chunk counts; ``lost`` is
+    a subset of ``under goal``."""
+    under = lost = over = 0
+    for handle, goal in chunk_goals(ns).items():
+        live = len(reg.replicas(handle))
+        if live == 0:
+            lost += 1
+        if live < goal:
+            under += 1
+        elif live > goal:
+            over += 1
+    return under, lost, over
+
+
+def chunk_states(need: ChunkNeed, stale: bool, corrupt: bool) -> list[str]:
+    """fsck's states of one chunk: lost / under_goal / over_goal, stale, corrupt."""
+    live = len(need.live)
+    states = []
+    if live == 0:
+        states.append("lost")
+    elif live < need.goal:
+        states.append("under_goal")
+    elif live > need.goal:
+        states.append("over_goal")
+    if stale:
+        states.append("stale")
+    if corrupt:
+        states.append("corrupt")
+    return states
+
+
+def fsck_problem(master: Master, need: ChunkNeed, states: list[str],
+                 now: float) -> dict[str, Any]:
+    """One unhealthy chunk as fsck reports it (its files without paths yet);
+    ``now``: the registry's clock, for the ages of stale/corrupt sightings."""
+    reg = master.registry
+    stale = reg.stale_seen.get(need.handle, {})
+    corrupt = reg.corrupt_seen.get(need.handle, {})
+    return {
+        "handle": need.handle, "version": master.ns.chunks[need.handle][0],
+        "goal": need.goal, "live": len(need.live), "states": states,
+        "trash_only": need.trash_only, "replicas": [s.id for s in need.live],
+        "stale": [{"id": cid, "version": v, "age": round(now - t, 1)}
+                  for cid, (v, t) in sorted(stale.items())],
+        "corrupt": [{"id": cid, "age": round(now - t, 1)}
+                    for cid, t in sorted(corrupt.items())],
+        "files": [{"ino": ino, "index": index} for ino, index in need.refs]}
+
+
+def fsck(master: Master) -> dict[str, Any]:
+    """Every chunk that is lost (no live replica), under or over its goal, or
+    had a stale or corrupt replica found recently, with the files it belongs to."""
+    reg, ns = master.registry, master.ns
+    needs = scan(master)
+    reg.prune_events(set(ns.chunks), EVENT_TTL)
+    now = reg.clock()
+    problems: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    for handle, need in sorted(needs.items()):
+        states = chunk_states(need, bool(reg.stale_seen.get(handle)),
+                              bool(reg.corrupt_seen.get(handle)))
+        counts.update(states)
+        if states:
+            problems.append(fsck_problem(master, need, states, now))
+    paths = paths_of(ns, {f["ino"] for p in problems for f in p["files"]})
+    for p in problems:
+        for f in p["files"]:
+            f["path"] = paths.get(f["ino"])
+            f["in_trash"] = f["ino"] in ns.trash
+    alive, dead = chunkd_counts(reg)
+    return {"chunks": len(needs), "healthy": len(needs) - len(problems),
+            "lost": counts["lost"], "under_goal": counts["under_goal"],
+            "over_goal": counts["over_goal"], "stale": counts["stale"],
+            "corrupt": counts["corrupt"], "chunkds_alive": alive, "chunkds_dead": dead,
+            "problems": problems}
+
+
+def live_replicas(reg: ChunkRegistry, handle: int) -> int:
+    """How many live chunkds hold the current version of ``handle``."""
+    return sum(1 for cid in reg.locations.get(handle, ())
+               if (s := reg.servers.get(cid)) is not None and s.alive)
+
+
+def file_replication(reg: ChunkRegistry, inode: Inode) -> dict[str, Any]:
+    """A file's chunks by state against its goal: how many, how many under the
+    goal and lost (no live replica), and the file's state ("lost", "under",
+    "healthy", or "empty" without chunks)."""
+    under = lost = 0
+    for handle in (inode.chunks or {}).values():
+        live = live_replicas(reg, handle)
+        if live == 0:
+            lost += 1
+        if live < inode.goal:
+            under += 1
+    n = len(inode.chunks or {})
+    state = "lost" if lost else "under" if under else "healthy" if n else "empty"
+    return {"chunks": n, "under": under, "lost": lost, "state": state}
+
+
+def fileinfo(master: Master, ino: int) -> dict[str, Any]:
+    """An inode's attributes and, for a regular file, every chunk with its
+    version, live replicas and current lease (the ``fileinfo`` reply)."""
+    ns, reg = master.ns, master.registry
+    inode = ns.get(ino)
+    now = time.time_ns()
+    out = []
+    for index, handle in sorted((inode.chunks or {}).items()):
+        version, refs = ns.chunks[handle]
+        lease = reg.valid_lease(handle, now)
+        out.append({
+            "index": index, "handle": handle, "version": version, "refcount": refs,
+            "replicas": [{"id": s.id, "addr": s.addr, "rack": s.rack}
+                         for s in reg.replicas(handle)],
+            "primary": None if lease is None else reg.servers[lease.primary].replica(),
+            "lease_expires_ns": None if lease is None else lease.expires_ns})
+    return {"attr": ns.attr(inode), "chunk_size": ns.chunk_size,
+            "in_trash": ino in ns.trash, "chunks": out}
+
+
+# ---------------------------------------------------------------- chunkd state
+
+def chunkd_counts(reg: ChunkRegistry) -> tuple[int, int]:
+    """(alive, dead) registered chunkds."""
+    alive = sum(1 for s in reg.servers.values() if s.alive)
+    return alive, len(reg.servers) - alive
