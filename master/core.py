@@ -8,6 +8,8 @@ to clients are sent only after that wait.
 Leases (GFS §3.1) are :class:`master.chunks.leases.LeaseManager`'s (``Master.leases``),
 snapshots and copy-on-write :class:`master.services.snapshot.SnapshotService`'s
 (``Master.snapshots``); this class holds the per-chunk locks both run under.
+Read-only reports over its state (``cluster_status``, ``fileinfo``, fsck, the
+trash listing, ``GET /status``) are :mod:`master.services.queries`'.
 """
 from __future__ import annotations
 
@@ -32,7 +34,6 @@ from master.state.logread import Loaded, LogDamage, keep_damaged
 from master.state.namespace import MAX_FILE_SIZE, Namespace, Record
 from master.state.oplog import OpLog
 from master.state.perms import Ctx, authorize
-from master.services.queries import replication_counts
 
 log = logging.getLogger(__name__)
 
@@ -397,41 +398,11 @@ class Master:
         await self.mutate(records.setgoal(ino, goal, recursive), ctx)
         return {"ino": ino, "goal": goal, "inodes": len(targets), "changed": changed}
 
-    def cluster_status(self) -> dict[str, Any]:
-        ns, reg = self.ns, self.registry
-        under, lost, over = replication_counts(ns, reg)
-        servers = reg.status()
-        alive = sum(1 for s in servers if s["alive"])
-        return {"chunk_size": ns.chunk_size, "inodes": len(ns.inodes),
-                "files": sum(1 for i in ns.inodes.values()
-                             if i.chunks is not None and i.ino not in ns.trash),
-                "trash_files": len(ns.trash),
-                "dirs": sum(1 for i in ns.inodes.values() if i.dir is not None),
-                "chunks": len(ns.chunks), "under_goal": under, "lost": lost,
-                "over_goal": over, "leases": len(reg.leases),
-                "lease_extensions": self.leases.extensions, "lease_waits": self.leases.waits,
-                "chunkds_alive": alive, "chunkds_dead": len(servers) - alive,
-                **reg.totals(), "default_goal": self.cfg.replication_factor,
-                "last_seq": self.oplog.last_seq, "checkpoint_seq": self.oplog.checkpoint_seq,
-                "servers": servers}
-
-    # ------------------------------------------------------------ reports
+    # ------------------------------------------------------------ statfs
 
     def statfs(self) -> dict[str, Any]:
         return {**self.registry.totals(), "files": len(self.ns.inodes),
                 "chunk_size": self.ns.chunk_size}
-
-    def status(self) -> dict[str, Any]:
-        ns, reg = self.ns, self.registry
-        return {"role": "master", "protocol": 1, "inodes": len(ns.inodes),
-                "chunks": len(ns.chunks), "chunk_size": ns.chunk_size,
-                "chunks_without_replicas": sum(1 for h in ns.chunks if h not in reg.locations),
-                "leases": len(reg.leases),
-                "pending_deletes": sum(len(v) for v in reg.pending_delete.values()),
-                "last_seq": self.oplog.last_seq, "durable_seq": self.oplog.durable_seq,
-                "checkpoint_seq": self.oplog.checkpoint_seq, "fsyncs": self.oplog.fsyncs,
-                "oplog_failed": None if self.oplog.failed is None else self.oplog.failed.message,
-                **self.statfs(), "servers": reg.status()}
 
 
 class CheckpointLoop:

@@ -35,22 +35,14 @@ def collect(master: Master) -> Iterator[Metric]:
     ns, reg, oplog = master.ns, master.registry, master.oplog
 
     # namespace
-    files = dirs = other = 0
-    for inode in ns.inodes.values():
-        if inode.chunks is not None:
-            if inode.ino not in ns.trash:
-                files += 1
-        elif inode.dir is not None:
-            dirs += 1
-        else:
-            other += 1
+    counts = queries.inode_counts(ns)
     yield gauge("gfs_master_inodes", "inodes in the namespace (files, dirs, symlinks, trash)",
                 len(ns.inodes))
     yield labelled_gauge("gfs_master_files",
                          "inodes by kind: file (regular, not in trash), dir, other "
                          "(symlinks), trash (unlinked files awaiting purge)",
-                         ["kind"], [(["file"], files), (["dir"], dirs),
-                                    (["other"], other), (["trash"], len(ns.trash))])
+                         ["kind"], [(["file"], counts.files), (["dir"], counts.dirs),
+                                    (["other"], counts.other), (["trash"], counts.trash)])
 
     # chunks and their replication state
     under, lost, over = queries.replication_counts(ns, reg)
@@ -64,7 +56,7 @@ def collect(master: Master) -> Iterator[Metric]:
                 "chunks with more live replicas than their goal", over)
     yield gauge("gfs_master_pending_chunk_deletes",
                 "garbage replicas queued for deletion on their chunkds",
-                sum(len(v) for v in reg.pending_delete.values()))
+                queries.pending_deletes(reg))
     now_ns = time.time_ns()
     yield gauge("gfs_master_leases", "chunk leases currently held by a primary",
                 sum(1 for h in list(reg.leases) if reg.valid_lease(h, now_ns) is not None))
@@ -73,10 +65,10 @@ def collect(master: Master) -> Iterator[Metric]:
                   master.leases.refused_versions)
 
     # chunk servers
-    servers = sorted(reg.servers.values(), key=lambda s: s.id)
-    alive = sum(1 for s in servers if s.alive)
+    servers = queries.chunkds_by_id(reg)
+    alive, dead = queries.chunkd_counts(reg)
     yield labelled_gauge("gfs_master_chunkds", "registered chunk servers by state", ["state"],
-                         [(["alive"], alive), (["dead"], len(servers) - alive)])
+                         [(["alive"], alive), (["dead"], dead)])
     rows = [[s.id, s.rack] for s in servers]
     yield labelled_gauge("gfs_master_chunkd_up", "1 if the chunkd is alive (heartbeating)",
                          ["chunkd", "rack"], [(r, int(s.alive)) for r, s in zip(rows, servers)])
@@ -91,7 +83,8 @@ def collect(master: Master) -> Iterator[Metric]:
     mono = reg.clock()
     yield labelled_gauge("gfs_master_chunkd_heartbeat_age_seconds",
                          "seconds since the chunkd's last heartbeat", ["chunkd", "rack"],
-                         [(r, max(0.0, mono - s.last_heartbeat)) for r, s in zip(rows, servers)])
+                         [(r, max(0.0, queries.heartbeat_age(reg, s, mono)))
+                          for r, s in zip(rows, servers)])
     totals = reg.totals()
     yield gauge("gfs_master_capacity_bytes", "capacity of all live chunkds",
                 totals.get("total_bytes", 0))

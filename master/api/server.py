@@ -20,7 +20,6 @@ from master.services import queries, trash
 from master.core import FirstWrite, Master
 from master.state.namespace import MAX_GOAL
 from master.state.perms import R, X, Ctx, require, xattr_access
-from master.services.rebalance import drain_remaining
 
 Req = dict[str, Any]
 U32 = (1 << 32) - 1
@@ -275,7 +274,7 @@ class Handlers:
         return queries.fileinfo(self.m, need(req, "ino", int))
 
     async def cluster_status(self, req: Req) -> Req:
-        return self.m.cluster_status()
+        return queries.cluster_status(self.m)
 
     async def fsck(self, req: Req) -> Req:
         return queries.fsck(self.m)
@@ -292,8 +291,7 @@ class Handlers:
         elif not opt(req, "status", bool, False):
             reg.draining.add(cid)
         srv.draining = cid in reg.draining
-        return {"id": cid, "draining": srv.draining, "alive": srv.alive,
-                "remaining": drain_remaining(self.m, cid), "chunks": len(srv.handles)}
+        return queries.drain_status(self.m, srv)
 
     # ------------------------------------------------------------ snapshots, trash
 
@@ -322,7 +320,7 @@ class Handlers:
         return await trash.trash_purge(self.m, older, inos)
 
     async def status(self, req: Request) -> Response:
-        return Response.msgpack(self.m.status())
+        return Response.msgpack(queries.status(self.m))
 
 
 # The master's RPC table: every ``POST /rpc/NAME`` is the Handlers method NAME

@@ -571,7 +571,7 @@ class WebUI:
 
     async def cluster(self, req: Request) -> Response:
         m = self.m
-        status = m.cluster_status()
+        status = queries.cluster_status(m)
         interval, dead_after = m.cfg.heartbeat_interval, m.cfg.dead_after_heartbeats
         for s in status["servers"]:
             age = s.get("last_heartbeat_age", 0)

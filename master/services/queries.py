@@ -1,6 +1,6 @@
 """Read-only queries over the master's state that the web page, the CLI's
-RPCs (``cluster_status``, ``fsck``, ``fileinfo``, ``trash_list``) and
-``/metrics`` share: each written once, here.
+RPCs (``cluster_status``, ``fsck``, ``fileinfo``, ``trash_list``, ``drain``,
+``GET /status``) and ``/metrics`` share: each written once, here.
 
 - paths: :func:`paths_of`;
 - the trash: :class:`TrashEntry` (:func:`trash_items`, :func:`trash_dirs`,
@@ -8,7 +8,11 @@ RPCs (``cluster_status``, ``fsck``, ``fileinfo``, ``trash_list``) and
 - replication state: :func:`scan` (every referenced chunk's goal and live
   replicas), :func:`fsck`, :func:`chunk_goals`, :func:`replication_counts`,
   per-file summaries (:func:`file_replication`, :func:`fileinfo`);
-- chunkd state: :func:`chunkd_counts`.
+- chunkd state: :func:`chunkds_by_id`, :func:`chunkd_counts`,
+  :func:`chunkd_status`, :func:`heartbeat_age`, :func:`pending_deletes`,
+  :func:`drain_status`;
+- the reports built from them: :func:`inode_counts`, :func:`cluster_status`,
+  :func:`status`.
 
 Nothing here speaks HTTP or changes the namespace (:func:`fsck` forgets old
 stale/corrupt sightings, which are soft state). Every function is synchronous:
@@ -19,9 +23,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from master.chunks.registry import ChunkNeed, ChunkRegistry
+from master.chunks.registry import Chunkd, ChunkNeed, ChunkRegistry
 from master.state.namespace import ROOT_INO, Inode, Namespace
 
 if TYPE_CHECKING:
@@ -288,7 +292,98 @@ def fileinfo(master: Master, ino: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- chunkd state
 
+def chunkds_by_id(reg: ChunkRegistry) -> list[Chunkd]:
+    """Every registered chunkd (alive or dead), by id."""
+    return sorted(reg.servers.values(), key=lambda s: s.id)
+
+
 def chunkd_counts(reg: ChunkRegistry) -> tuple[int, int]:
     """(alive, dead) registered chunkds."""
     alive = sum(1 for s in reg.servers.values() if s.alive)
     return alive, len(reg.servers) - alive
+
+
+def heartbeat_age(reg: ChunkRegistry, srv: Chunkd, now: float | None = None) -> float:
+    """Seconds since ``srv``'s last heartbeat (``now``: the registry's clock)."""
+    return (reg.clock() if now is None else now) - srv.last_heartbeat
+
+
+def chunkd_status(reg: ChunkRegistry) -> list[dict[str, Any]]:
+    """Every chunkd's row in ``cluster_status`` and ``GET /status``."""
+    now = reg.clock()
+    return [{"id": s.id, "addr": s.addr, "rack": s.rack, "alive": s.alive,
+             "capacity_bytes": s.capacity_bytes, "used_bytes": s.used_bytes,
+             "free_bytes": s.free_bytes, "chunks": len(s.handles), "draining": s.draining,
+             "last_heartbeat_age": round(heartbeat_age(reg, s, now), 3)}
+            for s in chunkds_by_id(reg)]
+
+
+def pending_deletes(reg: ChunkRegistry) -> int:
+    """Garbage replicas queued for deletion on their chunkds."""
+    return sum(len(v) for v in reg.pending_delete.values())
+
+
+def drain_remaining(master: Master, cid: str) -> int:
+    """Replicas on ``cid`` that some file still needs."""
+    srv = master.registry.servers.get(cid)
+    if srv is None:
+        return 0
+    return sum(1 for h in srv.handles if h in master.ns.chunks)
+
+
+def drain_status(master: Master, srv: Chunkd) -> dict[str, Any]:
+    """A chunkd's drain progress (the ``drain`` reply)."""
+    return {"id": srv.id, "draining": srv.draining, "alive": srv.alive,
+            "remaining": drain_remaining(master, srv.id), "chunks": len(srv.handles)}
+
+
+# ---------------------------------------------------------------- reports
+
+class InodeCounts(NamedTuple):
+    files: int            # regular files with a name (not in trash)
+    dirs: int
+    other: int            # neither a regular file nor a directory (symlinks...)
+    trash: int            # unlinked files awaiting purge
+
+
+def inode_counts(ns: Namespace) -> InodeCounts:
+    files = dirs = other = 0
+    for inode in ns.inodes.values():
+        if inode.chunks is not None:
+            if inode.ino not in ns.trash:
+                files += 1
+        elif inode.dir is not None:
+            dirs += 1
+        else:
+            other += 1
+    return InodeCounts(files, dirs, other, len(ns.trash))
+
+
+def cluster_status(master: Master) -> dict[str, Any]:
+    """The ``cluster_status`` reply (``gfs status``, ``gfs df``, the web page)."""
+    ns, reg, oplog = master.ns, master.registry, master.oplog
+    under, lost, over = replication_counts(ns, reg)
+    inodes = inode_counts(ns)
+    alive, dead = chunkd_counts(reg)
+    return {"chunk_size": ns.chunk_size, "inodes": len(ns.inodes),
+            "files": inodes.files, "trash_files": inodes.trash, "dirs": inodes.dirs,
+            "chunks": len(ns.chunks), "under_goal": under, "lost": lost,
+            "over_goal": over, "leases": len(reg.leases),
+            "lease_extensions": master.leases.extensions, "lease_waits": master.leases.waits,
+            "chunkds_alive": alive, "chunkds_dead": dead,
+            **reg.totals(), "default_goal": master.cfg.replication_factor,
+            "last_seq": oplog.last_seq, "checkpoint_seq": oplog.checkpoint_seq,
+            "servers": chunkd_status(reg)}
+
+
+def status(master: Master) -> dict[str, Any]:
+    """The ``GET /status`` reply."""
+    ns, reg, oplog = master.ns, master.registry, master.oplog
+    return {"role": "master", "protocol": 1, "inodes": len(ns.inodes),
+            "chunks": len(ns.chunks), "chunk_size": ns.chunk_size,
+            "chunks_without_replicas": sum(1 for h in ns.chunks if h not in reg.locations),
+            "leases": len(reg.leases), "pending_deletes": pending_deletes(reg),
+            "last_seq": oplog.last_seq, "durable_seq": oplog.durable_seq,
+            "checkpoint_seq": oplog.checkpoint_seq, "fsyncs": oplog.fsyncs,
+            "oplog_failed": None if oplog.failed is None else oplog.failed.message,
+            **master.statfs(), "servers": chunkd_status(reg)}

@@ -49,14 +49,6 @@ def chunk_lengths(master) -> dict[int, int]:  # type: ignore[no-untyped-def]
     return out
 
 
-def drain_remaining(master, cid: str) -> int:  # type: ignore[no-untyped-def]
-    """Replicas on ``cid`` that some file still needs."""
-    srv = master.registry.servers.get(cid)
-    if srv is None:
-        return 0
-    return sum(1 for h in srv.handles if h in master.ns.chunks)
-
-
 def plan_moves(rep: Replicator, needs: dict[int, ChunkNeed]) -> list[Copy]:
     m, reg = rep.m, rep.m.registry
     budget = max(1, m.cfg.rebalance_moves) - sum(1 for c in rep.inflight.values() if c.move)
