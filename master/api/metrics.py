@@ -16,8 +16,11 @@ from prometheus_client.core import Metric
 from gfsfs.common.metrics import FSYNC_BUCKETS, DaemonMetrics, counter, gauge, labelled_gauge
 from gfsfs.common.rpc import App
 
+from master.chunks.registry import ChunkRegistry
 from master.core import Master
 from master.services import queries
+from master.state.namespace import Namespace
+from master.state.oplog import OpLog
 
 
 def install(master: Master, app: App) -> DaemonMetrics:
@@ -32,9 +35,16 @@ def install(master: Master, app: App) -> DaemonMetrics:
 
 
 def collect(master: Master) -> Iterator[Metric]:
-    ns, reg, oplog = master.ns, master.registry, master.oplog
+    """Every metric of the master's state, read now: namespace, chunks and
+    their replication state, chunk servers, op log (in that order)."""
+    yield from namespace_metrics(master.ns)
+    yield from chunk_metrics(master)
+    yield from chunkd_metrics(master.registry)
+    yield from oplog_metrics(master.oplog)
 
-    # namespace
+
+def namespace_metrics(ns: Namespace) -> Iterator[Metric]:
+    """Inodes, and files by kind."""
     counts = queries.inode_counts(ns)
     yield gauge("gfs_master_inodes", "inodes in the namespace (files, dirs, symlinks, trash)",
                 len(ns.inodes))
@@ -44,7 +54,10 @@ def collect(master: Master) -> Iterator[Metric]:
                          ["kind"], [(["file"], counts.files), (["dir"], counts.dirs),
                                     (["other"], counts.other), (["trash"], counts.trash)])
 
-    # chunks and their replication state
+
+def chunk_metrics(master: Master) -> Iterator[Metric]:
+    """Chunks, replicas, replication state, deletes and leases."""
+    ns, reg = master.ns, master.registry
     under, lost, over = queries.replication_counts(ns, reg)
     yield gauge("gfs_master_chunks", "chunks the namespace references", len(ns.chunks))
     yield gauge("gfs_master_replicas", "known replicas of current chunk versions",
@@ -64,7 +77,9 @@ def collect(master: Master) -> Iterator[Metric]:
                   "chunk reports claiming a version no grant of this master explains",
                   master.leases.refused_versions)
 
-    # chunk servers
+
+def chunkd_metrics(reg: ChunkRegistry) -> Iterator[Metric]:
+    """Chunk servers: by state, each one's space and heartbeat age, the totals."""
     servers = queries.chunkds_by_id(reg)
     alive, dead = queries.chunkd_counts(reg)
     yield labelled_gauge("gfs_master_chunkds", "registered chunk servers by state", ["state"],
@@ -93,7 +108,9 @@ def collect(master: Master) -> Iterator[Metric]:
     yield gauge("gfs_master_free_bytes", "bytes free on all live chunkds",
                 totals.get("free_bytes", 0))
 
-    # op log
+
+def oplog_metrics(oplog: OpLog) -> Iterator[Metric]:
+    """Sequence numbers, fsyncs and failures of the op log."""
     yield gauge("gfs_master_oplog_last_seq", "sequence number of the last logged record",
                 oplog.last_seq)
     yield gauge("gfs_master_oplog_durable_seq", "last record known to be fsync'd",
