@@ -1,7 +1,8 @@
 """The master's HTTP face: thin handlers over :class:`master.core.Master`.
 
 Each handler validates its fields (``need``/``opt``: a missing or mistyped
-field is BADREQ), calls one Master method and returns its reply. Mutations
+field is BADREQ), calls one Master method -- or, for a read-only report, one
+:mod:`master.services.queries` function -- and returns its reply. Mutations
 return only after their op-log record is fsync'd (``Master.mutate``).
 """
 from __future__ import annotations

@@ -45,7 +45,7 @@ class Chunkd:
 
 @dataclass
 class ChunkNeed:
-    """One chunk's replication state in a scan (:func:`master.services.replication.scan`)."""
+    """One chunk's replication state in a scan (:func:`master.services.queries.scan`)."""
     handle: int
     goal: int
     live: list[Chunkd]
