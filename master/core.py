@@ -8,6 +8,8 @@ to clients are sent only after that wait.
 Leases (GFS §3.1) are :class:`master.chunks.leases.LeaseManager`'s (``Master.leases``),
 snapshots and copy-on-write :class:`master.services.snapshot.SnapshotService`'s
 (``Master.snapshots``); this class holds the per-chunk locks both run under.
+Read-only reports over its state (``cluster_status``, ``fileinfo``, fsck, the
+trash listing, ``GET /status``) are :mod:`master.services.queries`'.
 """
 from __future__ import annotations
 
@@ -396,82 +398,11 @@ class Master:
         await self.mutate(records.setgoal(ino, goal, recursive), ctx)
         return {"ino": ino, "goal": goal, "inodes": len(targets), "changed": changed}
 
-    def fileinfo(self, ino: int) -> dict[str, Any]:
-        """An inode's attributes and, for a regular file, every chunk with its
-        version, live replicas and current lease."""
-        inode = self.ns.get(ino)
-        now = time.time_ns()
-        reg = self.registry
-        out = []
-        for index, handle in sorted((inode.chunks or {}).items()):
-            version, refs = self.ns.chunks[handle]
-            lease = reg.valid_lease(handle, now)
-            out.append({
-                "index": index, "handle": handle, "version": version, "refcount": refs,
-                "replicas": [{"id": s.id, "addr": s.addr, "rack": s.rack}
-                             for s in reg.replicas(handle)],
-                "primary": None if lease is None else reg.servers[lease.primary].replica(),
-                "lease_expires_ns": None if lease is None else lease.expires_ns})
-        return {"attr": self.ns.attr(inode), "chunk_size": self.ns.chunk_size,
-                "in_trash": ino in self.ns.trash, "chunks": out}
-
-    def chunk_goals(self) -> dict[int, int]:
-        """handle -> the largest goal among the files referencing it."""
-        goals: dict[int, int] = {}
-        for inode in self.ns.inodes.values():
-            for handle in (inode.chunks or {}).values():
-                if goals.get(handle, 0) < inode.goal:
-                    goals[handle] = inode.goal
-        return goals
-
-    def replication_counts(self) -> tuple[int, int, int]:
-        """(under goal, lost: no live replica, over goal) chunk counts."""
-        under = lost = over = 0
-        for handle, goal in self.chunk_goals().items():
-            live = len(self.registry.replicas(handle))
-            if live == 0:
-                lost += 1
-            if live < goal:
-                under += 1
-            elif live > goal:
-                over += 1
-        return under, lost, over
-
-    def cluster_status(self) -> dict[str, Any]:
-        ns, reg = self.ns, self.registry
-        under, lost, over = self.replication_counts()
-        servers = reg.status()
-        alive = sum(1 for s in servers if s["alive"])
-        return {"chunk_size": ns.chunk_size, "inodes": len(ns.inodes),
-                "files": sum(1 for i in ns.inodes.values()
-                             if i.chunks is not None and i.ino not in ns.trash),
-                "trash_files": len(ns.trash),
-                "dirs": sum(1 for i in ns.inodes.values() if i.dir is not None),
-                "chunks": len(ns.chunks), "under_goal": under, "lost": lost,
-                "over_goal": over, "leases": len(reg.leases),
-                "lease_extensions": self.leases.extensions, "lease_waits": self.leases.waits,
-                "chunkds_alive": alive, "chunkds_dead": len(servers) - alive,
-                **reg.totals(), "default_goal": self.cfg.replication_factor,
-                "last_seq": self.oplog.last_seq, "checkpoint_seq": self.oplog.checkpoint_seq,
-                "servers": servers}
-
-    # ------------------------------------------------------------ reports
+    # ------------------------------------------------------------ statfs
 
     def statfs(self) -> dict[str, Any]:
         return {**self.registry.totals(), "files": len(self.ns.inodes),
                 "chunk_size": self.ns.chunk_size}
-
-    def status(self) -> dict[str, Any]:
-        ns, reg = self.ns, self.registry
-        return {"role": "master", "protocol": 1, "inodes": len(ns.inodes),
-                "chunks": len(ns.chunks), "chunk_size": ns.chunk_size,
-                "chunks_without_replicas": sum(1 for h in ns.chunks if h not in reg.locations),
-                "leases": len(reg.leases),
-                "pending_deletes": sum(len(v) for v in reg.pending_delete.values()),
-                "last_seq": self.oplog.last_seq, "durable_seq": self.oplog.durable_seq,
-                "checkpoint_seq": self.oplog.checkpoint_seq, "fsyncs": self.oplog.fsyncs,
-                "oplog_failed": None if self.oplog.failed is None else self.oplog.failed.message,
-                **self.statfs(), "servers": reg.status()}
 
 
 class CheckpointLoop:

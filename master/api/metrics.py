@@ -16,7 +16,11 @@ from prometheus_client.core import Metric
 from gfsfs.common.metrics import FSYNC_BUCKETS, DaemonMetrics, counter, gauge, labelled_gauge
 from gfsfs.common.rpc import App
 
+from master.chunks.registry import ChunkRegistry
 from master.core import Master
+from master.services import queries
+from master.state.namespace import Namespace
+from master.state.oplog import OpLog
 
 
 def install(master: Master, app: App) -> DaemonMetrics:
@@ -31,28 +35,30 @@ def install(master: Master, app: App) -> DaemonMetrics:
 
 
 def collect(master: Master) -> Iterator[Metric]:
-    ns, reg, oplog = master.ns, master.registry, master.oplog
+    """Every metric of the master's state, read now: namespace, chunks and
+    their replication state, chunk servers, op log (in that order)."""
+    yield from namespace_metrics(master.ns)
+    yield from chunk_metrics(master)
+    yield from chunkd_metrics(master.registry)
+    yield from oplog_metrics(master.oplog)
 
-    # namespace
-    files = dirs = other = 0
-    for inode in ns.inodes.values():
-        if inode.chunks is not None:
-            if inode.ino not in ns.trash:
-                files += 1
-        elif inode.dir is not None:
-            dirs += 1
-        else:
-            other += 1
+
+def namespace_metrics(ns: Namespace) -> Iterator[Metric]:
+    """Inodes, and files by kind."""
+    counts = queries.inode_counts(ns)
     yield gauge("gfs_master_inodes", "inodes in the namespace (files, dirs, symlinks, trash)",
                 len(ns.inodes))
     yield labelled_gauge("gfs_master_files",
                          "inodes by kind: file (regular, not in trash), dir, other "
                          "(symlinks), trash (unlinked files awaiting purge)",
-                         ["kind"], [(["file"], files), (["dir"], dirs),
-                                    (["other"], other), (["trash"], len(ns.trash))])
+                         ["kind"], [(["file"], counts.files), (["dir"], counts.dirs),
+                                    (["other"], counts.other), (["trash"], counts.trash)])
 
-    # chunks and their replication state
-    under, lost, over = master.replication_counts()
+
+def chunk_metrics(master: Master) -> Iterator[Metric]:
+    """Chunks, replicas, replication state, deletes and leases."""
+    ns, reg = master.ns, master.registry
+    under, lost, over = queries.replication_counts(ns, reg)
     yield gauge("gfs_master_chunks", "chunks the namespace references", len(ns.chunks))
     yield gauge("gfs_master_replicas", "known replicas of current chunk versions",
                 sum(len(locs) for locs in reg.locations.values()))
@@ -63,7 +69,7 @@ def collect(master: Master) -> Iterator[Metric]:
                 "chunks with more live replicas than their goal", over)
     yield gauge("gfs_master_pending_chunk_deletes",
                 "garbage replicas queued for deletion on their chunkds",
-                sum(len(v) for v in reg.pending_delete.values()))
+                queries.pending_deletes(reg))
     now_ns = time.time_ns()
     yield gauge("gfs_master_leases", "chunk leases currently held by a primary",
                 sum(1 for h in list(reg.leases) if reg.valid_lease(h, now_ns) is not None))
@@ -71,11 +77,13 @@ def collect(master: Master) -> Iterator[Metric]:
                   "chunk reports claiming a version no grant of this master explains",
                   master.leases.refused_versions)
 
-    # chunk servers
-    servers = sorted(reg.servers.values(), key=lambda s: s.id)
-    alive = sum(1 for s in servers if s.alive)
+
+def chunkd_metrics(reg: ChunkRegistry) -> Iterator[Metric]:
+    """Chunk servers: by state, each one's space and heartbeat age, the totals."""
+    servers = queries.chunkds_by_id(reg)
+    alive, dead = queries.chunkd_counts(reg)
     yield labelled_gauge("gfs_master_chunkds", "registered chunk servers by state", ["state"],
-                         [(["alive"], alive), (["dead"], len(servers) - alive)])
+                         [(["alive"], alive), (["dead"], dead)])
     rows = [[s.id, s.rack] for s in servers]
     yield labelled_gauge("gfs_master_chunkd_up", "1 if the chunkd is alive (heartbeating)",
                          ["chunkd", "rack"], [(r, int(s.alive)) for r, s in zip(rows, servers)])
@@ -90,7 +98,8 @@ def collect(master: Master) -> Iterator[Metric]:
     mono = reg.clock()
     yield labelled_gauge("gfs_master_chunkd_heartbeat_age_seconds",
                          "seconds since the chunkd's last heartbeat", ["chunkd", "rack"],
-                         [(r, max(0.0, mono - s.last_heartbeat)) for r, s in zip(rows, servers)])
+                         [(r, max(0.0, queries.heartbeat_age(reg, s, mono)))
+                          for r, s in zip(rows, servers)])
     totals = reg.totals()
     yield gauge("gfs_master_capacity_bytes", "capacity of all live chunkds",
                 totals.get("total_bytes", 0))
@@ -99,7 +108,9 @@ def collect(master: Master) -> Iterator[Metric]:
     yield gauge("gfs_master_free_bytes", "bytes free on all live chunkds",
                 totals.get("free_bytes", 0))
 
-    # op log
+
+def oplog_metrics(oplog: OpLog) -> Iterator[Metric]:
+    """Sequence numbers, fsyncs and failures of the op log."""
     yield gauge("gfs_master_oplog_last_seq", "sequence number of the last logged record",
                 oplog.last_seq)
     yield gauge("gfs_master_oplog_durable_seq", "last record known to be fsync'd",

@@ -1,7 +1,8 @@
 """The master's HTTP face: thin handlers over :class:`master.core.Master`.
 
 Each handler validates its fields (``need``/``opt``: a missing or mistyped
-field is BADREQ), calls one Master method and returns its reply. Mutations
+field is BADREQ), calls one Master method -- or, for a read-only report, one
+:mod:`master.services.queries` function -- and returns its reply. Mutations
 return only after their op-log record is fsync'd (``Master.mutate``).
 """
 from __future__ import annotations
@@ -16,11 +17,10 @@ from gfsfs.common.validate import check_addr, check_bytes, check_id, check_serve
 
 from master.state import image, records
 from master.api import metrics, web
-from master.services import replication, trash
+from master.services import queries, trash
 from master.core import FirstWrite, Master
 from master.state.namespace import MAX_GOAL
 from master.state.perms import R, X, Ctx, require, xattr_access
-from master.services.rebalance import drain_remaining
 
 Req = dict[str, Any]
 U32 = (1 << 32) - 1
@@ -272,13 +272,13 @@ class Handlers:
                                     opt(req, "recursive", bool, False), _ctx(req))
 
     async def fileinfo(self, req: Req) -> Req:
-        return self.m.fileinfo(need(req, "ino", int))
+        return queries.fileinfo(self.m, need(req, "ino", int))
 
     async def cluster_status(self, req: Req) -> Req:
-        return self.m.cluster_status()
+        return queries.cluster_status(self.m)
 
     async def fsck(self, req: Req) -> Req:
-        return replication.fsck(self.m)
+        return queries.fsck(self.m)
 
     async def drain(self, req: Req) -> Req:
         """Start (or with ``cancel`` stop) draining a chunkd; its progress."""
@@ -292,8 +292,7 @@ class Handlers:
         elif not opt(req, "status", bool, False):
             reg.draining.add(cid)
         srv.draining = cid in reg.draining
-        return {"id": cid, "draining": srv.draining, "alive": srv.alive,
-                "remaining": drain_remaining(self.m, cid), "chunks": len(srv.handles)}
+        return queries.drain_status(self.m, srv)
 
     # ------------------------------------------------------------ snapshots, trash
 
@@ -302,7 +301,7 @@ class Handlers:
                                            _name(req), _ctx(req))
 
     async def trash_list(self, req: Req) -> Req:
-        return trash.trash_list(self.m)
+        return queries.trash_list(self.m)
 
     async def trash_restore(self, req: Req) -> Req:
         parent = opt(req, "parent", int)
@@ -322,7 +321,7 @@ class Handlers:
         return await trash.trash_purge(self.m, older, inos)
 
     async def status(self, req: Request) -> Response:
-        return Response.msgpack(self.m.status())
+        return Response.msgpack(queries.status(self.m))
 
 
 # The master's RPC table: every ``POST /rpc/NAME`` is the Handlers method NAME

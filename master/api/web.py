@@ -56,8 +56,7 @@ from gfsfs.common.rpc import App, Request, Response
 
 from master.core import Master
 from master.state.namespace import ROOT_INO, Inode
-from master.services.queries import paths_of
-from master.services.replication import fsck
+from master.services import queries
 from master.services.trash import trash_purge
 
 log = logging.getLogger(__name__)
@@ -365,21 +364,6 @@ class WebUI:
             raise GFSError(Code.ENOTDIR, f"{path!r}: the parent is not a directory")
         return parent, parts[-1]
 
-    def replication(self, inode: Inode) -> dict[str, Any]:
-        """A file's chunks by state against its goal."""
-        reg = self.m.registry
-        under = lost = 0
-        for handle in (inode.chunks or {}).values():
-            live = sum(1 for cid in reg.locations.get(handle, ())
-                       if (s := reg.servers.get(cid)) is not None and s.alive)
-            if live == 0:
-                lost += 1
-            if live < inode.goal:
-                under += 1
-        n = len(inode.chunks or {})
-        state = "lost" if lost else "under" if under else "healthy" if n else "empty"
-        return {"chunks": n, "under": under, "lost": lost, "state": state}
-
     def entry(self, name: bytes, inode: Inode) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": _text(name), "type": _kind(inode), "ino": inode.ino, "size": inode.size,
@@ -388,7 +372,7 @@ class WebUI:
         if out["name"].encode("utf-8", "surrogateescape") != name:
             out["raw_name"] = True          # not UTF-8: shown, but not addressable here
         if inode.chunks is not None:
-            out.update(self.replication(inode))
+            out.update(queries.file_replication(self.m.registry, inode))
         if stat.S_ISLNK(inode.mode):
             out["target"] = _text(inode.target)
         return out
@@ -444,7 +428,7 @@ class WebUI:
     async def file_info(self, req: Request) -> Response:
         path = req.query.get("path")
         inode = self.resolve(path)
-        info = self.m.fileinfo(inode.ino)
+        info = queries.fileinfo(self.m, inode.ino)
         parts = self.split(path)
         name = parts[-1] if parts else b"/"
         chunks = [{"index": c["index"], "handle": c["handle"], "version": c["version"],
@@ -587,7 +571,7 @@ class WebUI:
 
     async def cluster(self, req: Request) -> Response:
         m = self.m
-        status = m.cluster_status()
+        status = queries.cluster_status(m)
         interval, dead_after = m.cfg.heartbeat_interval, m.cfg.dead_after_heartbeats
         for s in status["servers"]:
             age = s.get("last_heartbeat_age", 0)
@@ -604,7 +588,7 @@ class WebUI:
     def _problems(self) -> list[dict[str, Any]]:
         """Unhealthy chunks with the files they belong to (from fsck)."""
         try:
-            report = fsck(self.m)
+            report = queries.fsck(self.m)
         except Exception:           # the page goes on without the list
             log.exception("fsck for the web page failed")
             return []
@@ -619,26 +603,23 @@ class WebUI:
         return out
 
     def _trash(self) -> dict[str, Any]:
+        """The newest MAX_TRASH trashed files (queries.trash_entries)."""
         ns, ttl = self.m.ns, self.m.cfg.trash_time
-        items = sorted(ns.trash.items(), key=lambda kv: -kv[1][0])
-        total = sum(ns.inodes[ino].size for ino, _ in items if ino in ns.inodes)
-        shown = items[:MAX_TRASH]
+        shown = queries.trash_items(ns, newest_first=True, limit=MAX_TRASH)
         try:
-            dirs = paths_of(self.m.ns, {parent for _, (_, parent, _) in shown})
+            dirs = queries.trash_dirs(ns, shown)
         except Exception:           # paths are a nicety
-            dirs = {}
-        dirs[ROOT_INO] = ""
+            dirs = {ROOT_INO: ""}
         entries = []
-        for ino, (deleted_ns, parent, name) in shown:
-            inode = ns.inodes.get(ino)
-            where = dirs.get(parent)
+        for e in queries.trash_entries(ns, shown, dirs):
+            name = _text(e.name or b"")
             entries.append({
-                "ino": ino, "name": _text(name or b""),
-                "path": None if where is None else f"{where}/{_text(name or b'')}",
-                "size": inode.size if inode else 0,
-                "deleted": deleted_ns / 1e9, "purge_at": deleted_ns / 1e9 + ttl})
-        return {"count": len(items), "bytes": total, "trash_time": ttl, "entries": entries}
-
+                "ino": e.ino, "name": name,
+                "path": None if e.dir_path is None else f"{e.dir_path}/{name}",
+                "size": e.size, "deleted": e.deleted_ns / 1e9,
+                "purge_at": e.deleted_ns / 1e9 + ttl})
+        return {"count": len(ns.trash), "bytes": queries.trash_bytes(ns), "trash_time": ttl,
+                "entries": entries}
 
 def of(app: App) -> WebUI | None:
     return _UIS.get(app)

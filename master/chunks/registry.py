@@ -45,7 +45,7 @@ class Chunkd:
 
 @dataclass
 class ChunkNeed:
-    """One chunk's replication state in a scan (:func:`master.services.replication.scan`)."""
+    """One chunk's replication state in a scan (:func:`master.services.queries.scan`)."""
     handle: int
     goal: int
     live: list[Chunkd]
@@ -272,13 +272,6 @@ class ChunkRegistry:
                 "used_bytes": wire_sum(s.used_bytes for s in live),
                 "chunkds": len(live)}
 
-    def status(self) -> list[dict[str, object]]:
-        now = self.clock()
-        return [{"id": s.id, "addr": s.addr, "rack": s.rack, "alive": s.alive,
-                 "capacity_bytes": s.capacity_bytes, "used_bytes": s.used_bytes,
-                 "free_bytes": s.free_bytes, "chunks": len(s.handles), "draining": s.draining,
-                 "last_heartbeat_age": round(now - s.last_heartbeat, 3)}
-                for s in sorted(self.servers.values(), key=lambda s: s.id)]
 
 
 class LivenessMonitor:

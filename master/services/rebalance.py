@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING
 from master.chunks.registry import Chunkd, ChunkNeed, Copy
 
 if TYPE_CHECKING:
+    from master.core import Master
     from master.services.replication import Replicator
 
 log = logging.getLogger(__name__)
 
 
-def chunk_lengths(master) -> dict[int, int]:  # type: ignore[no-untyped-def]
+def chunk_lengths(master: Master) -> dict[int, int]:
     """handle -> bytes it holds, from the file sizes (the largest over files)."""
     cs = master.ns.chunk_size
     out: dict[int, int] = {}
@@ -49,118 +50,157 @@ def chunk_lengths(master) -> dict[int, int]:  # type: ignore[no-untyped-def]
     return out
 
 
-def drain_remaining(master, cid: str) -> int:  # type: ignore[no-untyped-def]
-    """Replicas on ``cid`` that some file still needs."""
-    srv = master.registry.servers.get(cid)
-    if srv is None:
-        return 0
-    return sum(1 for h in srv.handles if h in master.ns.chunks)
+def move_budget(rep: Replicator) -> int:
+    """How many moves this round may start: ``rebalance_moves`` less the moves
+    under way, and no more than ``replication_max`` leaves for all copies."""
+    m = rep.m
+    budget = max(1, m.cfg.rebalance_moves) - sum(1 for c in rep.inflight.values() if c.move)
+    return min(budget, max(1, m.cfg.replication_max) - len(rep.inflight))
 
 
 def plan_moves(rep: Replicator, needs: dict[int, ChunkNeed]) -> list[Copy]:
-    m, reg = rep.m, rep.m.registry
-    budget = max(1, m.cfg.rebalance_moves) - sum(1 for c in rep.inflight.values() if c.move)
-    budget = min(budget, max(1, m.cfg.replication_max) - len(rep.inflight))
+    """This round's moves, reserved in ``rep`` like its copies: everything off
+    draining chunkds first, then rebalancing (see the module doc)."""
+    budget = move_budget(rep)
     if budget <= 0:
         return []
-    per = max(1, m.cfg.replication_per_chunkd)
-    busy = m.chunk_locks
-    cs = reg.chunk_size
-    out: list[Copy] = []
-    now = rep.clock()
-    live = reg.live()
-    targets_all = [s for s in live if not s.draining]
-    if not targets_all:
+    planner = MovePlanner(rep, needs, budget)
+    if not planner.targets:
         return []
-    lengths = chunk_lengths(m)
-    used = {s.id: sum(lengths.get(h, 0) for h in s.handles) for s in live}
-    for c in rep.inflight.values():       # count moves under way as done
-        if c.move:
-            n = lengths.get(c.handle, cs)
-            used[c.source.id] = used.get(c.source.id, 0) - n
-            used[c.target.id] = used.get(c.target.id, 0) + n
+    if not planner.drain():             # the budget is spent
+        return planner.out
+    if not planner.rebalance():         # rebalancing is off, or one target only
+        return planner.out
+    if planner.out:
+        log.info("rebalance: %d moves planned (%s)", len(planner.out),
+                 ", ".join(f"{c.handle}:{c.source.id}->{c.target.id}"
+                           for c in planner.out[:8]))
+    return planner.out
 
+
+class MovePlanner:
+    """One round of :func:`plan_moves`: the disk use of every live chunkd (by
+    the bytes of the chunks it holds, moves under way counted as done), and
+    the moves planned so far (``out``, at most ``budget``)."""
+
+    def __init__(self, rep: Replicator, needs: dict[int, ChunkNeed], budget: int) -> None:
+        m, reg = rep.m, rep.m.registry
+        self.rep, self.needs, self.budget = rep, needs, budget
+        self.per = max(1, m.cfg.replication_per_chunkd)
+        self.threshold = m.cfg.rebalance_threshold
+        self.busy = m.chunk_locks
+        self.cs = reg.chunk_size
+        self.out: list[Copy] = []
+        self.now = rep.clock()
+        self.live = reg.live()
+        self.targets = [s for s in self.live if not s.draining]
+        self.lengths: dict[int, int] = {}
+        self.used: dict[str, int] = {}
+        if self.targets:
+            self.lengths = chunk_lengths(m)
+            self.used = self._usage()
+
+    def _usage(self) -> dict[str, int]:
+        lengths, cs = self.lengths, self.cs
+        used = {s.id: sum(lengths.get(h, 0) for h in s.handles) for s in self.live}
+        for c in self.rep.inflight.values():       # count moves under way as done
+            if c.move:
+                n = lengths.get(c.handle, cs)
+                used[c.source.id] = used.get(c.source.id, 0) - n
+                used[c.target.id] = used.get(c.target.id, 0) + n
+        return used
+
+    @staticmethod
     def cap(s: Chunkd) -> int:
         return max(1, s.capacity_bytes)
 
-    def util(s: Chunkd) -> float:
-        return used[s.id] / cap(s)
+    def util(self, s: Chunkd) -> float:
+        return self.used[s.id] / self.cap(s)
 
-    def movable(handle: int) -> ChunkNeed | None:
-        need = needs.get(handle)
-        if need is None or handle in rep.inflight or any(k in busy for k in need.refs):
+    def movable(self, handle: int) -> ChunkNeed | None:
+        need = self.needs.get(handle)
+        if (need is None or handle in self.rep.inflight
+                or any(k in self.busy for k in need.refs)):
             return None
         if len(need.live) < need.goal and any(not s.draining for s in need.live):
             return None                   # under goal: re-replication's job first
         return need
 
-    def best_target(need: ChunkNeed, source: Chunkd, below: float | None) -> Chunkd | None:
+    def best_target(self, need: ChunkNeed, source: Chunkd,
+                    below: float | None) -> Chunkd | None:
+        """The chunkd to move ``need`` to from ``source``: not a holder, with
+        room, on a new rack if possible, least used; with ``below``, only one
+        whose use stays at most that after the move."""
+        rep, cs = self.rep, self.cs
         holders = {s.id for s in need.live}
         racks = {s.rack for s in need.live if s is not source}
-        n = lengths.get(need.handle, cs)
-        cands = [s for s in targets_all if s.id not in holders and rep.load[s.id] < per
+        n = self.lengths.get(need.handle, cs)
+        cands = [s for s in self.targets if s.id not in holders and rep.load[s.id] < self.per
                  and s.free_bytes - rep.incoming[s.id] * cs >= n
-                 and used[s.id] + n <= cap(s)]
+                 and self.used[s.id] + n <= self.cap(s)]
         if below is not None:
-            cands = [s for s in cands if util(s) + n / cap(s) <= below]
+            cands = [s for s in cands if self.util(s) + n / self.cap(s) <= below]
         if not cands:
             return None
-        return min(cands, key=lambda s: (s.rack in racks, util(s), s.id))
+        return min(cands, key=lambda s: (s.rack in racks, self.util(s), s.id))
 
-    def add(need: ChunkNeed, source: Chunkd, target: Chunkd) -> None:
-        c = Copy(need.handle, source, target, need.refs[0], need.goal, now, move=True)
+    def add(self, need: ChunkNeed, source: Chunkd, target: Chunkd) -> None:
+        rep = self.rep
+        c = Copy(need.handle, source, target, need.refs[0], need.goal, self.now, move=True)
         rep.inflight[need.handle] = c
         rep.load[source.id] += 1
         rep.load[target.id] += 1
         rep.incoming[target.id] += 1
-        n = lengths.get(need.handle, cs)
-        used[source.id] -= n
-        used[target.id] += n
-        out.append(c)
+        n = self.lengths.get(need.handle, self.cs)
+        self.used[source.id] -= n
+        self.used[target.id] += n
+        self.out.append(c)
 
-    # 1. drain: everything off draining chunkds
-    for src in sorted((s for s in live if s.draining), key=lambda s: s.id):
-        for handle in sorted(src.handles):
-            if len(out) >= budget:
-                return out
-            if rep.load[src.id] >= per:
+    def drain(self) -> bool:
+        """Moves off draining chunkds; False when they used up the budget."""
+        for src in sorted((s for s in self.live if s.draining), key=lambda s: s.id):
+            for handle in sorted(src.handles):
+                if len(self.out) >= self.budget:
+                    return False
+                if self.rep.load[src.id] >= self.per:
+                    break
+                need = self.movable(handle)
+                if need is None:
+                    continue
+                tgt = self.best_target(need, src, None)
+                if tgt is not None:
+                    self.add(need, src, tgt)
+        return True
+
+    def rebalance(self) -> bool:
+        """Moves from the fullest to the emptiest while their use differs by
+        more than the threshold; False when rebalancing is off (threshold 0)
+        or there are fewer than two targets."""
+        if self.threshold <= 0 or len(self.targets) < 2:
+            return False
+        tried: set[str] = set()
+        while len(self.out) < self.budget:
+            pool = [s for s in self.targets if s.id not in tried]
+            if len(pool) < 2:
                 break
-            need = movable(handle)
-            if need is None:
+            src = max(pool, key=lambda s: (self.util(s), s.id))
+            low = min(self.util(s) for s in self.targets)
+            if (self.util(src) - low <= self.threshold or self.rep.load[src.id] >= self.per
+                    or not self.move_from(src)):
+                tried.add(src.id)
+        return True
+
+    def move_from(self, src: Chunkd) -> bool:
+        """Plan moving one of ``src``'s replicas (the largest first) to a chunkd
+        that stays below it after the move; whether one was planned."""
+        for handle in sorted(src.handles, key=lambda h: (-self.lengths.get(h, 0), h)):
+            need = self.movable(handle)
+            if need is None or self.lengths.get(handle, 0) == 0:
                 continue
-            tgt = best_target(need, src, None)
-            if tgt is not None:
-                add(need, src, tgt)
-    # 2. rebalance: fullest -> emptiest while they differ by more than the threshold
-    threshold = m.cfg.rebalance_threshold
-    if threshold <= 0 or len(targets_all) < 2:
-        return out
-    tried: set[str] = set()
-    while len(out) < budget:
-        pool = [s for s in targets_all if s.id not in tried]
-        if len(pool) < 2:
-            break
-        src = max(pool, key=lambda s: (util(s), s.id))
-        low = min(util(s) for s in targets_all)
-        if util(src) - low <= threshold or rep.load[src.id] >= per:
-            tried.add(src.id)
-            continue
-        picked = False
-        for handle in sorted(src.handles, key=lambda h: (-lengths.get(h, 0), h)):
-            need = movable(handle)
-            if need is None or lengths.get(handle, 0) == 0:
+            n = self.lengths.get(handle, self.cs)
+            tgt = self.best_target(need, src, self.util(src) - n / self.cap(src))
+            if tgt is None or self.util(src) - self.util(tgt) <= self.threshold:
                 continue
-            # only to a chunkd that stays below the source after the move
-            n = lengths.get(handle, cs)
-            tgt = best_target(need, src, util(src) - n / cap(src))
-            if tgt is None or util(src) - util(tgt) <= threshold:
-                continue
-            add(need, src, tgt)
-            picked = True
-            break
-        if not picked:
-            tried.add(src.id)
-    if out:
-        log.info("rebalance: %d moves planned (%s)", len(out),
-                 ", ".join(f"{c.handle}:{c.source.id}->{c.target.id}" for c in out[:8]))
-    return out
+            self.add(need, src, tgt)
+            return True
+        return False

@@ -1,4 +1,4 @@
-"""Re-replication, over-goal trimming and fsck (GFS §4.3, §4.5).
+"""Re-replication and over-goal trimming (GFS §4.3, §4.5).
 
 :class:`Replicator` is a background loop. Each round (:meth:`Replicator.run_once`)
 it scans the chunk map and
@@ -21,6 +21,9 @@ it scans the chunk map and
 
 Throttle (GFS §4.3): at most ``replication_per_chunkd`` copies involve one
 chunkd (as source or target) and ``replication_max`` run in the cluster.
+
+The scan each round starts from (:func:`master.services.queries.scan`) is the
+one ``fsck`` reports from (:func:`master.services.queries.fsck`).
 
 Copies and leases. A copy must not race a mutation: under a lease, writes go on
 at the *same* version for up to ``lease_seconds``, so a copy taken meanwhile
@@ -54,35 +57,12 @@ from gfsfs.common.errors import GFSError
 from master.chunks.registry import Chunkd, ChunkNeed, Copy
 from master.core import Master
 from master.chunks.leases import ChunkdCaller
+from master.services.queries import scan
 from master.services.rebalance import plan_moves
-
-from master.services.queries import paths_of
 
 log = logging.getLogger(__name__)
 
 COPY_TIMEOUT = 300.0          # seconds a target may take to fetch one chunk
-EVENT_TTL = 3600.0            # seconds fsck remembers a stale or corrupt replica
-
-
-def scan(master: Master) -> dict[int, ChunkNeed]:
-    """handle -> ChunkNeed for every chunk a file (or a trashed file) references."""
-    ns, reg = master.ns, master.registry
-    out: dict[int, ChunkNeed] = {}
-    for inode in ns.inodes.values():
-        if not inode.chunks:
-            continue
-        in_trash = inode.ino in ns.trash
-        for index, handle in inode.chunks.items():
-            need = out.get(handle)
-            if need is None:
-                need = out[handle] = ChunkNeed(handle, inode.goal, [], in_trash)
-            else:
-                need.goal = max(need.goal, inode.goal)
-                need.trash_only = need.trash_only and in_trash
-            need.refs.append((inode.ino, index))
-    for need in out.values():
-        need.live = reg.replicas(need.handle)
-    return out
 
 
 class Replicator:
@@ -300,56 +280,3 @@ class Replicator:
                          need.handle, need.goal, srv.id)
         self.trimmed += dropped
         return dropped
-
-
-# ---------------------------------------------------------------- fsck
-
-def fsck(master: Master) -> dict[str, Any]:
-    """Every chunk that is lost (no live replica), under or over its goal, or
-    had a stale or corrupt replica found recently, with the files it belongs to."""
-    reg, ns = master.registry, master.ns
-    needs = scan(master)
-    reg.prune_events(set(ns.chunks), EVENT_TTL)
-    now = reg.clock()
-    problems: list[dict[str, Any]] = []
-    counts = Counter()
-    for handle, need in sorted(needs.items()):
-        live = len(need.live)
-        stale = reg.stale_seen.get(handle, {})
-        corrupt = reg.corrupt_seen.get(handle, {})
-        states = []
-        if live == 0:
-            states.append("lost")
-        elif live < need.goal:
-            states.append("under_goal")
-        elif live > need.goal:
-            states.append("over_goal")
-        if stale:
-            states.append("stale")
-        if corrupt:
-            states.append("corrupt")
-        for s in states:
-            counts[s] += 1
-        if not states:
-            continue
-        problems.append({
-            "handle": handle, "version": ns.chunks[handle][0], "goal": need.goal,
-            "live": live, "states": states, "trash_only": need.trash_only,
-            "replicas": [s.id for s in need.live],
-            "stale": [{"id": cid, "version": v, "age": round(now - t, 1)}
-                      for cid, (v, t) in sorted(stale.items())],
-            "corrupt": [{"id": cid, "age": round(now - t, 1)}
-                        for cid, t in sorted(corrupt.items())],
-            "files": [{"ino": ino, "index": index} for ino, index in need.refs]})
-    paths = paths_of(master.ns, {f["ino"] for p in problems for f in p["files"]})
-    for p in problems:
-        for f in p["files"]:
-            f["path"] = paths.get(f["ino"])
-            f["in_trash"] = f["ino"] in ns.trash
-    return {"chunks": len(needs), "healthy": len(needs) - len(problems),
-            "lost": counts["lost"], "under_goal": counts["under_goal"],
-            "over_goal": counts["over_goal"], "stale": counts["stale"],
-            "corrupt": counts["corrupt"],
-            "chunkds_alive": len(reg.live()),
-            "chunkds_dead": sum(1 for s in reg.servers.values() if not s.alive),
-            "problems": problems}

@@ -3,9 +3,10 @@
 them open -- and are then purged; their chunks become garbage that the chunkds
 delete when heartbeat replies tell them to.
 
-:class:`TrashPurger` is the background loop; ``trash_list``, ``trash_restore``
-and ``trash_purge`` are the ``gfs trash`` admin operations (their RPCs are in
-:mod:`master.api.server`)."""
+:class:`TrashPurger` is the background loop; ``trash_restore`` and
+``trash_purge`` are the ``gfs trash`` admin operations that change it (their
+RPCs are in :mod:`master.api.server`); the listing, ``trash_list``, is a shared
+query (:mod:`master.services.queries`)."""
 from __future__ import annotations
 
 import logging
@@ -18,8 +19,6 @@ from gfsfs.common.errors import Code, GFSError
 
 from master.state import records
 from master.core import Master
-from master.state.namespace import ROOT_INO
-from master.services.queries import paths_of
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +52,6 @@ class TrashPurger:
 
 
 # ---------------------------------------------------------------- gfs trash (admin)
-
-def trash_list(master: Master) -> dict[str, Any]:
-    """Every trashed file: the path it had (its old directory's current path
-    and its old name; None when that directory is gone), size, deletion time
-    and when the purger will take it."""
-    ns, ttl = master.ns, master.cfg.trash_time
-    dirs = paths_of(master.ns, {parent for _when, parent, _name in ns.trash.values()})
-    dirs[ROOT_INO] = ""
-    entries = []
-    for ino, (deleted_ns, parent, name) in sorted(ns.trash.items(), key=lambda kv: kv[1][0]):
-        inode = ns.inodes.get(ino)
-        where = dirs.get(parent)
-        entries.append({
-            "ino": ino, "parent": parent, "name": name,
-            "path": None if where is None or not name else
-            f"{where}/{name.decode('utf-8', 'backslashreplace')}",
-            "size": inode.size if inode is not None else 0,
-            "chunks": len(inode.chunks or ()) if inode is not None else 0,
-            "deleted_ns": deleted_ns, "purge_ns": deleted_ns + int(ttl * 1e9)})
-    return {"trash_time": ttl, "entries": entries}
-
 
 async def trash_restore(master: Master, ino: int, parent: int | None = None,
                         name: bytes | None = None) -> dict[str, Any]:

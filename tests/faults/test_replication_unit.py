@@ -10,7 +10,8 @@ from typing import Any
 import trio
 
 from gfsfs.common.errors import GFSError
-from master.services.replication import Replicator, fsck, scan
+from master.services.queries import fsck, scan
+from master.services.replication import Replicator
 from test_master_http import GB, Harness, run
 
 
