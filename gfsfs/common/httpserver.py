@@ -40,6 +40,7 @@ from gfsfs.common.http1 import (MAX_HEAD, BadMessage, BodyFramer, Data, End, Eve
 log = logging.getLogger(__name__)
 
 RECV = 1 << 20                  # bytes per socket read
+MIN_BODY_RATE = 256 << 10       # bytes/s a request body must average (beyond its timeout)
 DRAIN_BYTES = 256 << 10         # an unread request body dropped to keep the connection
 DRAIN_SECONDS = 0.5
 LINGER = 1.0                    # seconds to read and drop what a client still sends after an error
@@ -216,7 +217,11 @@ class Exchange:
 
     async def run(self) -> None:
         try:
-            await self.conn.app(self.scope(), self.receive, self.send)
+            length = self._small_rpc()
+            if length is not None:
+                await self._fast_rpc(length)
+            else:
+                await self.conn.app(self.scope(), self.receive, self.send)
         except _Abort:
             raise
         except AbortResponse as exc:
@@ -230,6 +235,68 @@ class Exchange:
             return
         if not self.ended:
             raise _Abort("the app ended without finishing its response")
+
+    # ------------------------------------------------- small RPCs, no ASGI
+
+    def _small_rpc(self) -> int | None:
+        """The body length of a ``POST /rpc/<name>`` the app answers on its
+        fast path (:meth:`gfsfs.common.rpc.App.answer_rpc`); None for any
+        other request (chunked, too big, another route, another app)."""
+        req, app = self.req, self.conn.app
+        if req.method != b"POST" or not req.target.startswith(b"/rpc/") \
+                or not hasattr(app, "answer_rpc"):
+            return None
+        raw = req.get(b"content-length")
+        if raw is None or not raw.isdigit() or int(raw) > app.max_rpc_body:
+            return None
+        return int(raw)
+
+    async def _fast_rpc(self, length: int) -> None:
+        app = self.conn.app
+        path = urllib.parse.unquote(self.req.target.partition(b"?")[0].decode("latin-1"))
+        try:
+            raw = await self._small_body(length, app.body_timeout)
+        except GFSError as exc:         # stalled or cut short: answer and close
+            self.keep_alive = False
+            resp = app.answer_error("POST", path, exc)
+        else:
+            resp = await app.answer_rpc(path, raw)
+        headers = [(b"content-type", resp.content_type.encode()),
+                   (b"content-length", str(len(resp.body)).encode())]
+        headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
+        self.started = True
+        head = await self._start(resp.status, headers)
+        self.ended = True
+        await self.conn.stream.send_all(head + resp.body)
+
+    async def _small_body(self, length: int, timeout: float) -> bytes:
+        """The whole body, within ``timeout`` per piece and ``timeout`` plus
+        its length at MIN_BODY_RATE in all (as :meth:`Request._next`)."""
+        conn, parts = self.conn, []
+        deadline = trio.current_time() + timeout + length / MIN_BODY_RATE
+        while True:
+            event = conn.parser.next_event()
+            if event is None:
+                with trio.move_on_at(min(deadline, trio.current_time() + timeout)) as scope:
+                    try:
+                        event = await conn.next_event()
+                    except (BadMessage, trio.BrokenResourceError, OSError):
+                        event = None
+                if scope.cancelled_caught:
+                    self.body_done = True
+                    raise GFSError(Code.TIMEOUT, f"request body stalled ({timeout:g} s for a "
+                                                 f"piece, {MIN_BODY_RATE >> 10} KiB/s at least)")
+                if event is None:
+                    break
+            if isinstance(event, Data):
+                parts.append(event.data)
+            elif isinstance(event, End):
+                self.body_done = True
+                return b"".join(parts)
+            else:
+                break
+        self.body_done = True
+        raise GFSError(Code.BADREQ, "request body incomplete: the client closed the connection")
 
     async def receive(self) -> dict[str, Any]:
         if self.body_done:
@@ -280,7 +347,7 @@ class Exchange:
     async def _start(self, status: int, raw: list[tuple[bytes, bytes]]) -> bytes:
         """The response head; how its body will be framed."""
         headers = [(bytes(k).lower(), bytes(v)) for k, v in raw]
-        if not await self._drain():         # the client may not reuse the connection
+        if not self.body_done and not await self._drain():   # the client may not reuse it
             self.keep_alive = False
         length = None
         for k, v in headers:

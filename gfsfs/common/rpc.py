@@ -25,7 +25,8 @@ import msgpack
 import trio
 
 from gfsfs.common.errors import Code, GFSError, code_for_status
-from gfsfs.common.httpserver import AbortResponse, Limits, serve
+# MIN_BODY_RATE: bytes/s a request body must average (beyond body_timeout)
+from gfsfs.common.httpserver import MIN_BODY_RATE, AbortResponse, Limits, serve
 from gfsfs.common.retry import TRANSPORT_ERRORS, unavailable
 from gfsfs.common.rpcclient import RpcPool, TransportError
 
@@ -37,7 +38,6 @@ OCTETS = "application/octet-stream"
 # seconds an idle pooled connection is reused: below the server's keep-alive
 # (httpserver.Limits.keep_alive), so a client never sends on one the server is closing
 KEEPALIVE = 20.0
-MIN_BODY_RATE = 256 << 10       # bytes/s a request body must average (beyond body_timeout)
 
 RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -222,33 +222,50 @@ class App:
         try:
             if req.path.startswith("/rpc/") and req.method == "POST":
                 route_name = req.path
-                return route_name, await self._call_rpc(req)
+                req.max_body = self.max_rpc_body
+                return route_name, await self._rpc_reply(req.path[5:], await req.body())
             for method, prefix, handler in self.routes:
                 if req.method == method and req.path.startswith(prefix):
                     route_name = prefix
                     return route_name, await handler(req)
             raise GFSError(Code.NOROUTE, f"no route {req.method} {req.path}")
         except GFSError as exc:
-            if exc.code == Code.INTERNAL:
-                log.error("%s %s: %s", req.method, req.path, exc)
             if exc.code == Code.TOOBIG:
                 with trio.move_on_after(10):
                     await req.drain(4 * req.max_body)
-            resp = Response.msgpack(exc.to_wire(), exc.status)
+            resp = self._error_reply(req.method, req.path, exc)
             if not req._done:       # the rest of the body will not be read: close
                 resp.headers["connection"] = "close"
             return route_name, resp
         except Exception as exc:  # the one catch-all: log, answer 500, keep serving
-            log.exception("%s %s failed", req.method, req.path)
-            err = GFSError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
-            return route_name, Response.msgpack(err.to_wire(), err.status)
+            return route_name, self._crash_reply(req.method, req.path, exc)
 
-    async def _call_rpc(self, req: Request) -> Response:
-        handler = self.rpcs.get(req.path[5:])
+    async def answer_rpc(self, path: str, raw: bytes) -> Response:
+        """``POST /rpc/<name>`` whose whole body the server already read: the
+        server's fast path for small RPCs (:mod:`gfsfs.common.httpserver`),
+        with the same replies, errors and observers as :meth:`__call__`."""
+        start = time.monotonic()
+        try:
+            resp = await self._rpc_reply(path[5:], raw)
+        except GFSError as exc:
+            resp = self._error_reply("POST", path, exc)
+        except Exception as exc:  # as in _dispatch
+            resp = self._crash_reply("POST", path, exc)
+        for obs in self.observers:
+            obs(path, resp.status, time.monotonic() - start)
+        return resp
+
+    def answer_error(self, method: str, path: str, exc: GFSError) -> Response:
+        """The reply to a request that failed in the server's fast path."""
+        resp = self._error_reply(method, path, exc)
+        for obs in self.observers:
+            obs(path, resp.status, 0.0)
+        return resp
+
+    async def _rpc_reply(self, name: str, raw: bytes) -> Response:
+        handler = self.rpcs.get(name)
         if handler is None:
-            raise GFSError(Code.NOROUTE, f"no rpc {req.path[5:]!r}")
-        req.max_body = self.max_rpc_body
-        raw = await req.body()
+            raise GFSError(Code.NOROUTE, f"no rpc {name!r}")
         try:
             body = unpack(raw) if raw else {}
         except Exception as exc:
@@ -256,6 +273,18 @@ class App:
         if not isinstance(body, dict):
             raise GFSError(Code.BADREQ, "body must be a msgpack map")
         return Response.msgpack(await handler(body))
+
+    @staticmethod
+    def _error_reply(method: str, path: str, exc: GFSError) -> Response:
+        if exc.code == Code.INTERNAL:
+            log.error("%s %s: %s", method, path, exc)
+        return Response.msgpack(exc.to_wire(), exc.status)
+
+    @staticmethod
+    def _crash_reply(method: str, path: str, exc: Exception) -> Response:
+        log.exception("%s %s failed", method, path)
+        err = GFSError(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
+        return Response.msgpack(err.to_wire(), err.status)
 
 
 def _make_request(scope: dict[str, Any], receive: Any, max_body: int,
