@@ -218,8 +218,9 @@ async def listdir(ops: Operations, ino: int, ctx: Ctx = ROOT_CTX,
 
 
 async def names(ops: Operations, ino: int, ctx: Ctx = ROOT_CTX) -> list[bytes]:
-    """The directory's entries other than '.' and '..', in readdir order."""
-    return [n for n, _, _ in await listdir(ops, ino, ctx) if n not in (b".", b"..")]
+    """The directory's entries other than '.' and '..', sorted (readdir's
+    order is the master's)."""
+    return sorted(n for n, _, _ in await listdir(ops, ino, ctx) if n not in (b".", b".."))
 
 
 async def new_file(ops: Operations, parent: int, name: bytes, data: bytes = b"",
