@@ -391,6 +391,57 @@ def test_supplementary_groups_come_from_the_callers_pid(run: Callable[..., None]
     run(t)
 
 
+# Two requests from one pid with different gids: the process called setgid(2)
+# or setegid(2) between them (newgrp, a daemon dropping privileges), or the pid
+# is another process's by now. Each request's groups are its own gid plus the
+# process's supplementary groups as of then (none of 3000/4242 here).
+# Operations.ctx caches the groups per pid for a second, and the cached list
+# has the first request's gid in it in place of the later request's.
+GROUP, OTHER_GROUP = 3000, 4242
+
+
+async def group_file(ops: Operations, d: int) -> int:
+    """A 0640 file of root's in group GROUP, with a user.* xattr."""
+    f = await new_file(ops, d, b"f", b"group's", mode=0o640)
+    await ops.setattr(f, attrs(st_gid=GROUP), fields("gid"), None, ROOT_CTX)
+    await ops.setxattr(f, b"user.g", b"1", ROOT_CTX)
+    return f
+
+
+def test_a_later_request_from_a_pid_does_not_keep_an_earlier_requests_gid(
+        run: Callable[..., None]) -> None:
+    async def t(ops: Operations, d: int) -> None:
+        f = await group_file(ops, d)
+        with process_with_groups(None) as pid:
+            assert not {GROUP, OTHER_GROUP} & pyfuse3.get_sup_groups(pid)
+            assert await ops.access(f, os.R_OK, Ctx(5000, GROUP, pid))
+            assert await ops.getxattr(f, b"user.g", Ctx(5000, GROUP, pid)) == b"1"
+            # the same process, now in OTHER_GROUP only
+            assert not await ops.access(f, os.R_OK, Ctx(5000, OTHER_GROUP, pid)), \
+                "an earlier request's gid was counted for this one"
+            with fuse_errno(errno.EACCES):       # the master is told the same groups
+                await ops.getxattr(f, b"user.g", Ctx(5000, OTHER_GROUP, pid))
+    run(t)
+
+
+def test_a_requests_own_gid_counts_after_another_request_from_its_pid(
+        run: Callable[..., None]) -> None:
+    async def t(ops: Operations, d: int) -> None:
+        f = await group_file(ops, d)
+        with process_with_groups(None) as pid:
+            assert not {GROUP, OTHER_GROUP} & pyfuse3.get_sup_groups(pid)
+            assert not await ops.access(f, os.R_OK, Ctx(5000, OTHER_GROUP, pid))
+            # the same process, now in GROUP
+            assert await ops.access(f, os.R_OK, Ctx(5000, GROUP, pid)), \
+                "the request's own gid was left out of its groups"
+            # O_CREAT on the existing name checks access the same way
+            info, entry = await ops.create(d, b"f", 0o644, os.O_RDONLY | os.O_CREAT,
+                                           Ctx(5000, GROUP, pid))
+            assert entry.st_ino == f
+            await ops.release(info.fh)
+    run(t)
+
+
 def test_mknod_fifos_sockets_and_devices(run: Callable[..., None]) -> None:
     async def t(ops: Operations, d: int) -> None:
         fifo = await ops.mknod(d, b"fifo", stat.S_IFIFO | 0o666, 0, ROOT_CTX)
