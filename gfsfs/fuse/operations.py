@@ -114,7 +114,7 @@ class Operations(pyfuse3.Operations):
         self.next_fh = 1
         self.dirs: dict[int, DirListing] = {}
         self.next_dir_fh = 1
-        self._groups: dict[int, tuple[float, list[int]]] = {}
+        self._groups: dict[int, tuple[float, frozenset[int]]] = {}
 
     # ------------------------------------------------------------ helpers
 
@@ -141,19 +141,23 @@ class Operations(pyfuse3.Operations):
         """The caller for the master: uid, gid and supplementary groups."""
         if ctx is None:
             return None
-        gids = [ctx.gid]
+        # the supplementary groups of the pid are cached for a second (read from
+        # /proc); the request's own gid is added to every request, never cached
         now = time.monotonic()
         cached = self._groups.get(ctx.pid)
         if cached and cached[0] > now:
-            gids = cached[1]
-        elif ctx.pid:
-            try:
-                gids = sorted(set(pyfuse3.get_sup_groups(ctx.pid)) | {ctx.gid})
-            except (OSError, ValueError):
-                pass
-            if len(self._groups) > 1024:
-                self._groups.clear()
-            self._groups[ctx.pid] = (now + 1.0, gids)
+            sup = cached[1]
+        else:
+            sup = frozenset()
+            if ctx.pid:
+                try:
+                    sup = frozenset(pyfuse3.get_sup_groups(ctx.pid))
+                except (OSError, ValueError):
+                    pass
+                if len(self._groups) > 1024:
+                    self._groups.clear()
+                self._groups[ctx.pid] = (now + 1.0, sup)
+        gids = sorted(sup | {ctx.gid})
         return {"uid": ctx.uid, "gid": ctx.gid, "gids": gids}
 
     def _writable(self) -> None:
