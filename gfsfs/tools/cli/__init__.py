@@ -588,6 +588,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())
