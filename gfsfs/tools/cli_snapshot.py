@@ -12,37 +12,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import posixpath
-import stat
 from typing import Any
 
-from gfsfs.tools.cli import Failure, Master, components, emit, fs_path, human, table, when
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.rpc import call
-
-
-def _split(path: str) -> tuple[str, bytes]:
-    parent, name = posixpath.split(path.rstrip("/") or "/")
-    if not name:
-        raise Failure(f"{path}: not a name that can be created")
-    return parent or "/", os.fsencode(name)
-
-
-async def _target_dir(m: Master, path: str) -> tuple[int, bytes]:
-    """(parent directory inode, name) for a path to be created."""
-    parent_path, name = _split(path)
-    if not components(path):
-        raise Failure(f"{path}: exists")
-    attr = await m.resolve(parent_path, follow=True)
-    if not stat.S_ISDIR(attr["mode"]):
-        raise Failure(f"{parent_path}: not a directory")
-    return attr["ino"], name
+from gfsfs.tools.cli.args import parse_seconds
+from gfsfs.tools.cli.common import Failure, Master
+from gfsfs.tools.cli.output import emit, human, table, when
+from gfsfs.tools.cli.paths import fs_path, target_dir
 
 
 async def cmd_snapshot(m: Master, args: argparse.Namespace) -> int:
     src, dst = fs_path(args.src), fs_path(args.dst)
     attr = await m.resolve(src)
-    parent, name = await _target_dir(m, dst)
+    parent, name = await target_dir(m, dst)
     try:
         reply = await call(m.http, m.url, "snapshot",
                            {"src": attr["ino"], "parent": parent, "name": name})
@@ -94,7 +77,7 @@ async def cmd_trash_restore(m: Master, args: argparse.Namespace) -> int:
     target = entry["path"] or what
     if args.to is not None:
         target = fs_path(args.to)
-        body["parent"], body["name"] = await _target_dir(m, target)
+        body["parent"], body["name"] = await target_dir(m, target)
     try:
         reply = await call(m.http, m.url, "trash_restore", body)
     except GFSError as exc:
@@ -121,16 +104,6 @@ async def cmd_trash_purge(m: Master, args: argparse.Namespace) -> int:
     return 0
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seconds expected, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``snapshot`` and ``trash`` to the ``gfs`` subcommand parser."""
     help = "copy-on-write snapshot of a file or a whole tree"
@@ -154,5 +127,5 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     a = actions.add_parser("purge", parents=[common],
                            help="delete trashed files now; their unshared chunks are freed")
     a.set_defaults(func=cmd_trash_purge)
-    a.add_argument("--older-than", metavar="SECONDS", type=_seconds,
+    a.add_argument("--older-than", metavar="SECONDS", type=parse_seconds,
                    help="only files deleted at least this long ago")

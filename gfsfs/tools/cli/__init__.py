@@ -31,208 +31,23 @@ symbolic links in all but the last component.
 from __future__ import annotations
 
 import argparse
-import errno as _errno
 import json
 import os
 import stat
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 import trio
 
 from gfsfs.common import config
-from gfsfs.client import paths
 from gfsfs.common.config import ConfigError
-from gfsfs.common.errors import Code, GFSError
-from gfsfs.client.paths import components
-from gfsfs.common.rpc import call, make_http
-
-MAX_GOAL = 16
-PROG = "gfs"
-
-
-class Failure(Exception):
-    """A failure to report on stderr with exit status 1."""
-
-
-# ---------------------------------------------------------------- paths
-
-def _unescape_mount(field: str) -> str:
-    """/proc/mounts escapes space, tab, newline and backslash as octal."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
-def gfs_mounts(mounts_file: str = "/proc/mounts") -> list[str]:
-    """Mount points of gfsfs on this machine, longest first."""
-    points = []
-    try:
-        with open(mounts_file) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 3 and parts[2] == "fuse.gfsfs":
-                    points.append(os.path.normpath(_unescape_mount(parts[1])))
-    except OSError:
-        return []
-    return sorted(points, key=len, reverse=True)
-
-
-def _strip_mount(path: str, mounts: list[str]) -> str | None:
-    for mp in mounts:
-        if mp == "/":
-            continue
-        if path == mp:
-            return "/"
-        if path.startswith(mp + "/"):
-            return path[len(mp):]
-    return None
-
-
-def fs_path(arg: str, mounts: list[str] | None = None) -> str:
-    """The path inside the file system that ``arg`` names (see module doc)."""
-    if arg == "":
-        raise Failure("empty path")
-    mounts = gfs_mounts() if mounts is None else mounts
-    if os.path.isabs(arg):
-        full = os.path.normpath(arg)
-        if full.startswith("//"):
-            full = "/" + full.lstrip("/")
-        inside = _strip_mount(full, mounts)
-        if inside is not None:
-            return inside
-        # the path may reach a mount point through a local symlink
-        head, tail = os.path.split(full)
-        try:
-            real = os.path.join(os.path.realpath(head), tail)
-        except OSError:
-            real = full
-        inside = _strip_mount(os.path.normpath(real), mounts)
-        return inside if inside is not None else full
-    try:
-        cwd = os.getcwd()
-    except OSError:
-        cwd = None
-    if cwd is not None:
-        inside = _strip_mount(os.path.normpath(os.path.join(cwd, arg)), mounts)
-        if inside is not None:
-            return inside
-    return os.path.normpath("/" + arg)
-
-
-# ---------------------------------------------------------------- master
-
-class Master:
-    """The master's RPCs, with errors turned into :class:`Failure`."""
-
-    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
-        self.http = http
-        self.url = url
-
-    async def call(self, name: str, body: dict[str, Any] | None = None,
-                   what: str | None = None) -> Any:
-        try:
-            return await call(self.http, self.url, name, body or {})
-        except GFSError as exc:
-            raise Failure(describe(exc, what, self.url)) from None
-
-    async def resolve(self, path: str, follow: bool = False) -> dict[str, Any]:
-        """The Attr of ``path`` (an absolute path inside the file system);
-        ``follow``: a symlink in the last component is followed too."""
-        try:
-            return await paths.resolve(paths.MasterLookups(self.http, self.url), path, follow)
-        except GFSError as exc:
-            raise Failure(describe(exc, path, self.url)) from None
-        except OSError as exc:       # ELOOP: too many symbolic links
-            code = _errno.errorcode.get(exc.errno or 0, "EIO")
-            raise Failure(f"{path}: {os.strerror(exc.errno or _errno.EIO)} ({code})") from None
-
-    async def readdir(self, ino: int, what: str) -> list[tuple[bytes, dict[str, Any]]]:
-        out: list[tuple[bytes, dict[str, Any]]] = []
-        offset = 0
-        while True:
-            reply = await self.call("readdir", {"ino": ino, "offset": offset, "limit": 1024},
-                                    what)
-            entries = reply["entries"]
-            if not entries:
-                return out
-            for name, attr, cookie in entries:
-                out.append((name, attr))
-                offset = cookie
-
-
-def describe(exc: GFSError, what: str | None, url: str) -> str:
-    if exc.code == Code.UNAVAILABLE:
-        return f"cannot reach the master: {exc.message}"
-    if exc.code in (Code.NOROUTE, Code.BADREQ, Code.INTERNAL) or what is None:
-        return f"master {url}: {exc.code}: {exc.message}"
-    return f"{what}: {os.strerror(exc.errno)} ({exc.code})"
-
-
-# ---------------------------------------------------------------- formatting
-
-def human(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(value) < 1024 or unit == "PiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
-
-
-def percent(part: int, whole: int) -> str:
-    return f"{100.0 * part / whole:.0f}%" if whole else "-"
-
-
-def table(headers: list[str], rows: list[list[Any]], right: set[int] | None = None) -> str:
-    """Columns aligned; ``right`` = indexes of right-aligned (numeric) columns."""
-    right = right or set()
-    cells = [headers] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        parts = [row[i].rjust(widths[i]) if i in right else row[i].ljust(widths[i])
-                 for i in range(len(headers))]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
-def when(ns: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ns / 1e9))
-
-
-def name_text(name: bytes) -> str:
-    return os.fsdecode(name)
-
-
-def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
-    if args.json:
-        print(json.dumps(data, indent=2, default=_jsonable))
-    else:
-        print(text())
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, bytes):
-        return os.fsdecode(obj)
-    raise TypeError(f"not JSON-able: {type(obj).__name__}")
-
-
-def file_type(mode: int) -> str:
-    return {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
-            stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket", stat.S_IFCHR: "chardev",
-            stat.S_IFBLK: "blockdev"}.get(stat.S_IFMT(mode), "unknown")
+from gfsfs.common.rpc import make_http
+from gfsfs.tools.cli.args import MAX_GOAL, add_common_options, parse_goal
+from gfsfs.tools.cli.common import PROG, Failure, Master
+from gfsfs.tools.cli.output import (emit, file_type, human, jsonable, name_text, percent,
+                                    table, when)
+from gfsfs.tools.cli.paths import fs_path
 
 
 # ---------------------------------------------------------------- subcommands
@@ -477,43 +292,18 @@ async def cmd_checkpoint(m: Master, args: argparse.Namespace) -> int:
 
 async def cmd_dump_metadata(m: Master, args: argparse.Namespace) -> int:
     dump = await m.call("dump_metadata")
-    print(json.dumps(dump, indent=2, default=_jsonable))
+    print(json.dumps(dump, indent=2, default=jsonable))
     return 0
 
 
-# ---------------------------------------------------------------- arguments
-
-def _goal(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"goal must be an integer, got {text!r}") from None
-    if not 1 <= value <= MAX_GOAL:
-        raise argparse.ArgumentTypeError(f"goal must be 1..{MAX_GOAL}, got {value}")
-    return value
-
-
-def _common(parser: argparse.ArgumentParser, top: bool) -> None:
-    """Options accepted before and after the subcommand."""
-    default = None if top else argparse.SUPPRESS
-    parser.add_argument("--master", metavar="URL", default=default,
-                        help="master URL (default: $GFS_MASTER, else [client] master_url)")
-    parser.add_argument("--json", action="store_true",
-                        default=False if top else argparse.SUPPRESS,
-                        help="machine-readable JSON on stdout")
-    parser.add_argument("--config", metavar="FILE", default=default,
-                        help="TOML config file (default: configs/config.toml if present)")
-    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append",
-                        default=[] if top else argparse.SUPPRESS, dest="overrides",
-                        help="override one config key (repeatable)")
-
+# ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="gfsfs admin: cluster status, files' chunks and replicas, goals.")
-    _common(parser, top=True)
+    add_common_options(parser, top=True)
     common = argparse.ArgumentParser(add_help=False)
-    _common(common, top=False)
+    add_common_options(common, top=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Any, help: str) -> argparse.ArgumentParser:
@@ -533,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("setgoal", cmd_setgoal, "set the replication goal")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="also every file and directory below PATH")
-    p.add_argument("goal", metavar="N", type=_goal, help=f"replicas per chunk, 1..{MAX_GOAL}")
+    p.add_argument("goal", metavar="N", type=parse_goal, help=f"replicas per chunk, 1..{MAX_GOAL}")
     p.add_argument("path", metavar="PATH")
     p = add("chunkd", cmd_chunkd_list, "chunk servers: `gfs chunkd list`; `gfs chunkd drain "
             "ID` moves every replica off one (progress shown), `undrain ID` cancels")
