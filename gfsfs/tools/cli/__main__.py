@@ -3,6 +3,6 @@ from __future__ import annotations
 
 import sys
 
-from gfsfs.tools.cli import main
+from gfsfs.tools.cli.entry import main
 
 sys.exit(main())

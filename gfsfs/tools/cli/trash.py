@@ -1,8 +1,7 @@
-"""``gfs snapshot`` and ``gfs trash``: the subcommands over the master's
-``snapshot``, ``trash_list``, ``trash_restore`` and ``trash_purge`` RPCs
-(see :mod:`gfsfs.common.protocol`)::
+"""``gfs trash``: the files deleted but not yet purged, over the master's
+``trash_list``, ``trash_restore`` and ``trash_purge`` RPCs (see
+:mod:`gfsfs.common.protocol`)::
 
-    gfs snapshot SRC DST                copy-on-write copy of a file or a tree
     gfs trash ls                        deleted files: path, size, deleted, purge time
     gfs trash restore PATH [--to NEW]   back to its old path (or NEW)
     gfs trash restore --ino N [--to NEW]
@@ -20,27 +19,6 @@ from gfsfs.tools.cli.args import parse_seconds
 from gfsfs.tools.cli.common import Failure, Master
 from gfsfs.tools.cli.output import emit, human, table, when
 from gfsfs.tools.cli.paths import fs_path, target_dir
-
-
-async def cmd_snapshot(m: Master, args: argparse.Namespace) -> int:
-    src, dst = fs_path(args.src), fs_path(args.dst)
-    attr = await m.resolve(src)
-    parent, name = await target_dir(m, dst)
-    try:
-        reply = await call(m.http, m.url, "snapshot",
-                           {"src": attr["ino"], "parent": parent, "name": name})
-    except GFSError as exc:
-        if exc.code == Code.EEXIST:
-            raise Failure(f"{dst}: exists") from None
-        if exc.code == Code.EINVAL:
-            raise Failure(f"{src} -> {dst}: {exc.message}") from None
-        raise Failure(f"snapshot {src} -> {dst}: {exc.code}: {exc.message}") from None
-    data = {"src": src, "dst": dst, **reply}
-    emit(args, data, lambda: (
-        f"snapshot {src} -> {dst}: {reply['inodes']} inodes ({reply['files']} files, "
-        f"{reply['chunks']} chunks shared), {reply['leases_revoked']} leases revoked, "
-        f"{reply['seconds']:.3f} s"))
-    return 0
 
 
 async def cmd_trash_ls(m: Master, args: argparse.Namespace) -> int:
@@ -105,13 +83,7 @@ async def cmd_trash_purge(m: Master, args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``snapshot`` and ``trash`` to the ``gfs`` subcommand parser."""
-    help = "copy-on-write snapshot of a file or a whole tree"
-    p = sub.add_parser("snapshot", parents=[common], help=help, description=help)
-    p.set_defaults(func=cmd_snapshot)
-    p.add_argument("src", metavar="SRC", help="file or directory to snapshot")
-    p.add_argument("dst", metavar="DST", help="new path for the copy (must not exist)")
-
+    """Add ``trash`` (ls, restore, purge) to the ``gfs`` subcommand parser."""
     help = "deleted files waiting to be purged: ls, restore, purge"
     trash = sub.add_parser("trash", parents=[common], help=help, description=help)
     actions = trash.add_subparsers(dest="action", metavar="ACTION", required=True)
