@@ -1,8 +1,7 @@
-"""``gfs snapshot`` and ``gfs trash``: the subcommands over the master's
-``snapshot``, ``trash_list``, ``trash_restore`` and ``trash_purge`` RPCs
-(see :mod:`gfsfs.common.protocol`)::
+"""``gfs trash``: the files deleted but not yet purged, over the master's
+``trash_list``, ``trash_restore`` and ``trash_purge`` RPCs (see
+:mod:`gfsfs.common.protocol`)::
 
-    gfs snapshot SRC DST                copy-on-write copy of a file or a tree
     gfs trash ls                        deleted files: path, size, deleted, purge time
     gfs trash restore PATH [--to NEW]   back to its old path (or NEW)
     gfs trash restore --ino N [--to NEW]
@@ -12,52 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import posixpath
-import stat
 from typing import Any
 
-from gfsfs.tools.cli import Failure, Master, components, emit, fs_path, human, table, when
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.rpc import call
-
-
-def _split(path: str) -> tuple[str, bytes]:
-    parent, name = posixpath.split(path.rstrip("/") or "/")
-    if not name:
-        raise Failure(f"{path}: not a name that can be created")
-    return parent or "/", os.fsencode(name)
-
-
-async def _target_dir(m: Master, path: str) -> tuple[int, bytes]:
-    """(parent directory inode, name) for a path to be created."""
-    parent_path, name = _split(path)
-    if not components(path):
-        raise Failure(f"{path}: exists")
-    attr = await m.resolve(parent_path, follow=True)
-    if not stat.S_ISDIR(attr["mode"]):
-        raise Failure(f"{parent_path}: not a directory")
-    return attr["ino"], name
-
-
-async def cmd_snapshot(m: Master, args: argparse.Namespace) -> int:
-    src, dst = fs_path(args.src), fs_path(args.dst)
-    attr = await m.resolve(src)
-    parent, name = await _target_dir(m, dst)
-    try:
-        reply = await call(m.http, m.url, "snapshot",
-                           {"src": attr["ino"], "parent": parent, "name": name})
-    except GFSError as exc:
-        if exc.code == Code.EEXIST:
-            raise Failure(f"{dst}: exists") from None
-        if exc.code == Code.EINVAL:
-            raise Failure(f"{src} -> {dst}: {exc.message}") from None
-        raise Failure(f"snapshot {src} -> {dst}: {exc.code}: {exc.message}") from None
-    data = {"src": src, "dst": dst, **reply}
-    emit(args, data, lambda: (
-        f"snapshot {src} -> {dst}: {reply['inodes']} inodes ({reply['files']} files, "
-        f"{reply['chunks']} chunks shared), {reply['leases_revoked']} leases revoked, "
-        f"{reply['seconds']:.3f} s"))
-    return 0
+from gfsfs.tools.cli.args import parse_seconds
+from gfsfs.tools.cli.common import Failure, Master
+from gfsfs.tools.cli.output import emit, human, table, when
+from gfsfs.tools.cli.paths import fs_path, target_dir
 
 
 async def cmd_trash_ls(m: Master, args: argparse.Namespace) -> int:
@@ -94,7 +55,7 @@ async def cmd_trash_restore(m: Master, args: argparse.Namespace) -> int:
     target = entry["path"] or what
     if args.to is not None:
         target = fs_path(args.to)
-        body["parent"], body["name"] = await _target_dir(m, target)
+        body["parent"], body["name"] = await target_dir(m, target)
     try:
         reply = await call(m.http, m.url, "trash_restore", body)
     except GFSError as exc:
@@ -121,24 +82,8 @@ async def cmd_trash_purge(m: Master, args: argparse.Namespace) -> int:
     return 0
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seconds expected, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``snapshot`` and ``trash`` to the ``gfs`` subcommand parser."""
-    help = "copy-on-write snapshot of a file or a whole tree"
-    p = sub.add_parser("snapshot", parents=[common], help=help, description=help)
-    p.set_defaults(func=cmd_snapshot)
-    p.add_argument("src", metavar="SRC", help="file or directory to snapshot")
-    p.add_argument("dst", metavar="DST", help="new path for the copy (must not exist)")
-
+    """Add ``trash`` (ls, restore, purge) to the ``gfs`` subcommand parser."""
     help = "deleted files waiting to be purged: ls, restore, purge"
     trash = sub.add_parser("trash", parents=[common], help=help, description=help)
     actions = trash.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -154,5 +99,5 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     a = actions.add_parser("purge", parents=[common],
                            help="delete trashed files now; their unshared chunks are freed")
     a.set_defaults(func=cmd_trash_purge)
-    a.add_argument("--older-than", metavar="SECONDS", type=_seconds,
+    a.add_argument("--older-than", metavar="SECONDS", type=parse_seconds,
                    help="only files deleted at least this long ago")
