@@ -11,11 +11,13 @@ Routes (messages as in :mod:`gfsfs.common.protocol`):
 
 Mutation order (GFS §3.1): the primary holds the chunk's *order lock* from the
 moment it applies a mutation locally until every secondary has applied it, so
-mutations of one chunk reach every replica in the primary's order. The store's
+mutations of one chunk reach every replica in the primary's order
+(:meth:`chunkd.storage.replicas.Replicas.order_lock`). The store's
 own per-chunk lock only makes single operations atomic.
 
 A CORRUPT replica is never served: it is reported to the master
-(``report_chunks`` corrupt) and deleted here, so the master re-replicates it.
+(``report_chunks`` corrupt) and deleted here, so the master re-replicates it
+(:mod:`chunkd.storage.replicas`).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from chunkd.services.heartbeat import ChunkReports
 from chunkd.services.replicate import replicate
 from chunkd.services.copy import copy_chunk, set_versions
 from chunkd.mutations.push import (PushBuffers, Reservation, check_addr, check_data_id, parse_chain, receive_and_forward)
+from chunkd.storage.replicas import Replicas
 from chunkd.storage.store import MAX_CHUNK_BYTES, ChunkStore, check_handle, check_version
 
 log = logging.getLogger(__name__)
@@ -88,7 +91,7 @@ class ChunkServer:
         self.reports = reports if reports is not None else ChunkReports()
         self.buffers = PushBuffers(cfg.push_buffer_ttl, cfg.push_buffer_bytes,
                                    cfg.push_buffer_wait)
-        self._order: dict[int, trio.Lock] = {}
+        self.replicas = Replicas(store, self.reports)
         self.reads = 0                # GET /chunk requests answered (for /status)
         self.local_opens = lambda: 0  # chunk files handed to short-circuit readers
         self.app = App("chunkd", max_raw_body=MAX_READ, body_timeout=cfg.body_timeout)
@@ -100,8 +103,8 @@ class ChunkServer:
             self.app.rpc(name, getattr(self, "rpc_" + name))
         self.app.rpc("append", self.rpc_append)
         self.app.rpc("replicate", self.rpc_replicate)
-        self.app.rpc("copy", lambda req: copy_chunk(self, req))   # snapshot copy-on-write
-        self.app.rpc("set_versions", lambda req: set_versions(self, req))   # snapshot
+        self.app.rpc("copy", lambda req: copy_chunk(self.replicas, req))   # snapshot copy-on-write
+        self.app.rpc("set_versions", lambda req: set_versions(self.store, req))   # snapshot
 
     # ------------------------------------------------------------ data plane
 
@@ -152,7 +155,7 @@ class ChunkServer:
         if have < version:
             raise GFSError(Code.STALE, f"chunk {handle:016x} is at version {have}, not {version}")
         self.reads += 1
-        first = await self.read_checked(handle, offset, min(length, READ_PIECE))
+        first = await self.replicas.read(handle, offset, min(length, READ_PIECE))
         total = max(0, min(offset + length, self.store.length(handle) or 0) - offset)
         if length <= READ_PIECE or total <= len(first):
             return Response(200, first, OCTETS)
@@ -166,28 +169,11 @@ class ChunkServer:
         yield first
         pos, end = offset + len(first), offset + total
         while pos < end:
-            piece = await self.read_checked(handle, pos, min(READ_PIECE, end - pos))
+            piece = await self.replicas.read(handle, pos, min(READ_PIECE, end - pos))
             if not piece:
                 raise GFSError(Code.EIO, f"chunk {handle:016x} shrank during a read")
             yield piece
             pos += len(piece)
-
-    async def read_checked(self, handle: int, offset: int, length: int) -> bytes:
-        """Bytes of a chunk, checksums verified; a corrupt replica is reported
-        to the master and dropped here (GFS §5.2) before the error is raised."""
-        try:
-            return await self.store.read(handle, offset, length)
-        except GFSError as exc:
-            if exc.code == Code.CORRUPT:
-                await self._corrupt(handle, exc)
-            raise
-
-    async def _corrupt(self, handle: int, exc: GFSError) -> None:
-        """Report the bad replica to the master and drop it here."""
-        log.error("chunk %016x is corrupt (%s): reporting and deleting it", handle, exc)
-        self.reports.mark_corrupt(handle)
-        await self.store.delete(handle)
-        self._order.pop(handle, None)
 
     async def status(self, req: Request) -> Response:
         cap, used, free = await trio.to_thread.run_sync(self.store.space)
@@ -208,7 +194,7 @@ class ChunkServer:
         if m.inline is not None and len(m.inline) > INLINE_MAX:
             raise GFSError(Code.BADREQ, f"inline data over {INLINE_MAX} bytes: push it")
         data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
-        async with self.order_lock(m.handle):
+        async with self.replicas.order_lock(m.handle):
             await self._apply(m, data)
             self.reports.note_primary(m.handle)
             await self._fan_out(secondaries, "apply", m.wire())
@@ -240,7 +226,7 @@ class ChunkServer:
         if not 0 < len(data) <= chunk_size // 4:
             raise GFSError(Code.EINVAL,
                            f"a record is 1 to {chunk_size // 4} bytes, not {len(data)}")
-        async with self.order_lock(handle):
+        async with self.replicas.order_lock(handle):
             have = self.store.version(handle)
             if have is None:
                 raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")
@@ -252,7 +238,7 @@ class ChunkServer:
             if offset + len(data) > chunk_size:
                 padded = max(0, chunk_size - length)
                 if padded:
-                    await self._guard(handle, self.store.truncate(
+                    await self.replicas.guard(handle, self.store.truncate(
                         handle, chunk_size, expect_version=version))
                 # the secondaries too, even when this replica was full already
                 # (a secondary may have missed an earlier padding)
@@ -270,7 +256,7 @@ class ChunkServer:
     async def rpc_apply(self, req: dict[str, Any]) -> dict[str, Any]:
         m = Mutation.parse(req)
         data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
-        async with self.order_lock(m.handle):
+        async with self.replicas.order_lock(m.handle):
             await self._apply(m, data)
         if m.inline is None:
             self.buffers.mark_used(m.data_id)   # kept for a retry, but first to go
@@ -281,8 +267,8 @@ class ChunkServer:
         version = check_version(need(req, "version", int))
         length = need(req, "length", int)
         secondaries = _addrs(opt(req, "secondaries", list, []))
-        async with self.order_lock(handle):
-            await self._guard(handle, self.store.truncate(handle, length, expect_version=version))
+        async with self.replicas.order_lock(handle):
+            await self.replicas.guard(handle, self.store.truncate(handle, length, expect_version=version))
             await self._fan_out(secondaries, "truncate",
                                 {"handle": handle, "version": version, "length": length})
         return {}
@@ -320,28 +306,17 @@ class ChunkServer:
 
     async def rpc_replicate(self, req: dict[str, Any]) -> dict[str, Any]:
         """Fetch a chunk from another chunkd (master -> target; see chunkd.services.replicate)."""
-        return await replicate(self, req)
+        return await replicate(self.replicas, self.http, req)
 
     async def rpc_delete(self, req: dict[str, Any]) -> dict[str, Any]:
-        for h in _handles(need(req, "handles", list)):
-            await self.store.delete(h)
-            self._order.pop(h, None)
+        await self.replicas.delete(_handles(need(req, "handles", list)))
         return {}
 
     async def _apply(self, m: Mutation, data: bytes) -> None:
-        await self._guard(m.handle, self.store.write(m.handle, m.offset, data,
+        await self.replicas.guard(m.handle, self.store.write(m.handle, m.offset, data,
                                                      expect_version=m.version))
         if m.sync:
             await self.store.sync(m.handle)
-
-    async def _guard(self, handle: int, op: Any) -> Any:
-        """Await a store operation; a CORRUPT replica is reported and dropped."""
-        try:
-            return await op
-        except GFSError as exc:
-            if exc.code == Code.CORRUPT:
-                await self._corrupt(handle, exc)
-            raise
 
     async def _fan_out(self, addrs: list[str], name: str, body: dict[str, Any]) -> None:
         """``name`` on every secondary at once; UNAVAILABLE naming those that failed."""
@@ -368,14 +343,6 @@ class ChunkServer:
         if failed:
             raise GFSError(Code.UNAVAILABLE,
                            f"{name} failed on secondaries: {'; '.join(sorted(failed))}")
-
-    def order_lock(self, handle: int) -> trio.Lock:
-        """The lock that serialises mutations of one chunk at this replica (the
-        primary's serial order, GFS §3.1; copies use it too)."""
-        lock = self._order.get(handle)
-        if lock is None:
-            lock = self._order[handle] = trio.Lock()
-        return lock
 
 
 def _path_handle(text: str) -> int:
