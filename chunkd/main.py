@@ -148,7 +148,7 @@ async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int) -> 
                         await background.start(local.serve, server.addr)
                     background.start_soon(heartbeat.run_forever)
                     background.start_soon(server.buffers.run_expiry)
-                    background.start_soon(Scrubber(store, server._corrupt,
+                    background.start_soon(Scrubber(store, server.replicas.corrupt,
                                                    cfg.scrub_bytes_per_sec).run_forever)
                     async for signum in signals:
                         log.info("chunkd %s: signal %d, stopping", sid, signum)

@@ -30,7 +30,8 @@ from chunkd.services.replicate import COPYING
 from chunkd.storage.store import check_handle, check_version
 
 if TYPE_CHECKING:
-    from chunkd.api.server import ChunkServer
+    from chunkd.storage.replicas import Replicas
+    from chunkd.storage.store import ChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ PIECE = 1 << 20                 # bytes read and written at a time (whole blocks
 SET_VERSIONS_AT_ONCE = 32       # version changes (each fsync'd) in flight in set_versions
 
 
-async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]:
+async def copy_chunk(replicas: Replicas, req: dict[str, Any]) -> dict[str, Any]:
     handle = check_handle(need(req, "handle", int))
     version = check_version(need(req, "version", int))
     new = check_handle(need(req, "new_handle", int))
@@ -47,8 +48,8 @@ async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]
         raise GFSError(Code.BADREQ, "version 0 is reserved for copies in progress")
     if new == handle:
         raise GFSError(Code.BADREQ, "a chunk cannot be copied onto itself")
-    store = server.store
-    busy: set[int] = server.__dict__.setdefault("_replicating", set())
+    store = replicas.store
+    busy = replicas.copying
     if new in busy:
         raise GFSError(Code.EAGAIN, f"chunk {new:016x} is being copied already")
     have = store.version(new)
@@ -57,7 +58,7 @@ async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]
         return {"handle": new, "version": have, "length": store.length(new) or 0}
     busy.add(new)
     try:
-        async with server.order_lock(handle):
+        async with replicas.order_lock(handle):
             src = store.version(handle)
             if src is None:
                 raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")
@@ -71,7 +72,7 @@ async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]
             try:
                 pos = 0
                 while pos < length:
-                    piece = await server.read_checked(handle, pos, min(PIECE, length - pos))
+                    piece = await replicas.read(handle, pos, min(PIECE, length - pos))
                     if not piece:
                         raise GFSError(Code.EIO, f"chunk {handle:016x} shrank during a copy")
                     await store.write(new, pos, piece, expect_version=COPYING)
@@ -89,7 +90,7 @@ async def copy_chunk(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]
     return {"handle": new, "version": new_version, "length": length}
 
 
-async def set_versions(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]:
+async def set_versions(store: ChunkStore, req: dict[str, Any]) -> dict[str, Any]:
     """``set_versions {versions: [[handle, version], ...]}`` -> ``{"failed":
     [[handle, code], ...]}``: many ``set_version`` at once (a snapshot revoking
     the leases of a whole tree: one RPC per chunkd instead of one per chunk).
@@ -106,7 +107,7 @@ async def set_versions(server: ChunkServer, req: dict[str, Any]) -> dict[str, An
     async def one(handle: int, version: int) -> None:
         async with limiter:
             try:
-                await server.store.set_version(handle, version)
+                await store.set_version(handle, version)
             except GFSError as exc:
                 failed.append([handle, exc.code])
 

@@ -22,10 +22,12 @@ from gfsfs.common.retry import reaching
 from gfsfs.common.rpc import decode_reply, need
 
 from chunkd.mutations.push import check_addr
-from chunkd.storage.store import check_handle, check_version
+from chunkd.storage.store import ChunkStore, check_handle, check_version
 
 if TYPE_CHECKING:
-    from chunkd.api.server import ChunkServer
+    import httpx
+
+    from chunkd.storage.replicas import Replicas
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +36,19 @@ FETCH = 64 << 20                # bytes asked of the source per GET
 COPYING = 0                     # the version of a chunk being copied in
 
 
-async def replicate(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]:
-    """The ``replicate`` RPC: fetch ``handle`` at ``version`` from ``source``."""
+async def replicate(replicas: Replicas, http: httpx.AsyncClient,
+                    req: dict[str, Any]) -> dict[str, Any]:
+    """The ``replicate`` RPC: fetch ``handle`` at ``version`` from ``source``
+    (through ``http``)."""
     handle = check_handle(need(req, "handle", int))
     version = check_version(need(req, "version", int))
     source = check_addr(need(req, "source", str))
     if version == COPYING:
         raise GFSError(Code.BADREQ, "version 0 is reserved for copies in progress")
-    busy: set[int] = server.__dict__.setdefault("_replicating", set())
+    busy = replicas.copying
     if handle in busy:
         raise GFSError(Code.EAGAIN, f"chunk {handle:016x} is being copied already")
-    store = server.store
+    store = replicas.store
     have = store.version(handle)
     if have is not None and have >= version:
         # already here (a retried copy whose reply was lost): nothing to fetch
@@ -55,7 +59,7 @@ async def replicate(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]:
             await store.delete(handle)          # a stale replica: replaced
         await store.create(handle, COPYING)
         try:
-            length = await _fetch(server, handle, version, source)
+            length = await _fetch(store, http, handle, version, source)
             await store.sync(handle)
             await store.set_version(handle, version)
         except BaseException:
@@ -64,39 +68,40 @@ async def replicate(server: ChunkServer, req: dict[str, Any]) -> dict[str, Any]:
             raise
     finally:
         busy.discard(handle)
-    server.reports.add(handle, version)
+    replicas.reports.add(handle, version)
     log.info("chunk %016x v%d copied from %s: %d bytes", handle, version, source, length)
     return {"handle": handle, "version": version, "length": length}
 
 
-async def _fetch(server: ChunkServer, handle: int, version: int, source: str) -> int:
+async def _fetch(store: ChunkStore, http: httpx.AsyncClient, handle: int, version: int,
+                 source: str) -> int:
     """Stream the chunk from ``source`` into the store; its length."""
     offset = 0
     while True:
-        got = await _fetch_range(server, handle, version, source, offset, FETCH)
+        got = await _fetch_range(store, http, handle, version, source, offset, FETCH)
         offset += got
         if got < FETCH:
             return offset
 
 
-async def _fetch_range(server: ChunkServer, handle: int, version: int, source: str,
-                       offset: int, length: int) -> int:
+async def _fetch_range(store: ChunkStore, http: httpx.AsyncClient, handle: int,
+                       version: int, source: str, offset: int, length: int) -> int:
     url = f"{source}/chunk/{handle}"
     params = {"offset": offset, "length": length, "version": version}
     pending = bytearray()
     pos = offset
     with reaching(source):
-        async with server.http.stream("GET", url, params=params) as resp:
+        async with http.stream("GET", url, params=params) as resp:
             if resp.status_code >= 400:
                 decode_reply(resp.status_code, await resp.aread())
             async for piece in resp.aiter_bytes():
                 pending += piece
                 while len(pending) >= PIECE:
-                    await server.store.write(handle, pos, bytes(pending[:PIECE]),
-                                             expect_version=COPYING)
+                    await store.write(handle, pos, bytes(pending[:PIECE]),
+                                      expect_version=COPYING)
                     del pending[:PIECE]
                     pos += PIECE
     if pending:
-        await server.store.write(handle, pos, bytes(pending), expect_version=COPYING)
+        await store.write(handle, pos, bytes(pending), expect_version=COPYING)
         pos += len(pending)
     return pos - offset
