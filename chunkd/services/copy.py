@@ -26,7 +26,7 @@ import trio
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.rpc import need
 
-from chunkd.services.replicate import COPYING
+from chunkd.storage.replicas import COPYING, filling
 from chunkd.storage.store import check_handle, check_version
 
 if TYPE_CHECKING:
@@ -68,8 +68,7 @@ async def copy_chunk(replicas: Replicas, req: dict[str, Any]) -> dict[str, Any]:
             length = store.length(handle) or 0
             if have is not None:
                 await store.delete(new)
-            await store.create(new, COPYING)
-            try:
+            async with filling(store, new, new_version):
                 pos = 0
                 while pos < length:
                     piece = await replicas.read(handle, pos, min(PIECE, length - pos))
@@ -77,12 +76,6 @@ async def copy_chunk(replicas: Replicas, req: dict[str, Any]) -> dict[str, Any]:
                         raise GFSError(Code.EIO, f"chunk {handle:016x} shrank during a copy")
                     await store.write(new, pos, piece, expect_version=COPYING)
                     pos += len(piece)
-                await store.sync(new)
-                await store.set_version(new, new_version)
-            except BaseException:
-                if store.version(new) == COPYING:
-                    await store.delete(new)
-                raise
     finally:
         busy.discard(new)
     log.info("chunk %016x v%d copied locally to %016x v%d: %d bytes", handle, version, new,

@@ -22,6 +22,7 @@ from gfsfs.common.retry import reaching
 from gfsfs.common.rpc import decode_reply, need
 
 from chunkd.mutations.push import check_addr
+from chunkd.storage.replicas import COPYING, filling
 from chunkd.storage.store import ChunkStore, check_handle, check_version
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 PIECE = 1 << 20                 # bytes written to the store at a time (whole blocks)
 FETCH = 64 << 20                # bytes asked of the source per GET
-COPYING = 0                     # the version of a chunk being copied in
 
 
 async def replicate(replicas: Replicas, http: httpx.AsyncClient,
@@ -57,15 +57,8 @@ async def replicate(replicas: Replicas, http: httpx.AsyncClient,
     try:
         if have is not None:
             await store.delete(handle)          # a stale replica: replaced
-        await store.create(handle, COPYING)
-        try:
+        async with filling(store, handle, version):
             length = await _fetch(store, http, handle, version, source)
-            await store.sync(handle)
-            await store.set_version(handle, version)
-        except BaseException:
-            if store.version(handle) == COPYING:
-                await store.delete(handle)
-            raise
     finally:
         busy.discard(handle)
     replicas.reports.add(handle, version)

@@ -15,7 +15,8 @@ mutation interleaves with a copy.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 import trio
@@ -30,6 +31,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+COPYING = 0                     # the version of a chunk being copied in or made
+
+
+@asynccontextmanager
+async def filling(store: ChunkStore, handle: int, version: int) -> AsyncIterator[None]:
+    """A new replica ``handle`` for the body to fill: at version :data:`COPYING`
+    (which no master considers current, so a crash leaves only a stale replica)
+    until every byte is written and fsync'd, then at ``version``. Removed if
+    the body fails."""
+    await store.create(handle, COPYING)
+    try:
+        yield
+        await store.sync(handle)
+        await store.set_version(handle, version)
+    except BaseException:
+        if store.version(handle) == COPYING:
+            await store.delete(handle)
+        raise
 
 
 class Replicas:
