@@ -16,7 +16,8 @@ Attributes are cached by the kernel (attr_timeout), not here.
 Reads see this client's own writes at once: buffered and in-flight data is
 laid over what the chunkds return (docs/consistency.md, "What a client caches").
 The write half (buffering, push, commit, extend) is :mod:`gfsfs.client.write`;
-record append (O_APPEND) is :mod:`gfsfs.client.append`.
+record append (O_APPEND) is :mod:`gfsfs.client.append`. The types all three
+share (locations, leases, per-inode state) are :mod:`gfsfs.client.types`.
 
 Concurrency: all state is touched from one trio thread; an ``InodeState`` is
 changed only between awaits, so no lock guards it. Background work (read-ahead
@@ -28,23 +29,23 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import trio
 
-from gfsfs.common import retry, rpc
-from gfsfs.client.chunkio import AheadPiece, Batch, ReadAhead, WriteBuffer, overlay, split_range
+from gfsfs.client.append import Appender
+from gfsfs.client.chunkio import AheadPiece, ReadAhead, overlay, split_range
 from gfsfs.client.local import LocalReads
+from gfsfs.client.types import Attr, ChunkLoc, Ctx, InodeState, Replica, replica
+from gfsfs.client.write import Writer
+from gfsfs.common import retry, rpc
 from gfsfs.common.config import ClientConfig
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import PROTOCOL_VERSION, check_version
 
 log = logging.getLogger(__name__)
-
-Ctx = dict[str, Any]
-Attr = dict[str, Any]
 
 # Master RPCs that change nothing: safe to retry when the master is unreachable.
 IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
@@ -52,56 +53,7 @@ IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
 # Namespace RPCs that change nothing (others forget Client.fresh_attrs).
 READ_ONLY = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
                        "statfs", "chunks"})
-# Chunkd/master failures worth another try (elsewhere, or with fresh locations).
-RETRYABLE = frozenset({Code.STALE, Code.NOCHUNK, Code.UNAVAILABLE, Code.CORRUPT, Code.INTERNAL,
-                       Code.EIO, Code.EAGAIN, Code.TOOBIG})
 FETCH_AHEAD_CHUNKS = 16   # chunk entries asked for at once when locations are missing
-BATCHES_IN_FLIGHT = 4    # write batches of one inode sent at once (memory: 4 x upload_chunk_size)
-
-
-@dataclass(frozen=True)
-class Replica:
-    id: str
-    addr: str
-
-
-@dataclass(frozen=True)
-class ChunkLoc:
-    handle: int
-    version: int
-    replicas: tuple[Replica, ...]
-
-
-@dataclass(frozen=True)
-class Lease:
-    handle: int
-    version: int
-    primary: Replica
-    secondaries: tuple[Replica, ...]
-    expires_ns: int
-
-
-@dataclass
-class InodeState:
-    """What this client knows and holds about one inode."""
-    locs: dict[int, tuple[ChunkLoc | None, float]] = field(default_factory=dict)
-    size: int = -1                    # file size from the master (-1 = unknown)
-    leases: dict[int, Lease] = field(default_factory=dict)
-    wbuf: WriteBuffer = field(default_factory=WriteBuffer)
-    inflight: list[Batch] = field(default_factory=list)   # batches being sent, oldest first
-    slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BATCHES_IN_FLIGHT))
-    pending_end: int = 0              # end of data written but not yet extended
-    error: GFSError | None = None     # a failed background write, reported once
-    # handle -> (chunk index, replica addrs not yet fsync'd)
-    unsynced: dict[int, tuple[int, set[str]]] = field(default_factory=dict)
-    # bumped by every local change of the data or its layout: a buffered
-    # write, a lease (new chunk locations), an extend, an append, a truncate
-    # (at its start and at its end). What is fetched from the cluster is
-    # cached only if gen did not move while it was fetched (docs/consistency.md).
-    gen: int = 0
-
-    def busy(self) -> bool:
-        return bool(self.wbuf or self.inflight or self.unsynced or self.error)
 
 
 @dataclass
@@ -112,15 +64,9 @@ class OpenFile:
     ahead: ReadAhead
 
 
-def _replica(raw: dict[str, Any]) -> Replica:
-    return Replica(str(raw.get("id", "")), str(raw["addr"]).rstrip("/"))
-
-
 class Client:
     def __init__(self, cfg: ClientConfig, http: httpx.AsyncClient,
                  nursery: trio.Nursery) -> None:
-        from gfsfs.client.append import Appender
-        from gfsfs.client.write import Writer
         self.cfg = cfg
         self.master = cfg.master_url.rstrip("/")
         self.http = http
@@ -338,7 +284,7 @@ class Client:
         self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
         found: dict[int, ChunkLoc] = {}
         for c in reply["chunks"]:
-            reps = tuple(_replica(r) for r in c.get("replicas", []))
+            reps = tuple(replica(r) for r in c.get("replicas", []))
             found[int(c["index"])] = ChunkLoc(int(c["handle"]), int(c["version"]), reps)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("locations of inode %d from %d: size %s, %s%s", ino, first, reply["size"],
