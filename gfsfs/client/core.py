@@ -26,6 +26,8 @@ fetches, write batches) runs in the client's nursery.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +37,7 @@ from typing import Any
 import httpx
 import trio
 
+from gfsfs.client import perms
 from gfsfs.client.append import Appender
 from gfsfs.client.chunkio import AheadPiece, ReadAhead, overlay, split_range
 from gfsfs.client.local import LocalReads
@@ -62,6 +65,12 @@ class OpenFile:
     ino: int
     flags: int
     ahead: ReadAhead
+
+    @property
+    def writable(self) -> bool:
+        """Open for writing: a size change through it (ftruncate) needs no
+        write permission, the open checked it."""
+        return self.flags & os.O_ACCMODE != os.O_RDONLY
 
 
 class Client:
@@ -190,6 +199,40 @@ class Client:
         self.state(attr["ino"]).size = int(attr["size"])      # 0: its chunks are all new
         self.fresh_attrs[attr["ino"]] = (attr, time.monotonic() + self.cfg.attr_timeout)
         return attr
+
+    async def create_open(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+                          flags: int, ctx: Ctx | None = None) -> Attr:
+        """:meth:`create` for an open(2) with O_CREAT and ``flags``. If the
+        name was taken meanwhile by someone else (another client; the caller's
+        lookup said it was free), open that file as open(2) would, unless
+        O_EXCL: so racing O_CREAT opens all succeed."""
+        try:
+            return await self.create(parent, name, mode, uid, gid, 0, ctx)
+        except GFSError as exc:
+            if exc.code != Code.EEXIST or flags & os.O_EXCL:
+                raise
+        log.debug("create %r: made meanwhile elsewhere; opening it", name)
+        return await self._open_taken(parent, name, flags, ctx)
+
+    async def _open_taken(self, parent: int, name: bytes, flags: int, ctx: Ctx | None) -> Attr:
+        """``create`` found ``name`` taken: check that the caller may open it as
+        ``flags`` asks (only the directory was checked), honour O_TRUNC, and
+        return its attributes."""
+        attr = await self.lookup(parent, name, ctx)
+        if stat.S_ISDIR(attr["mode"]):
+            raise GFSError(Code.EISDIR, f"{name!r}: is a directory")
+        if not stat.S_ISREG(attr["mode"]):   # a fifo or socket made by mknod: not ours to open
+            raise GFSError(Code.EEXIST, f"{name!r}: exists and is not a regular file")
+        if not await self.access(attr["ino"], perms.open_access(flags), ctx):
+            raise GFSError(Code.EACCES, f"{name!r}: permission denied")
+        if flags & os.O_TRUNC and attr["size"]:
+            attr = await self.setattr(attr["ino"], ctx, size=0)
+        return attr
+
+    async def access(self, ino: int, want: int, ctx: Ctx | None = None) -> bool:
+        """access(2): may the caller access ``ino`` as ``want`` (``os.R_OK``,
+        ``W_OK``, ``X_OK`` bits) asks (:func:`gfsfs.client.perms.allowed`)?"""
+        return perms.allowed(await self.getattr(ino), ctx, want)
 
     async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                     ctx: Ctx | None = None) -> Attr:
@@ -336,6 +379,14 @@ class Client:
             st.size = -1 if size is None else size
             st.locs = {i: v for i, v in st.locs.items() if v[0] is not None}
         return OpenFile(ino, flags, ReadAhead(self.cfg.readahead_bytes, self.cfg.readahead_pieces))
+
+    async def open_inode(self, ino: int, flags: int, ctx: Ctx | None = None) -> OpenFile:
+        """open(2) of an existing ``ino`` with ``flags`` (the caller checked
+        access): O_TRUNC empties the file first."""
+        if flags & os.O_TRUNC:
+            await self.setattr(ino, ctx, size=0)
+            return self.open_file(ino, flags, 0)
+        return self.open_file(ino, flags)
 
     async def release(self, of: OpenFile) -> None:
         of.ahead.pieces.clear()

@@ -202,7 +202,7 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             changes["size"] = attr.st_size
             of = self.files.get(fh) if fh is not None else None
-            if of is not None and of.flags & os.O_ACCMODE != os.O_RDONLY:
+            if of is not None and of.writable:
                 changes["write_handle"] = True   # ftruncate: the open checked access
         if not changes:
             return self.entry(await self.client.getattr(inode))
@@ -210,17 +210,7 @@ class Operations(pyfuse3.Operations):
 
     @errno_boundary
     async def access(self, inode: int, mode: int, ctx: RequestContext) -> bool:
-        attr = await self.client.getattr(inode)
-        if ctx.uid == 0:
-            return not (mode & os.X_OK) or attr["mode"] & 0o111 != 0 or stat.S_ISDIR(attr["mode"])
-        gids = self.ctx(ctx)["gids"]  # type: ignore[index]
-        if ctx.uid == attr["uid"]:
-            perm = (attr["mode"] >> 6) & 7
-        elif attr["gid"] in gids:
-            perm = (attr["mode"] >> 3) & 7
-        else:
-            perm = attr["mode"] & 7
-        return mode & perm == mode
+        return await self.client.access(inode, mode, self.ctx(ctx))
 
     @errno_boundary
     async def readlink(self, inode: int, ctx: RequestContext) -> bytes:
@@ -350,10 +340,10 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------ files
 
-    def _new_fh(self, ino: int, flags: int, size: int | None = None) -> int:
+    def _new_fh(self, of: OpenFile) -> int:
         fh = self.next_fh
         self.next_fh += 1
-        self.files[fh] = self.client.open_file(ino, flags, size)
+        self.files[fh] = of
         return fh
 
     @staticmethod
@@ -371,10 +361,7 @@ class Operations(pyfuse3.Operations):
             # libfuse3 turns on atomic_o_trunc: the kernel passes O_TRUNC here
             # instead of sending a setattr(size=0) first
             self._writable()
-            await self.client.setattr(inode, self.ctx(ctx), size=0)
-            fh = self._new_fh(inode, flags, 0)
-        else:
-            fh = self._new_fh(inode, flags)
+        fh = self._new_fh(await self.client.open_inode(inode, flags, self.ctx(ctx)))
         self._forget_kernel_attrs(inode)
         return self._file_info(fh, flags)
 
@@ -393,41 +380,12 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: RequestContext) -> tuple[FileInfo, EntryAttributes]:
         self._writable()
-        name = self._name(name)
-        try:
-            attr = await self.client.create(parent_inode, name,
-                                            stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
-                                            ctx.uid, ctx.gid, 0, self.ctx(ctx))
-        except GFSError as exc:
-            # Created meanwhile by someone else (another mount; the kernel's
-            # lookup said the name was free): without O_EXCL, open that file,
-            # as open(2) would have -- so racing O_CREAT opens all succeed.
-            if exc.code != Code.EEXIST or flags & os.O_EXCL:
-                raise
-            log.debug("create %r: made meanwhile elsewhere; opening it", name)
-            attr = await self._open_existing(parent_inode, name, flags, ctx)
-        fh = self._new_fh(attr["ino"], flags, attr["size"])
+        # without O_EXCL, a name made meanwhile elsewhere is opened instead
+        attr = await self.client.create_open(parent_inode, self._name(name),
+                                             stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
+                                             ctx.uid, ctx.gid, flags, self.ctx(ctx))
+        fh = self._new_fh(self.client.open_file(attr["ino"], flags, attr["size"]))
         return self._file_info(fh, flags), self.entry(attr)
-
-    async def _open_existing(self, parent_inode: int, name: bytes, flags: int,
-                             ctx: RequestContext) -> Attr:
-        """``create`` found ``name`` taken: check that the caller may open it as
-        ``flags`` asks (the kernel checked only the directory), honour O_TRUNC,
-        and return its attributes."""
-        attr = await self.client.lookup(parent_inode, name, self.ctx(ctx))
-        if stat.S_ISDIR(attr["mode"]):
-            raise FUSEError(errno.EISDIR)
-        if not stat.S_ISREG(attr["mode"]):
-            raise FUSEError(errno.EEXIST)     # a fifo or socket made by mknod: not ours to open
-        want = {os.O_RDONLY: os.R_OK, os.O_WRONLY: os.W_OK,
-                os.O_RDWR: os.R_OK | os.W_OK}.get(flags & os.O_ACCMODE, os.R_OK | os.W_OK)
-        if flags & os.O_TRUNC:
-            want |= os.W_OK
-        if not await self.access(attr["ino"], want, ctx):
-            raise FUSEError(errno.EACCES)
-        if flags & os.O_TRUNC and attr["size"]:
-            attr = await self.client.setattr(attr["ino"], self.ctx(ctx), size=0)
-        return attr
 
     @errno_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
