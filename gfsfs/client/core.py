@@ -514,6 +514,28 @@ class Client:
         self.fresh_attrs.pop(ino, None)
         return await self.appender.append(ino, data, sync)
 
+    async def append_records(self, ino: int, data: bytes | bytearray | memoryview) -> int:
+        """A write(2) to an O_APPEND file: ``data`` as record appends of at
+        most :meth:`max_record` bytes, in order (each whole, but other writers'
+        records may come between them), each committed before the next. The
+        bytes appended: short if a record fails after earlier ones were
+        committed; the error itself if the first one fails."""
+        if not data:
+            return 0
+        limit = await self.max_record()
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            piece = view[done:done + limit]
+            try:
+                await self.append(ino, piece)
+            except GFSError:
+                if done:
+                    return done
+                raise
+            done += len(piece)
+        return done
+
     async def max_record(self) -> int:
         """The largest record :meth:`append` takes: chunk_size/4."""
         return await self.appender.max_record()

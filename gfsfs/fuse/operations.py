@@ -399,32 +399,9 @@ class Operations(pyfuse3.Operations):
         of = self._file(fh)
         log.debug("write inode %d off %d len %d", of.ino, off, len(buf))
         if of.flags & os.O_APPEND:
-            return await self._append(of, buf)
+            # a record append (GFS §3.3): the kernel's offset (from its cached size) is ignored
+            return await self.client.append_records(of.ino, buf)
         return await self.client.write(of.ino, off, buf)
-
-    async def _append(self, of: OpenFile, buf: bytes) -> int:
-        """A write to an O_APPEND file is a record append (GFS §3.3); the
-        kernel's offset (from its cached size) is ignored. One write request
-        is one record; a request over chunk_size/4 bytes becomes several
-        records of at most that size, appended in order (each whole, but other
-        writers' records may come between them). Acknowledged only once every
-        record is committed; a record that fails after earlier ones succeeded
-        makes a short write."""
-        if not buf:
-            return 0
-        limit = await self.client.max_record()
-        view = memoryview(buf)
-        done = 0
-        while done < len(buf):
-            piece = view[done:done + limit]
-            try:
-                await self.client.append(of.ino, piece)
-            except GFSError:
-                if done:
-                    return done
-                raise
-            done += len(piece)
-        return done
 
     @errno_boundary
     async def fallocate(self, inode: int, mode: int, offset: int, length: int) -> None:

@@ -1,6 +1,7 @@
 """Client policy that used to live in the FUSE layer (issue 11): permission
-checks, the O_CREAT race and O_TRUNC on open. Pure logic: the Client's
-namespace calls are stubbed, no cluster runs."""
+checks, the O_CREAT race, O_TRUNC on open, and record splitting of O_APPEND
+writes. Pure logic: the Client's namespace and append calls are stubbed, no
+cluster runs."""
 from __future__ import annotations
 
 import os
@@ -79,13 +80,16 @@ def test_open_file_writable() -> None:
 # ---------------------------------------------------------------- a stubbed client
 
 class Stub(Client):
-    """A Client whose master knows one inode (``existing``) and fails create."""
+    """A Client whose master and appends are a dict of inodes and a list."""
 
     def __init__(self, existing: Attr | None = None, create_error: str | None = "EEXIST") -> None:
         super().__init__(ClientConfig(short_circuit=False), None, None)  # type: ignore[arg-type]
         self.existing = existing
         self.create_error = create_error
         self.calls: list[tuple[Any, ...]] = []
+        self.records: list[bytes] = []
+        self.fail_at: int | None = None
+        self.limit = 4
 
     async def create(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                      rdev: int = 0, ctx: Ctx | None = None) -> Attr:
@@ -110,6 +114,15 @@ class Stub(Client):
         assert self.existing is not None
         return dict(self.existing, **changes)
 
+    async def max_record(self) -> int:
+        return self.limit
+
+    async def append(self, ino: int, data: bytes | bytearray | memoryview,
+                     sync: bool = False) -> int:
+        if self.fail_at == len(self.records):
+            raise GFSError(Code.EIO, "replica gone")
+        self.records.append(bytes(data))
+        return 0
 
 
 def create_open(client: Stub, flags: int, who: Ctx | None = None) -> Attr:
@@ -172,3 +185,28 @@ def test_open_inode_truncates_for_o_trunc() -> None:
     client.calls.clear()
     trio.run(go, os.O_RDONLY)
     assert client.calls == [] and client.state(7).size == -1
+
+
+# ---------------------------------------------------------------- O_APPEND writes
+
+def append_records(client: Stub, data: bytes) -> int:
+    async def go() -> int:
+        return await client.append_records(7, data)
+    return trio.run(go)
+
+
+def test_append_records_cuts_at_the_record_limit_in_order() -> None:
+    client = Stub()
+    assert append_records(client, b"abcdefghij") == 10
+    assert client.records == [b"abcd", b"efgh", b"ij"]
+    assert append_records(client, b"") == 0 and len(client.records) == 3
+
+
+def test_append_records_short_write_after_a_later_failure() -> None:
+    client = Stub()
+    client.fail_at = 2
+    assert append_records(client, b"abcdefghij") == 8
+    client = Stub()
+    client.fail_at = 0
+    with pytest.raises(GFSError):
+        append_records(client, b"abcdefghij")
