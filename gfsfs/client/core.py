@@ -255,6 +255,7 @@ class Client:
 
     async def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
                      flags: int = 0, ctx: Ctx | None = None) -> None:
+        """``flags``: RENAME_NOREPLACE, RENAME_EXCHANGE of :mod:`gfsfs.common.protocol`."""
         await self._ns("rename", ctx, parent=parent, name=name, new_parent=new_parent,
                        new_name=new_name, flags=flags)
 

@@ -6,6 +6,13 @@ This is the one errno boundary of the driver: every handler is wrapped by
 else into a logged ``FUSEError(EIO)`` (pyfuse3 lets handlers raise nothing but
 ``FUSEError``).
 
+Translation only: what a call means for the file system -- permission checks
+(access(2)), the O_CREAT race, O_TRUNC on open, O_APPEND writes as record
+appends -- is the client library's (:class:`~gfsfs.client.core.Client`,
+:mod:`gfsfs.client.perms`). What is left here is the kernel's side: entry
+attributes and timeouts, the caller's groups, the umask, readdir cookies,
+file handles, read-only mounts, and :data:`RENAME_FLAGS`.
+
 Inode numbers are the master's; the kernel's lookup counts need no table here
 (``forget`` only drops client caches). ``fh`` of an open file is a counter
 mapping to an :class:`~gfsfs.client.core.OpenFile`; ``fh`` of a directory is its
@@ -29,7 +36,7 @@ from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 from gfsfs.client.core import Attr, Client, Ctx, OpenFile
 from gfsfs.common.config import ClientConfig
 from gfsfs.common.errors import Code, GFSError
-from gfsfs.common.protocol import MAX_NAME
+from gfsfs.common.protocol import MAX_NAME, RENAME_EXCHANGE, RENAME_NOREPLACE
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,10 @@ BLKSIZE = 1 << 20          # st_blksize: the I/O size we like (cp etc. use it)
 STATFS_FRSIZE = 64 * 1024  # f_frsize: the CRC block size
 DOT_COOKIES = 2            # readdir cookies 1 and 2 are '.' and '..'
 READDIR_BATCH = 512        # entries asked of the master at once
+
+# pyfuse3's rename flags -> the client's (the master's wire values): the one place
+RENAME_FLAGS = {pyfuse3.RENAME_NOREPLACE: RENAME_NOREPLACE,
+                pyfuse3.RENAME_EXCHANGE: RENAME_EXCHANGE}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -63,6 +74,23 @@ def errno_boundary(fn: F) -> F:
             log.exception("%s failed unexpectedly", fn.__name__)
             raise FUSEError(errno.EIO) from None
     return wrapper  # type: ignore[return-value]
+
+
+def rename_flags(flags: int) -> int:
+    """The client's rename flags for FUSE's; EINVAL for any it has no name for."""
+    ours = 0
+    for fuse_flag, flag in RENAME_FLAGS.items():
+        if flags & fuse_flag:
+            ours |= flag
+            flags &= ~fuse_flag
+    if flags:
+        raise FUSEError(errno.EINVAL)
+    return ours
+
+
+def masked(mode: int, ctx: RequestContext) -> int:
+    """The permission bits of ``mode`` less the caller's umask."""
+    return mode & ~ctx.umask & 0o7777
 
 
 def to_fuse_errno(exc: BaseException) -> int:
@@ -229,8 +257,8 @@ class Operations(pyfuse3.Operations):
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: RequestContext) -> EntryAttributes:
         self._writable()
-        mode = stat.S_IFMT(mode) | (mode & ~ctx.umask & 0o7777)
-        attr = await self.client.create(parent_inode, self._name(name), mode,
+        attr = await self.client.create(parent_inode, self._name(name),
+                                        stat.S_IFMT(mode) | masked(mode, ctx),
                                         ctx.uid, ctx.gid, rdev, self.ctx(ctx))
         return self.entry(attr)
 
@@ -239,7 +267,7 @@ class Operations(pyfuse3.Operations):
                     ctx: RequestContext) -> EntryAttributes:
         self._writable()
         attr = await self.client.mkdir(parent_inode, self._name(name),
-                                       stat.S_IFDIR | (mode & ~ctx.umask & 0o7777),
+                                       stat.S_IFDIR | masked(mode, ctx),
                                        ctx.uid, ctx.gid, self.ctx(ctx))
         return self.entry(attr)
 
@@ -272,15 +300,8 @@ class Operations(pyfuse3.Operations):
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: RequestContext) -> None:
         self._writable()
-        wire = 0
-        if flags & pyfuse3.RENAME_NOREPLACE:
-            wire |= 1
-        if flags & pyfuse3.RENAME_EXCHANGE:
-            wire |= 2
-        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
-            raise FUSEError(errno.EINVAL)
         await self.client.rename(parent_inode_old, name_old, parent_inode_new,
-                                 self._name(name_new), wire, self.ctx(ctx))
+                                 self._name(name_new), rename_flags(flags), self.ctx(ctx))
 
     # ------------------------------------------------------------ directories
 
@@ -382,7 +403,7 @@ class Operations(pyfuse3.Operations):
         self._writable()
         # without O_EXCL, a name made meanwhile elsewhere is opened instead
         attr = await self.client.create_open(parent_inode, self._name(name),
-                                             stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
+                                             stat.S_IFREG | masked(mode, ctx),
                                              ctx.uid, ctx.gid, flags, self.ctx(ctx))
         fh = self._new_fh(self.client.open_file(attr["ino"], flags, attr["size"]))
         return self._file_info(fh, flags), self.entry(attr)

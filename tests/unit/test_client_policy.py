@@ -1,13 +1,15 @@
 """Client policy that used to live in the FUSE layer (issue 11): permission
-checks, the O_CREAT race, O_TRUNC on open, and record splitting of O_APPEND
-writes. Pure logic: the Client's namespace and append calls are stubbed, no
-cluster runs."""
+checks, the O_CREAT race, O_TRUNC on open, record splitting of O_APPEND
+writes, and the one mapping of FUSE's rename flags. Pure logic: the Client's
+namespace and append calls are stubbed, no cluster runs."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Any
 
+import pyfuse3
 import pytest
 import trio
 
@@ -17,6 +19,8 @@ from gfsfs.client.chunkio import ReadAhead
 from gfsfs.client.types import Attr, Ctx, replica
 from gfsfs.common.config import ClientConfig
 from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.protocol import RENAME_EXCHANGE, RENAME_NOREPLACE
+from gfsfs.fuse.operations import rename_flags
 
 R, W, X = os.R_OK, os.W_OK, os.X_OK
 
@@ -75,6 +79,20 @@ def test_open_file_writable() -> None:
     assert not OpenFile(1, os.O_RDONLY | os.O_APPEND, ahead).writable
     assert OpenFile(1, os.O_WRONLY, ahead).writable
     assert OpenFile(1, os.O_RDWR | os.O_TRUNC, ahead).writable
+
+
+# ---------------------------------------------------------------- rename flags
+
+def test_rename_flags_map_fuse_to_the_clients() -> None:
+    assert rename_flags(0) == 0
+    assert rename_flags(pyfuse3.RENAME_NOREPLACE) == RENAME_NOREPLACE
+    assert rename_flags(pyfuse3.RENAME_EXCHANGE) == RENAME_EXCHANGE
+    assert rename_flags(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE) == \
+        RENAME_NOREPLACE | RENAME_EXCHANGE      # the master refuses the pair itself
+    unknown = 1 << 20
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        rename_flags(pyfuse3.RENAME_NOREPLACE | unknown)
+    assert info.value.errno == errno.EINVAL
 
 
 # ---------------------------------------------------------------- a stubbed client
