@@ -19,10 +19,10 @@ from typing import Any
 from gfsfs.client import paths
 from gfsfs.client.core import Attr, Client, OpenFile
 from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.protocol import RENAME_NOREPLACE
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
-RENAME_NOREPLACE = 1        # the master's rename flag (fuse_ops: RENAME_NOREPLACE)
 
 
 @dataclass(frozen=True)

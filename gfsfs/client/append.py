@@ -50,11 +50,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from gfsfs.common import retry, rpc
-from gfsfs.common.protocol import INLINE_MAX
-from gfsfs.client.core import RETRYABLE, ChunkLoc, Lease, _replica
+from gfsfs.client.types import RETRYABLE, ChunkLoc, Lease, replica
 from gfsfs.client.write import LEASE_MARGIN_NS
+from gfsfs.common import retry, rpc
 from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.protocol import INLINE_MAX
 
 if TYPE_CHECKING:
     from gfsfs.client.core import Client
@@ -169,8 +169,8 @@ class Appender:
                 and cached.lease.expires_ns - LEASE_MARGIN_NS > time.time_ns()):
             return cached
         r: dict[str, Any] = await self.client.call("append_lease", {"ino": ino, "index": min_index})
-        lease = Lease(int(r["handle"]), int(r["version"]), _replica(r["primary"]),
-                      tuple(_replica(s) for s in r.get("secondaries", [])),
+        lease = Lease(int(r["handle"]), int(r["version"]), replica(r["primary"]),
+                      tuple(replica(s) for s in r.get("secondaries", [])),
                       int(r["expires_ns"]))
         target = AppendTarget(int(r["index"]), lease, int(r.get("min_offset", 0)))
         current = self.targets.get(ino)

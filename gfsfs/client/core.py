@@ -16,7 +16,8 @@ Attributes are cached by the kernel (attr_timeout), not here.
 Reads see this client's own writes at once: buffered and in-flight data is
 laid over what the chunkds return (docs/consistency.md, "What a client caches").
 The write half (buffering, push, commit, extend) is :mod:`gfsfs.client.write`;
-record append (O_APPEND) is :mod:`gfsfs.client.append`.
+record append (O_APPEND) is :mod:`gfsfs.client.append`. The types all three
+share (locations, leases, per-inode state) are :mod:`gfsfs.client.types`.
 
 Concurrency: all state is touched from one trio thread; an ``InodeState`` is
 changed only between awaits, so no lock guards it. Background work (read-ahead
@@ -25,26 +26,29 @@ fetches, write batches) runs in the client's nursery.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import trio
 
-from gfsfs.common import retry, rpc
-from gfsfs.client.chunkio import AheadPiece, Batch, ReadAhead, WriteBuffer, overlay, split_range
+from gfsfs.client import perms
+from gfsfs.client.append import Appender
+from gfsfs.client.chunkio import AheadPiece, ReadAhead, overlay, split_range
 from gfsfs.client.local import LocalReads
+from gfsfs.client.types import Attr, ChunkLoc, Ctx, InodeState, Replica, replica
+from gfsfs.client.write import Writer
+from gfsfs.common import retry, rpc
 from gfsfs.common.config import ClientConfig
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import PROTOCOL_VERSION, check_version
 
 log = logging.getLogger(__name__)
-
-Ctx = dict[str, Any]
-Attr = dict[str, Any]
 
 # Master RPCs that change nothing: safe to retry when the master is unreachable.
 IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
@@ -52,56 +56,7 @@ IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
 # Namespace RPCs that change nothing (others forget Client.fresh_attrs).
 READ_ONLY = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
                        "statfs", "chunks"})
-# Chunkd/master failures worth another try (elsewhere, or with fresh locations).
-RETRYABLE = frozenset({Code.STALE, Code.NOCHUNK, Code.UNAVAILABLE, Code.CORRUPT, Code.INTERNAL,
-                       Code.EIO, Code.EAGAIN, Code.TOOBIG})
 FETCH_AHEAD_CHUNKS = 16   # chunk entries asked for at once when locations are missing
-BATCHES_IN_FLIGHT = 4    # write batches of one inode sent at once (memory: 4 x upload_chunk_size)
-
-
-@dataclass(frozen=True)
-class Replica:
-    id: str
-    addr: str
-
-
-@dataclass(frozen=True)
-class ChunkLoc:
-    handle: int
-    version: int
-    replicas: tuple[Replica, ...]
-
-
-@dataclass(frozen=True)
-class Lease:
-    handle: int
-    version: int
-    primary: Replica
-    secondaries: tuple[Replica, ...]
-    expires_ns: int
-
-
-@dataclass
-class InodeState:
-    """What this client knows and holds about one inode."""
-    locs: dict[int, tuple[ChunkLoc | None, float]] = field(default_factory=dict)
-    size: int = -1                    # file size from the master (-1 = unknown)
-    leases: dict[int, Lease] = field(default_factory=dict)
-    wbuf: WriteBuffer = field(default_factory=WriteBuffer)
-    inflight: list[Batch] = field(default_factory=list)   # batches being sent, oldest first
-    slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BATCHES_IN_FLIGHT))
-    pending_end: int = 0              # end of data written but not yet extended
-    error: GFSError | None = None     # a failed background write, reported once
-    # handle -> (chunk index, replica addrs not yet fsync'd)
-    unsynced: dict[int, tuple[int, set[str]]] = field(default_factory=dict)
-    # bumped by every local change of the data or its layout: a buffered
-    # write, a lease (new chunk locations), an extend, an append, a truncate
-    # (at its start and at its end). What is fetched from the cluster is
-    # cached only if gen did not move while it was fetched (docs/consistency.md).
-    gen: int = 0
-
-    def busy(self) -> bool:
-        return bool(self.wbuf or self.inflight or self.unsynced or self.error)
 
 
 @dataclass
@@ -111,16 +66,16 @@ class OpenFile:
     flags: int
     ahead: ReadAhead
 
-
-def _replica(raw: dict[str, Any]) -> Replica:
-    return Replica(str(raw.get("id", "")), str(raw["addr"]).rstrip("/"))
+    @property
+    def writable(self) -> bool:
+        """Open for writing: a size change through it (ftruncate) needs no
+        write permission, the open checked it."""
+        return self.flags & os.O_ACCMODE != os.O_RDONLY
 
 
 class Client:
     def __init__(self, cfg: ClientConfig, http: httpx.AsyncClient,
                  nursery: trio.Nursery) -> None:
-        from gfsfs.client.append import Appender
-        from gfsfs.client.write import Writer
         self.cfg = cfg
         self.master = cfg.master_url.rstrip("/")
         self.http = http
@@ -245,6 +200,40 @@ class Client:
         self.fresh_attrs[attr["ino"]] = (attr, time.monotonic() + self.cfg.attr_timeout)
         return attr
 
+    async def create_open(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+                          flags: int, ctx: Ctx | None = None) -> Attr:
+        """:meth:`create` for an open(2) with O_CREAT and ``flags``. If the
+        name was taken meanwhile by someone else (another client; the caller's
+        lookup said it was free), open that file as open(2) would, unless
+        O_EXCL: so racing O_CREAT opens all succeed."""
+        try:
+            return await self.create(parent, name, mode, uid, gid, 0, ctx)
+        except GFSError as exc:
+            if exc.code != Code.EEXIST or flags & os.O_EXCL:
+                raise
+        log.debug("create %r: made meanwhile elsewhere; opening it", name)
+        return await self._open_taken(parent, name, flags, ctx)
+
+    async def _open_taken(self, parent: int, name: bytes, flags: int, ctx: Ctx | None) -> Attr:
+        """``create`` found ``name`` taken: check that the caller may open it as
+        ``flags`` asks (only the directory was checked), honour O_TRUNC, and
+        return its attributes."""
+        attr = await self.lookup(parent, name, ctx)
+        if stat.S_ISDIR(attr["mode"]):
+            raise GFSError(Code.EISDIR, f"{name!r}: is a directory")
+        if not stat.S_ISREG(attr["mode"]):   # a fifo or socket made by mknod: not ours to open
+            raise GFSError(Code.EEXIST, f"{name!r}: exists and is not a regular file")
+        if not await self.access(attr["ino"], perms.open_access(flags), ctx):
+            raise GFSError(Code.EACCES, f"{name!r}: permission denied")
+        if flags & os.O_TRUNC and attr["size"]:
+            attr = await self.setattr(attr["ino"], ctx, size=0)
+        return attr
+
+    async def access(self, ino: int, want: int, ctx: Ctx | None = None) -> bool:
+        """access(2): may the caller access ``ino`` as ``want`` (``os.R_OK``,
+        ``W_OK``, ``X_OK`` bits) asks (:func:`gfsfs.client.perms.allowed`)?"""
+        return perms.allowed(await self.getattr(ino), ctx, want)
+
     async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
                     ctx: Ctx | None = None) -> Attr:
         return self._overlay(await self._ns("mkdir", ctx, parent=parent, name=name, mode=mode,
@@ -266,6 +255,7 @@ class Client:
 
     async def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
                      flags: int = 0, ctx: Ctx | None = None) -> None:
+        """``flags``: RENAME_NOREPLACE, RENAME_EXCHANGE of :mod:`gfsfs.common.protocol`."""
         await self._ns("rename", ctx, parent=parent, name=name, new_parent=new_parent,
                        new_name=new_name, flags=flags)
 
@@ -338,7 +328,7 @@ class Client:
         self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
         found: dict[int, ChunkLoc] = {}
         for c in reply["chunks"]:
-            reps = tuple(_replica(r) for r in c.get("replicas", []))
+            reps = tuple(replica(r) for r in c.get("replicas", []))
             found[int(c["index"])] = ChunkLoc(int(c["handle"]), int(c["version"]), reps)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("locations of inode %d from %d: size %s, %s%s", ino, first, reply["size"],
@@ -390,6 +380,14 @@ class Client:
             st.size = -1 if size is None else size
             st.locs = {i: v for i, v in st.locs.items() if v[0] is not None}
         return OpenFile(ino, flags, ReadAhead(self.cfg.readahead_bytes, self.cfg.readahead_pieces))
+
+    async def open_inode(self, ino: int, flags: int, ctx: Ctx | None = None) -> OpenFile:
+        """open(2) of an existing ``ino`` with ``flags`` (the caller checked
+        access): O_TRUNC empties the file first."""
+        if flags & os.O_TRUNC:
+            await self.setattr(ino, ctx, size=0)
+            return self.open_file(ino, flags, 0)
+        return self.open_file(ino, flags)
 
     async def release(self, of: OpenFile) -> None:
         of.ahead.pieces.clear()
@@ -516,6 +514,28 @@ class Client:
         see it once the size is extended (at the latest after :meth:`flush`)."""
         self.fresh_attrs.pop(ino, None)
         return await self.appender.append(ino, data, sync)
+
+    async def append_records(self, ino: int, data: bytes | bytearray | memoryview) -> int:
+        """A write(2) to an O_APPEND file: ``data`` as record appends of at
+        most :meth:`max_record` bytes, in order (each whole, but other writers'
+        records may come between them), each committed before the next. The
+        bytes appended: short if a record fails after earlier ones were
+        committed; the error itself if the first one fails."""
+        if not data:
+            return 0
+        limit = await self.max_record()
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            piece = view[done:done + limit]
+            try:
+                await self.append(ino, piece)
+            except GFSError:
+                if done:
+                    return done
+                raise
+            done += len(piece)
+        return done
 
     async def max_record(self) -> int:
         """The largest record :meth:`append` takes: chunk_size/4."""

@@ -23,7 +23,7 @@ from gfsfs.common.errors import GFSError
 from gfsfs.common.shortcircuit import (FRAME, MAX_MESSAGE, Mismatch, pack, read_verified, socket_name, unpack)
 
 if TYPE_CHECKING:
-    from gfsfs.client.core import ChunkLoc, Replica
+    from gfsfs.client.types import ChunkLoc, Replica
 
 log = logging.getLogger(__name__)
 

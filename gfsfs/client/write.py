@@ -26,12 +26,12 @@ import trio
 
 from gfsfs.common import retry, rpc
 from gfsfs.client.chunkio import Batch, Extent, split_range
-from gfsfs.client.core import RETRYABLE, ChunkLoc, InodeState, Lease, _replica
+from gfsfs.client.types import RETRYABLE, Attr, ChunkLoc, Ctx, InodeState, Lease, replica
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import CHAIN_HEADER, INLINE_MAX
 
 if TYPE_CHECKING:
-    from gfsfs.client.core import Attr, Client, Ctx
+    from gfsfs.client.core import Client
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,8 @@ class Writer:
         r = await self.client.call("lease", body)
         log.debug("lease inode %d chunk %d: handle %s version %s%s", ino, index, r["handle"],
                   r["version"], " (written)" if r.get("written") else "")
-        lease = Lease(int(r["handle"]), int(r["version"]), _replica(r["primary"]),
-                      tuple(_replica(s) for s in r.get("secondaries", [])),
+        lease = Lease(int(r["handle"]), int(r["version"]), replica(r["primary"]),
+                      tuple(replica(s) for s in r.get("secondaries", [])),
                       int(r["expires_ns"]))
         st = self.client.state(ino)
         st.gen += 1

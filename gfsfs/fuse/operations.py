@@ -6,6 +6,13 @@ This is the one errno boundary of the driver: every handler is wrapped by
 else into a logged ``FUSEError(EIO)`` (pyfuse3 lets handlers raise nothing but
 ``FUSEError``).
 
+Translation only: what a call means for the file system -- permission checks
+(access(2)), the O_CREAT race, O_TRUNC on open, O_APPEND writes as record
+appends -- is the client library's (:class:`~gfsfs.client.core.Client`,
+:mod:`gfsfs.client.perms`). What is left here is the kernel's side: entry
+attributes and timeouts, the caller's groups, the umask, readdir cookies,
+file handles, read-only mounts, and :data:`RENAME_FLAGS`.
+
 Inode numbers are the master's; the kernel's lookup counts need no table here
 (``forget`` only drops client caches). ``fh`` of an open file is a counter
 mapping to an :class:`~gfsfs.client.core.OpenFile`; ``fh`` of a directory is its
@@ -29,7 +36,7 @@ from pyfuse3 import EntryAttributes, FileInfo, FUSEError, RequestContext
 from gfsfs.client.core import Attr, Client, Ctx, OpenFile
 from gfsfs.common.config import ClientConfig
 from gfsfs.common.errors import Code, GFSError
-from gfsfs.common.protocol import MAX_NAME
+from gfsfs.common.protocol import MAX_NAME, RENAME_EXCHANGE, RENAME_NOREPLACE
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,10 @@ BLKSIZE = 1 << 20          # st_blksize: the I/O size we like (cp etc. use it)
 STATFS_FRSIZE = 64 * 1024  # f_frsize: the CRC block size
 DOT_COOKIES = 2            # readdir cookies 1 and 2 are '.' and '..'
 READDIR_BATCH = 512        # entries asked of the master at once
+
+# pyfuse3's rename flags -> the client's (the master's wire values): the one place
+RENAME_FLAGS = {pyfuse3.RENAME_NOREPLACE: RENAME_NOREPLACE,
+                pyfuse3.RENAME_EXCHANGE: RENAME_EXCHANGE}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -63,6 +74,23 @@ def errno_boundary(fn: F) -> F:
             log.exception("%s failed unexpectedly", fn.__name__)
             raise FUSEError(errno.EIO) from None
     return wrapper  # type: ignore[return-value]
+
+
+def rename_flags(flags: int) -> int:
+    """The client's rename flags for FUSE's; EINVAL for any it has no name for."""
+    ours = 0
+    for fuse_flag, flag in RENAME_FLAGS.items():
+        if flags & fuse_flag:
+            ours |= flag
+            flags &= ~fuse_flag
+    if flags:
+        raise FUSEError(errno.EINVAL)
+    return ours
+
+
+def masked(mode: int, ctx: RequestContext) -> int:
+    """The permission bits of ``mode`` less the caller's umask."""
+    return mode & ~ctx.umask & 0o7777
 
 
 def to_fuse_errno(exc: BaseException) -> int:
@@ -206,7 +234,7 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             changes["size"] = attr.st_size
             of = self.files.get(fh) if fh is not None else None
-            if of is not None and of.flags & os.O_ACCMODE != os.O_RDONLY:
+            if of is not None and of.writable:
                 changes["write_handle"] = True   # ftruncate: the open checked access
         if not changes:
             return self.entry(await self.client.getattr(inode))
@@ -214,17 +242,7 @@ class Operations(pyfuse3.Operations):
 
     @errno_boundary
     async def access(self, inode: int, mode: int, ctx: RequestContext) -> bool:
-        attr = await self.client.getattr(inode)
-        if ctx.uid == 0:
-            return not (mode & os.X_OK) or attr["mode"] & 0o111 != 0 or stat.S_ISDIR(attr["mode"])
-        gids = self.ctx(ctx)["gids"]  # type: ignore[index]
-        if ctx.uid == attr["uid"]:
-            perm = (attr["mode"] >> 6) & 7
-        elif attr["gid"] in gids:
-            perm = (attr["mode"] >> 3) & 7
-        else:
-            perm = attr["mode"] & 7
-        return mode & perm == mode
+        return await self.client.access(inode, mode, self.ctx(ctx))
 
     @errno_boundary
     async def readlink(self, inode: int, ctx: RequestContext) -> bytes:
@@ -243,8 +261,8 @@ class Operations(pyfuse3.Operations):
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: RequestContext) -> EntryAttributes:
         self._writable()
-        mode = stat.S_IFMT(mode) | (mode & ~ctx.umask & 0o7777)
-        attr = await self.client.create(parent_inode, self._name(name), mode,
+        attr = await self.client.create(parent_inode, self._name(name),
+                                        stat.S_IFMT(mode) | masked(mode, ctx),
                                         ctx.uid, ctx.gid, rdev, self.ctx(ctx))
         return self.entry(attr)
 
@@ -253,7 +271,7 @@ class Operations(pyfuse3.Operations):
                     ctx: RequestContext) -> EntryAttributes:
         self._writable()
         attr = await self.client.mkdir(parent_inode, self._name(name),
-                                       stat.S_IFDIR | (mode & ~ctx.umask & 0o7777),
+                                       stat.S_IFDIR | masked(mode, ctx),
                                        ctx.uid, ctx.gid, self.ctx(ctx))
         return self.entry(attr)
 
@@ -286,15 +304,8 @@ class Operations(pyfuse3.Operations):
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: RequestContext) -> None:
         self._writable()
-        wire = 0
-        if flags & pyfuse3.RENAME_NOREPLACE:
-            wire |= 1
-        if flags & pyfuse3.RENAME_EXCHANGE:
-            wire |= 2
-        if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
-            raise FUSEError(errno.EINVAL)
         await self.client.rename(parent_inode_old, name_old, parent_inode_new,
-                                 self._name(name_new), wire, self.ctx(ctx))
+                                 self._name(name_new), rename_flags(flags), self.ctx(ctx))
 
     # ------------------------------------------------------------ directories
 
@@ -354,10 +365,10 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------ files
 
-    def _new_fh(self, ino: int, flags: int, size: int | None = None) -> int:
+    def _new_fh(self, of: OpenFile) -> int:
         fh = self.next_fh
         self.next_fh += 1
-        self.files[fh] = self.client.open_file(ino, flags, size)
+        self.files[fh] = of
         return fh
 
     @staticmethod
@@ -375,10 +386,7 @@ class Operations(pyfuse3.Operations):
             # libfuse3 turns on atomic_o_trunc: the kernel passes O_TRUNC here
             # instead of sending a setattr(size=0) first
             self._writable()
-            await self.client.setattr(inode, self.ctx(ctx), size=0)
-            fh = self._new_fh(inode, flags, 0)
-        else:
-            fh = self._new_fh(inode, flags)
+        fh = self._new_fh(await self.client.open_inode(inode, flags, self.ctx(ctx)))
         self._forget_kernel_attrs(inode)
         return self._file_info(fh, flags)
 
@@ -397,41 +405,12 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: RequestContext) -> tuple[FileInfo, EntryAttributes]:
         self._writable()
-        name = self._name(name)
-        try:
-            attr = await self.client.create(parent_inode, name,
-                                            stat.S_IFREG | (mode & ~ctx.umask & 0o7777),
-                                            ctx.uid, ctx.gid, 0, self.ctx(ctx))
-        except GFSError as exc:
-            # Created meanwhile by someone else (another mount; the kernel's
-            # lookup said the name was free): without O_EXCL, open that file,
-            # as open(2) would have -- so racing O_CREAT opens all succeed.
-            if exc.code != Code.EEXIST or flags & os.O_EXCL:
-                raise
-            log.debug("create %r: made meanwhile elsewhere; opening it", name)
-            attr = await self._open_existing(parent_inode, name, flags, ctx)
-        fh = self._new_fh(attr["ino"], flags, attr["size"])
+        # without O_EXCL, a name made meanwhile elsewhere is opened instead
+        attr = await self.client.create_open(parent_inode, self._name(name),
+                                             stat.S_IFREG | masked(mode, ctx),
+                                             ctx.uid, ctx.gid, flags, self.ctx(ctx))
+        fh = self._new_fh(self.client.open_file(attr["ino"], flags, attr["size"]))
         return self._file_info(fh, flags), self.entry(attr)
-
-    async def _open_existing(self, parent_inode: int, name: bytes, flags: int,
-                             ctx: RequestContext) -> Attr:
-        """``create`` found ``name`` taken: check that the caller may open it as
-        ``flags`` asks (the kernel checked only the directory), honour O_TRUNC,
-        and return its attributes."""
-        attr = await self.client.lookup(parent_inode, name, self.ctx(ctx))
-        if stat.S_ISDIR(attr["mode"]):
-            raise FUSEError(errno.EISDIR)
-        if not stat.S_ISREG(attr["mode"]):
-            raise FUSEError(errno.EEXIST)     # a fifo or socket made by mknod: not ours to open
-        want = {os.O_RDONLY: os.R_OK, os.O_WRONLY: os.W_OK,
-                os.O_RDWR: os.R_OK | os.W_OK}.get(flags & os.O_ACCMODE, os.R_OK | os.W_OK)
-        if flags & os.O_TRUNC:
-            want |= os.W_OK
-        if not await self.access(attr["ino"], want, ctx):
-            raise FUSEError(errno.EACCES)
-        if flags & os.O_TRUNC and attr["size"]:
-            attr = await self.client.setattr(attr["ino"], self.ctx(ctx), size=0)
-        return attr
 
     @errno_boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -445,32 +424,9 @@ class Operations(pyfuse3.Operations):
         of = self._file(fh)
         log.debug("write inode %d off %d len %d", of.ino, off, len(buf))
         if of.flags & os.O_APPEND:
-            return await self._append(of, buf)
+            # a record append (GFS §3.3): the kernel's offset (from its cached size) is ignored
+            return await self.client.append_records(of.ino, buf)
         return await self.client.write(of.ino, off, buf)
-
-    async def _append(self, of: OpenFile, buf: bytes) -> int:
-        """A write to an O_APPEND file is a record append (GFS §3.3); the
-        kernel's offset (from its cached size) is ignored. One write request
-        is one record; a request over chunk_size/4 bytes becomes several
-        records of at most that size, appended in order (each whole, but other
-        writers' records may come between them). Acknowledged only once every
-        record is committed; a record that fails after earlier ones succeeded
-        makes a short write."""
-        if not buf:
-            return 0
-        limit = await self.client.max_record()
-        view = memoryview(buf)
-        done = 0
-        while done < len(buf):
-            piece = view[done:done + limit]
-            try:
-                await self.client.append(of.ino, piece)
-            except GFSError:
-                if done:
-                    return done
-                raise
-            done += len(piece)
-        return done
 
     @errno_boundary
     async def fallocate(self, inode: int, mode: int, offset: int, length: int) -> None:
