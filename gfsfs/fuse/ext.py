@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import logging
 import mmap
+import os
 import struct
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -177,8 +178,10 @@ def installed(nursery: Any, fallocate: FallocateFn) -> Iterator[bool]:
     _state.update(nursery=nursery, fallocate=fallocate)
     try:
         _state["lib"] = _libfuse()
-        path = pyfuse3.__file__
-        assert path is not None
+        assert pyfuse3.__file__ is not None
+        # /proc/self/maps names the file itself: through a symlinked venv (or
+        # site-packages) pyfuse3.__file__ is another path to it
+        path = os.path.realpath(pyfuse3.__file__)
         slot_off = _plt_slot(path, "fuse_session_new")
         bias, maps = _mapping(path)
     except (OSError, ValueError, AssertionError, struct.error) as exc:
