@@ -32,6 +32,20 @@ quarter of each chunk is padding. Appends to one inode from one client are not
 serialized here: each call is one record, acknowledged once committed on every
 replica.
 
+Queued appends (:meth:`Appender.enqueue`, what a write(2) to an O_APPEND file
+uses): the record is queued in this client and the call returns, as a
+buffered write(2) does; one sender per inode sends what is queued, in order,
+as one record of the records queued behind each other (at most
+``chunk_size/4`` bytes), while the next ones queue up. Each record stays
+whole and contiguous, the records of one batch next to each other in their
+order. Everything that looks at the inode's bytes through this client (reads,
+plain writes, truncate, setattr, fallocate, flush, fsync, close) first waits
+until the queue is sent (:meth:`Appender.drain`), so this client sees its
+records in place; a failed send is raised there once. Its attributes count
+the queued bytes in the size without waiting (the kernel asks for the size
+before every O_APPEND write). At most ``upload_chunk_size`` bytes wait per
+inode; a writer past that waits for the sender.
+
 The file size: after the commit, ``extend`` runs in the background, one call
 per inode in flight, each covering every record committed before it started.
 This client sees its records at once (``pending_end``); others see them when
@@ -45,6 +59,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +88,18 @@ class AppendTarget:
 
 
 @dataclass
+class _Queue:
+    """The queued records of one inode and its sender."""
+    records: deque[bytes] = field(default_factory=deque)
+    bytes: int = 0                     # queued, not yet taken by the sender
+    sending: int = 0                   # in the batch being sent
+    running: bool = False
+    idle: trio.Event = field(default_factory=trio.Event)     # set when the sender stops
+    moved: trio.Event = field(default_factory=trio.Event)    # set when a batch was sent
+    error: GFSError | None = None      # a failed send, raised by the next drain or enqueue
+
+
+@dataclass
 class _Extender:
     """The background ``extend`` of one inode: one call in flight at a time,
     each covering every record committed before it started."""
@@ -88,6 +115,8 @@ class Appender:
         self.cfg = client.cfg
         self.targets: dict[int, AppendTarget] = {}
         self.extenders: dict[int, _Extender] = {}
+        self.queues: dict[int, _Queue] = {}
+        self.batches = 0               # queued batches sent (for tests and figures)
         self.appends = 0               # records committed (for tests and figures)
         self.paddings = 0              # next_chunk answers seen
         self.retries = 0               # failed attempts retried
@@ -160,6 +189,82 @@ class Appender:
         if sync:
             await self.settle(ino)
         return offset
+
+    # ------------------------------------------------------------ queued appends
+
+    async def enqueue(self, ino: int, data: bytes | bytearray | memoryview) -> None:
+        """Queue one record (1 to chunk_size/4 bytes) for this inode's sender."""
+        cs = await self.client.get_chunk_size()
+        if not 0 < len(data) <= cs // 4:
+            raise GFSError(Code.EINVAL, f"a record is 1 to {cs // 4} bytes, not {len(data)}")
+        q = self.queues.setdefault(ino, _Queue())
+        self._raise_once(q)
+        while q.bytes and q.bytes + len(data) > self.cfg.upload_chunk_size:
+            await q.moved.wait()
+            self._raise_once(q)
+        q.records.append(bytes(data))
+        q.bytes += len(data)
+        self._start_sender(ino, q, cs // 4)
+
+    def queued_bytes(self, ino: int) -> int:
+        """Bytes queued for ``ino`` and not yet appended (queued or being sent)."""
+        q = self.queues.get(ino)
+        return 0 if q is None else q.bytes + q.sending
+
+    async def drain(self, ino: int) -> None:
+        """Wait until every record queued for ``ino`` is appended; a failed
+        send is raised here once."""
+        q = self.queues.get(ino)
+        if q is None:
+            return
+        if q.records:               # a sender cancelled midway left some
+            self._start_sender(ino, q, await self.client.get_chunk_size() // 4)
+        if q.running:
+            await q.idle.wait()
+        if self.queues.get(ino) is q and not q.records:
+            del self.queues[ino]
+        self._raise_once(q)
+
+    def _start_sender(self, ino: int, q: _Queue, limit: int) -> None:
+        if not q.running:
+            q.running = True
+            q.idle = trio.Event()
+            self.client.nursery.start_soon(self._send_queue, ino, q, limit)
+
+    @staticmethod
+    def _raise_once(q: _Queue) -> None:
+        if q.error is not None:
+            err, q.error = q.error, None
+            raise err
+
+    async def _send_queue(self, ino: int, q: _Queue, limit: int) -> None:
+        """Send the queue in batches of at most ``limit`` bytes, in order."""
+        try:
+            while q.records:
+                batch = [q.records.popleft()]
+                size = len(batch[0])
+                while q.records and size + len(q.records[0]) <= limit:
+                    size += len(q.records[0])
+                    batch.append(q.records.popleft())
+                payload = b"".join(batch)
+                q.bytes -= len(payload)
+                q.sending = len(payload)
+                try:
+                    await self.append(ino, payload)
+                except GFSError as exc:
+                    log.error("queued appends to inode %d failed: %s", ino, exc)
+                    q.error = exc
+                    q.records.clear()
+                    q.bytes = 0
+                    return
+                finally:
+                    q.sending = 0
+                    q.moved.set()
+                    q.moved = trio.Event()
+                self.batches += 1
+        finally:
+            q.running = False
+            q.idle.set()
 
     # ------------------------------------------------------------ lease of the last chunk
 

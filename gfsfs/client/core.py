@@ -167,6 +167,9 @@ class Client:
         st = self.inodes.get(attr["ino"])
         if st is not None and st.pending_end > attr["size"]:
             attr = dict(attr, size=st.pending_end)
+        queued = self.appender.queued_bytes(attr["ino"])
+        if queued:                  # where our queued records will end, as far as we know
+            attr = dict(attr, size=attr["size"] + queued)
         return attr
 
     async def lookup(self, parent: int, name: bytes, ctx: Ctx | None = None) -> Attr:
@@ -183,6 +186,7 @@ class Client:
         :meth:`truncate` so chunks are cut too. ``write_handle=True``: the
         change comes through a descriptor open for writing (ftruncate)."""
         changes = {k: v for k, v in changes.items() if v is not None}
+        await self.appender.drain(ino)
         if "atime_ns" in changes or "mtime_ns" in changes:
             # data written before explicit times must not stamp its own
             # mtime over them when it is flushed later (cp -a sets the times
@@ -397,6 +401,8 @@ class Client:
 
     async def read(self, ino: int, offset: int, size: int, of: OpenFile | None = None) -> bytes:
         """Up to ``size`` bytes at ``offset``; short only at end of file."""
+        if ino in self.appender.queues:
+            await self.appender.drain(ino)      # our queued records, in place first
         st = self.state(ino)
         if size <= 0:
             return b""
@@ -504,6 +510,7 @@ class Client:
 
     async def write(self, ino: int, offset: int, data: bytes) -> int:
         self.fresh_attrs.pop(ino, None)
+        await self.appender.drain(ino)          # queued records come first
         return await self.writer.write(ino, offset, data)
 
     async def append(self, ino: int, data: bytes | bytearray | memoryview,
@@ -515,21 +522,28 @@ class Client:
         self.fresh_attrs.pop(ino, None)
         return await self.appender.append(ino, data, sync)
 
-    async def append_records(self, ino: int, data: bytes | bytearray | memoryview) -> int:
+    async def append_records(self, ino: int, data: bytes | bytearray | memoryview,
+                             queued: bool = True) -> int:
         """A write(2) to an O_APPEND file: ``data`` as record appends of at
         most :meth:`max_record` bytes, in order (each whole, but other writers'
-        records may come between them), each committed before the next. The
-        bytes appended: short if a record fails after earlier ones were
-        committed; the error itself if the first one fails."""
+        records may come between them). ``queued``: handed to the inode's
+        sender and returned at once (:meth:`Appender.enqueue`; a failure is
+        raised by a later call on the inode, at the latest flush or fsync);
+        else each committed before the next, and the bytes appended are short
+        if a record fails after earlier ones were committed."""
         if not data:
             return 0
+        self.fresh_attrs.pop(ino, None)
         limit = await self.max_record()
         view = memoryview(data)
         done = 0
         while done < len(view):
             piece = view[done:done + limit]
             try:
-                await self.append(ino, piece)
+                if queued:
+                    await self.appender.enqueue(ino, piece)
+                else:
+                    await self.append(ino, piece)
             except GFSError:
                 if done:
                     return done
@@ -542,10 +556,12 @@ class Client:
         return await self.appender.max_record()
 
     async def flush(self, ino: int) -> None:
+        await self.appender.drain(ino)
         await self.writer.flush(ino, sync=False)
         await self.appender.settle(ino)
 
     async def fsync(self, ino: int) -> None:
+        await self.appender.drain(ino)
         await self.writer.flush(ino, sync=True)
         await self.appender.settle(ino)
 
@@ -559,9 +575,11 @@ class Client:
     async def fallocate(self, ino: int, mode: int, offset: int, length: int) -> None:
         """fallocate(2): mode 0 and FALLOC_FL_KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE."""
         self.fresh_attrs.pop(ino, None)
+        await self.appender.drain(ino)
         self.appender.forget(ino)
         await self.writer.fallocate(ino, mode, offset, length)
 
     async def truncate(self, ino: int, size: int, ctx: Ctx | None = None, **changes: Any) -> Attr:
+        await self.appender.drain(ino)
         self.appender.forget(ino)
         return self._overlay(await self.writer.truncate(ino, size, ctx, **changes))

@@ -424,8 +424,10 @@ class Operations(pyfuse3.Operations):
         of = self._file(fh)
         log.debug("write inode %d off %d len %d", of.ino, off, len(buf))
         if of.flags & os.O_APPEND:
-            # a record append (GFS §3.3): the kernel's offset (from its cached size) is ignored
-            return await self.client.append_records(of.ino, buf)
+            # a record append (GFS §3.3): the kernel's offset (from its cached size) is
+            # ignored; queued in the client unless the file is open O_SYNC/O_DSYNC
+            queued = not of.flags & (os.O_SYNC | os.O_DSYNC)
+            return await self.client.append_records(of.ino, buf, queued)
         return await self.client.write(of.ino, off, buf)
 
     @errno_boundary

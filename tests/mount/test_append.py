@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import crc32c
+import httpx
 import pytest
 import trio
 
@@ -203,6 +204,86 @@ def test_create_excl_still_exclusive(cluster: Cluster, mounts: list[Path]) -> No
     os.close(fd)
     with pytest.raises(FileExistsError):
         os.open(mounts[1] / "x", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+
+
+def chunkd_appends(cluster: Cluster) -> int:
+    """Record appends the chunkds' primaries answered (from their /metrics)."""
+    total = 0
+    for d in cluster.servers:
+        for line in httpx.get(f"{d.url}/metrics", timeout=10).text.splitlines():
+            if line.startswith('gfs_requests_total{route="/rpc/append",status="200"}'):
+                total += int(float(line.split()[-1]))
+    return total
+
+
+@needs_fuse
+def test_queued_appends_of_four_processes_batch_and_stay_whole(
+        cluster: Cluster, mounts: list[Path]) -> None:
+    """4 processes x 300 records through one mount: write(2) returns once its
+    record is queued, and the mount sends what queued up behind each append
+    as one batch -- fewer appends reach the primaries than records were
+    written -- yet every record is whole and there exactly once, and another
+    mount sees them all after close."""
+    path = mounts[0] / "queued"
+    before = chunkd_appends(cluster)
+    start = time.time() + 1.0
+    out = wait_all([spawn(WRITER, path, wid, 300, start) for wid in range(4)], 300)
+    assert all(rc == 0 for rc, _, _ in out), out
+    sent = chunkd_appends(cluster) - before
+    data = (mounts[1] / "queued").read_bytes()
+    seen, padding, problems = parse(data)
+    report("queued appends", seen, padding, len(data))
+    assert not problems, problems[:3]
+    assert set(seen) == {(w, s) for w in range(4) for s in range(300)}
+    assert max(seen.values()) == 1
+    assert 0 < sent <= 4 * 300 // 2, f"{sent} appends for 1200 records: no batching"
+    print(f"1200 records in {sent} appends; writers took {[o for _, o, _ in out]} s")
+
+
+@needs_fuse
+def test_a_queued_append_reads_back_in_place_at_once(cluster: Cluster,
+                                                      mounts: list[Path]) -> None:
+    """This mount sees a record it queued at once, where it lands: a read,
+    a size and a plain write after it wait for the queue."""
+    path = mounts[0] / "readback"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for seq in range(40):
+            rec = record(0, seq)
+            assert os.write(fd, rec) == len(rec)
+            assert os.pread(fd, REC, seq * REC) == rec
+            assert os.fstat(fd).st_size == (seq + 1) * REC
+    finally:
+        os.close(fd)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"X", 0)                  # a plain write after queued records
+    finally:
+        os.close(fd)
+    data = (mounts[1] / "readback").read_bytes()
+    assert data[:1] == b"X" and data[1:REC] == record(0, 0)[1:] and len(data) == 40 * REC
+
+
+def test_a_failed_queued_append_is_raised_at_flush(cluster: Cluster) -> None:
+    """With every chunkd gone, queuing a record still succeeds (as a buffered
+    write does), and the failure is raised by the flush (close) after it."""
+    async def main() -> None:
+        with trio.fail_after(120):
+            cfg = dataclasses.replace(_config(cluster), retries=2, chunkd_timeout=2.0)
+            async with Client.open(cfg) as c:
+                ino = (await c.create(1, b"lost", stat.S_IFREG | 0o644, 0, 0))["ino"]
+                assert await c.append_records(ino, record(0, 0)) == REC
+                await c.flush(ino)
+                assert await c.read(ino, 0, REC) == record(0, 0)
+                for d in cluster.servers:
+                    d.kill()
+                assert await c.append_records(ino, record(0, 1)) == REC
+                with pytest.raises(GFSError) as err:
+                    await c.flush(ino)
+                assert err.value.code in ("EIO", "UNAVAILABLE"), err.value
+                await c.flush(ino)              # raised once: the queue is empty again
+
+    trio.run(main)
 
 
 @needs_fuse

@@ -209,7 +209,7 @@ def test_open_inode_truncates_for_o_trunc() -> None:
 
 def append_records(client: Stub, data: bytes) -> int:
     async def go() -> int:
-        return await client.append_records(7, data)
+        return await client.append_records(7, data, queued=False)
     return trio.run(go)
 
 
