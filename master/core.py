@@ -321,9 +321,12 @@ class Master:
         errors: list[GFSError] = []
         # the chunkds create the chunk while the record is fsync'd: a chunk made
         # on a chunkd but lost with an unsynced log tail is an orphan, deleted
-        # when that chunkd reports it
+        # when that chunkd reports it. A first write that also sets the size
+        # (a small file's bytes at close) has its extend record logged next:
+        # that one group commit makes both durable, before any reply
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.oplog.commit, seq)
+            if first is None or first.size is None:
+                nursery.start_soon(self.oplog.commit, seq)
             ok = await self.leases.set_version(handle, 1, targets, create=True, extra=extra,
                                                errors=errors)
         if not ok:

@@ -96,6 +96,32 @@ def test_first_small_write_rides_on_chunk_creation(cluster: Cluster) -> None:
     run(cluster, t)
 
 
+def oplog_fsyncs(url: str) -> float:
+    """gfs_master_oplog_fsyncs: group commits of the master's op log."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name in ("gfs_master_oplog_fsyncs", "gfs_master_oplog_fsyncs_total"))
+
+
+def test_a_small_file_costs_two_op_log_fsyncs(cluster: Cluster) -> None:
+    """create (one group commit), then write + close: the new chunk's record
+    and the size ride on one group commit (they took two before)."""
+    async def t(client: Client) -> None:
+        parent = (await client.mkdir(1, b"two", stat.S_IFDIR | 0o755, 0, 0))["ino"]
+        before = oplog_fsyncs(cluster.url)
+        for i in range(10):
+            ino = (await client.create(parent, b"f%d" % i, stat.S_IFREG | 0o644, 0, 0))["ino"]
+            await client.write(ino, 0, pattern(4096, seed=i))
+            await client.flush(ino)
+        spent = oplog_fsyncs(cluster.url) - before
+        assert 20 <= spent <= 22, f"{spent} op log fsyncs for 10 small files"
+        async with Client.open(config(cluster)) as other:      # and the bytes are there
+            for i in range(10):
+                ino = (await other.lookup(parent, b"f%d" % i))["ino"]
+                assert await other.read(ino, 0, 8192, other.open_file(ino)) == pattern(4096, seed=i)
+    run(cluster, t)
+
+
 def test_small_file_fsync_reaches_every_replica(cluster: Cluster) -> None:
     async def t(client: Client) -> None:
         before = {d.url: await status_fsyncs(client, d.url) for d in cluster.servers}
