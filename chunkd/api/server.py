@@ -1,6 +1,7 @@
 """The chunkd's HTTP face: routes over the objects that do the work.
 
-Routes (messages as in :mod:`gfsfs.common.protocol`):
+Routes (messages as in :mod:`gfsfs.common.protocol.client_chunkd` and
+:mod:`gfsfs.common.protocol.master_chunkd`):
 
 - ``PUT /data/<data_id>``: push, buffered and forwarded down ``X-GFS-Chain``
   (:mod:`chunkd.mutations.push`).

@@ -3,7 +3,8 @@ the mutation order, record append.
 
 :class:`Mutations` does what the ``commit``, ``apply``, ``append``,
 ``truncate``, ``sync``, ``set_version`` and ``delete`` RPCs ask (messages as in
-:mod:`gfsfs.common.protocol`; :mod:`chunkd.api.server` only routes them here):
+:mod:`gfsfs.common.protocol.client_chunkd` and ``master_chunkd``;
+:mod:`chunkd.api.server` only routes them here):
 
 - ``commit``: this chunkd is the primary. It applies the mutation to its own
   replica, then sends ``apply`` with the same offset to every secondary at

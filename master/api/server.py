@@ -325,7 +325,7 @@ class Handlers:
 
 
 # The master's RPC table: every ``POST /rpc/NAME`` is the Handlers method NAME
-# (the protocol is gfsfs.common.protocol).
+# (each typed in gfsfs.common.protocol.client_master or .chunkd_master).
 RPCS = (
     # namespace
     "lookup", "getattr", "setattr", "create", "mkdir", "symlink", "link", "unlink",

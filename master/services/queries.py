@@ -25,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from gfsfs.common.protocol import PROTOCOL_VERSION
+
 from master.chunks.registry import Chunkd, ChunkNeed, ChunkRegistry
 from master.state.namespace import ROOT_INO, Inode, Namespace
 
@@ -379,7 +381,7 @@ def cluster_status(master: Master) -> dict[str, Any]:
 def status(master: Master) -> dict[str, Any]:
     """The ``GET /status`` reply."""
     ns, reg, oplog = master.ns, master.registry, master.oplog
-    return {"role": "master", "protocol": 1, "inodes": len(ns.inodes),
+    return {"role": "master", "protocol": PROTOCOL_VERSION, "inodes": len(ns.inodes),
             "chunks": len(ns.chunks), "chunk_size": ns.chunk_size,
             "chunks_without_replicas": sum(1 for h in ns.chunks if h not in reg.locations),
             "leases": len(reg.leases), "pending_deletes": pending_deletes(reg),

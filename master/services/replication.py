@@ -10,7 +10,7 @@ it scans the chunk map and
   missing replicas. A copy is chunk-to-chunk: the master picks a
   source replica and a target chunkd (distinct, on a rack the chunk is not on
   yet when possible, most free space) and tells the *target* to fetch the chunk
-  from the source (``replicate``, see :mod:`gfsfs.common.protocol`); no data passes
+  from the source (``replicate``, see :mod:`gfsfs.common.protocol.master_chunkd`); no data passes
   through the master. The new location counts once the target answers (its
   ``report_chunks`` says the same again a moment later).
 - removes replicas beyond the goal (a chunkd that came back after its chunks

@@ -1,21 +1,24 @@
-"""gfsfs/common/protocol.py: the version exchange at mount time, and that the RPCs
-the master and chunkd serve are the ones the docstring documents."""
+"""gfsfs/common/protocol/: the version exchange at mount time; that the RPCs and
+routes the master and chunkd serve are the ones its peer-pair modules type; and
+that what they answer, and what the daemons send each other, has those types."""
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
 from gfsfs.fuse import mount
 from gfsfs.common.errors import Code, GFSError
-from gfsfs.common.protocol import PROTOCOL_VERSION
-from gfsfs.common.rpc import App, serve_forever
+from gfsfs.common.protocol import (PROTOCOL_VERSION, chunkd_master, client_chunkd, client_master,
+                                   master_chunkd, master_master)
+from gfsfs.common.protocol.shapes import Message, problems
+from gfsfs.common.rpc import App, RpcHandler, serve_forever, unpack
 
 
 class ServedApp:
@@ -112,31 +115,19 @@ def test_mount_accepts_a_master_that_sends_no_version(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- served = documented
 
+PEERS = (client_master, chunkd_master, master_chunkd, client_chunkd, master_master)
+
+
 def documented() -> dict[str, tuple[set[str], set[str]]]:
-    """Per server ("master", "chunkd"): the RPC names and the raw routes
-    (``"GET /chunk/"``) the docstring of gfsfs/common/protocol.py documents, from
-    its sections ``X -> master`` and ``X -> chunkd``: the namespace table's
-    first column, every ``name {fields}`` / ``POST /rpc/name {fields}``, and
-    every ``GET /path`` (up to its first ``<`` or ``?``)."""
-    from gfsfs.common import protocol
-    lines = (protocol.__doc__ or "").split("\n")
+    """Per server ("master", "chunkd"): the RPC names of the MESSAGES tables
+    of the peer-pair modules addressed to it, and the keys (``"GET /chunk/"``)
+    of their ROUTES."""
     out: dict[str, tuple[set[str], set[str]]] = {"master": (set(), set()),
                                                  "chunkd": (set(), set())}
-    server = None
-    for i, line in enumerate(lines):
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        if "->" in line and re.fullmatch(r"-{4,}", nxt):
-            server = line.split("(")[0].split("->")[1].strip()
-            continue
-        if server not in out:
-            continue
-        rpcs, routes = out[server]
-        # a table row: the name at the line's start, the next column 2+ spaces on
-        if (m := re.match(r"([a-z_]+)\s{2,}\S", line)) and m.group(1) != "rpc":
-            rpcs.add(m.group(1))
-        rpcs.update(re.findall(r"``(?:POST /rpc/)?([a-z_]+) \{", line))
-        routes.update(f"{m} {p}" for m, p in re.findall(r"``(GET|PUT|POST) (/[a-z_/]*)", line)
-                      if not p.startswith("/rpc/"))
+    for mod in PEERS:
+        rpcs, routes = out[mod.SERVER]
+        rpcs.update(mod.MESSAGES)
+        routes.update(r.key for r in mod.ROUTES)
     return out
 
 
@@ -161,13 +152,251 @@ def served(tmp: Path) -> dict[str, tuple[set[str], set[str]]]:
             for name, app in (("master", master_app), ("chunkd", chunkd_app))}
 
 
+def differences(docs: dict[str, tuple[set[str], set[str]]],
+                live: dict[str, tuple[set[str], set[str]]]) -> list[str]:
+    out = []
+    for server in ("master", "chunkd"):
+        for kind, doc, got in (("rpc", docs[server][0], live[server][0]),
+                               ("route", docs[server][1], live[server][1])):
+            out += [f"{server}: {kind} {x} served, not documented" for x in sorted(got - doc)]
+            out += [f"{server}: {kind} {x} documented, not served" for x in sorted(doc - got)]
+    return out
+
+
 def test_the_rpcs_served_are_the_rpcs_documented(tmp_path: Path) -> None:
     docs, live = documented(), served(tmp_path)
-    for server in ("master", "chunkd"):
-        doc_rpcs, doc_routes = docs[server]
-        live_rpcs, live_routes = live[server]
-        assert sorted(live_rpcs - doc_rpcs) == [], f"{server}: served, not documented"
-        assert sorted(doc_rpcs - live_rpcs) == [], f"{server}: documented, not served"
-        assert sorted(live_routes - doc_routes) == [], f"{server}: served, not documented"
-        assert sorted(doc_routes - live_routes) == [], f"{server}: documented, not served"
+    assert differences(docs, live) == []
     assert "GET /chunk/" in docs["chunkd"][1] and "lookup" in docs["master"][0]
+    assert len(docs["master"][0]) == 35 and len(docs["chunkd"][0]) == 10
+
+
+def test_the_comparison_sees_a_difference(tmp_path: Path) -> None:
+    live = served(tmp_path)
+    docs = {k: (set(rpcs), set(routes)) for k, (rpcs, routes) in live.items()}
+    docs["master"][0].discard("lookup")
+    docs["chunkd"][0].add("scrub")
+    docs["chunkd"][1].discard("PUT /data/")
+    assert differences(docs, live) == ["master: rpc lookup served, not documented",
+                                       "chunkd: rpc scrub documented, not served",
+                                       "chunkd: route PUT /data/ served, not documented"]
+
+
+# ---------------------------------------------------------------- the types on the wire
+
+class Checked:
+    """Wraps an app's RPC handlers: every request it gets and every reply it
+    gives is checked against its message (``seen``: the RPCs that ran)."""
+
+    def __init__(self, app: App, messages: dict[str, Message], found: list[str]) -> None:
+        self.found, self.seen = found, set()
+        for name, handler in list(app.rpcs.items()):
+            app.rpc(name, self.wrap(app.name, messages[name], handler))
+
+    def wrap(self, who: str, msg: Message, handler: RpcHandler) -> RpcHandler:
+        async def checked(req: dict[str, Any]) -> dict[str, Any]:
+            self.found += problems(req, msg.request, f"{who} got {msg.name}")
+            reply = await handler(req)
+            self.found += problems(reply, msg.reply, f"{who} answered {msg.name}")
+            self.seen.add(msg.name)
+            return reply
+        return checked
+
+
+def messages_to(server: str) -> dict[str, Message]:
+    return {n: m for mod in PEERS if mod.SERVER == server for n, m in mod.MESSAGES.items()}
+
+
+class FakeChunkds:
+    """The chunkds of an in-process master: check what it sends them and
+    answer as a chunkd would."""
+
+    def __init__(self, found: list[str]) -> None:
+        self.found, self.seen = found, set()
+
+    async def __call__(self, addr: str, name: str, body: dict[str, Any]) -> Any:
+        msg = master_chunkd.MESSAGES[name]
+        self.found += problems(body, msg.request, f"master sent {name}")
+        self.seen.add(name)
+        if name == "set_versions":
+            return {"failed": []}
+        if name == "copy":
+            return {"handle": body["new_handle"], "version": body["new_version"], "length": 5}
+        return {}
+
+
+class Peer:
+    """POST /rpc/NAME to an ASGI app, failing the test on an error reply."""
+
+    def __init__(self, app: App) -> None:
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                      base_url="http://peer")
+
+    async def __call__(self, rpc_name: str, /, **body: Any) -> Any:
+        from gfsfs.common.rpc import pack
+        r = await self.http.post(f"/rpc/{rpc_name}", content=pack(body))
+        reply = unpack(r.content)
+        assert r.status_code == 200, (rpc_name, reply)
+        return reply
+
+    async def status(self) -> Any:
+        return unpack((await self.http.get("/status")).content)
+
+
+async def namespace_calls(call: Peer) -> tuple[int, int]:
+    """Every namespace RPC once; (the directory, the file) it made."""
+    await call("statfs", protocol=PROTOCOL_VERSION)
+    d = (await call("mkdir", parent=1, name=b"d", mode=0o40755, uid=0, gid=0))["ino"]
+    f = (await call("create", parent=d, name=b"f", mode=0o100644, uid=0, gid=0,
+                    ctx={"uid": 0, "gid": 0, "gids": []}))["ino"]
+    await call("lookup", parent=d, name=b"f")
+    await call("getattr", ino=f)
+    await call("setattr", ino=f, mode=0o100600, mtime_ns=5)
+    await call("symlink", parent=d, name=b"s", target=b"f", uid=0, gid=0)
+    await call("readlink", ino=(await call("lookup", parent=d, name=b"s"))["ino"])
+    await call("link", ino=f, parent=d, name=b"h")
+    await call("rename", parent=d, name=b"h", new_parent=d, new_name=b"h2")
+    await call("unlink", parent=d, name=b"h2")
+    await call("setxattr", ino=f, name=b"user.a", value=b"1")
+    await call("getxattr", ino=f, name=b"user.a")
+    await call("listxattr", ino=f)
+    await call("removexattr", ino=f, name=b"user.a")
+    await call("readdir", ino=d, offset=0)
+    await call("mkdir", parent=d, name=b"e", mode=0o40755, uid=0, gid=0)
+    await call("rmdir", parent=d, name=b"e")
+    return d, f
+
+
+async def data_and_admin_calls(call: Peer, d: int, f: int) -> None:
+    """Every data path, chunkd -> master and admin RPC once."""
+    space = {"capacity_bytes": 1 << 40, "used_bytes": 0, "free_bytes": 1 << 40}
+    for i in (1, 2, 3):
+        await call("register", id=f"cs{i}", addr=f"http://cs{i}", rack="r", chunks=[],
+                   protocol=PROTOCOL_VERSION, **space)
+    await call("lease", ino=f, index=0, offset=0, data=b"hello", sync=True, size=5,
+               mtime_ns=7)
+    lease = await call("lease", ino=f, index=0, avoid=["cs9"])
+    await call("heartbeat", id="cs1", chunk_count=1, extend=[lease["handle"]], **space)
+    await call("report_chunks", id="cs1", added=[[lease["handle"], lease["version"]]],
+               removed=[], corrupt=[])
+    await call("chunks", ino=f, first=0, count=4)
+    await call("append_lease", ino=f)
+    await call("extend", ino=f, size=10, mtime_ns=8)
+    for name in ("cluster_status", "fsck", "checkpoint", "dump_metadata", "trash_list"):
+        await call(name)
+    await call("fileinfo", ino=f)
+    await call("drain", id="cs3", status=True)
+    await call("setgoal", ino=d, goal=2, recursive=True)
+    await call("snapshot", src=d, parent=1, name=b"snap")
+    await call("lease", ino=f, index=0)         # copy-on-write of the shared chunk
+    await call("unlink", parent=d, name=b"f")
+    await call("trash_list")
+    await call("trash_restore", ino=f)
+    await call("unlink", parent=d, name=b"f")
+    await call("trash_purge", inos=[f], older_than=0)
+
+
+def test_what_the_master_answers_and_sends_has_its_types(tmp_path: Path) -> None:
+    from gfsfs.common.config import MasterConfig
+    from master.api.server import build_app
+    from master.core import Master
+    found: list[str] = []
+    chunkds = FakeChunkds(found)
+    m = Master.open(MasterConfig(data_dir=str(tmp_path), chunk_size=1 << 20), chunkds)
+    try:
+        app = build_app(m)
+        checked = Checked(app, messages_to("master"), found)
+
+        async def main() -> Any:
+            call = Peer(app)
+            d, f = await namespace_calls(call)
+            await data_and_admin_calls(call, d, f)
+            return await call.status()
+        status = trio.run(main)
+    finally:
+        m.close()
+    found += problems(status, client_master.ROUTES[0].reply, "GET /status")
+    assert found == []
+    assert checked.seen == set(messages_to("master"))       # every RPC ran
+    assert chunkds.seen >= {"set_version", "set_versions", "copy"}
+
+
+async def chunkd_calls(http: httpx.AsyncClient) -> list[Any]:
+    """Every chunkd RPC and route once, at cs1 (cs2: its secondary, relay and
+    re-replication source); the /status replies."""
+    from gfsfs.common.rpc import call as rpc_call
+
+    async def call(addr: str, rpc_name: str, /, **body: Any) -> Any:
+        return await rpc_call(http, addr, rpc_name, body)
+    cs1, cs2, both = "http://cs1", "http://cs2", ("http://cs1", "http://cs2")
+    for addr in both:
+        await call(addr, "set_version", handle=1, version=1, create=True)
+    await call(cs2, "set_version", handle=3, version=1, create=True, offset=0, data=b"r",
+               sync=True)
+    push = await http.put(f"{cs1}/data/{'ab' * 8}", content=b"pushed",
+                          headers={"x-gfs-chain": cs2})
+    assert push.status_code == 200 and unpack(push.content) == {"length": 6}
+    await call(cs1, "commit", handle=1, version=1, offset=0, data_id="ab" * 8,
+               secondaries=[cs2], sync=True)
+    await call(cs1, "commit", handle=1, version=1, offset=6, data=b"inline", secondaries=[cs2])
+    await call(cs1, "append", handle=1, version=1, chunk_size=1 << 20, data=b"rec",
+               secondaries=[cs2])
+    full = await call(cs1, "append", handle=1, version=1, chunk_size=1 << 16,
+                      min_offset=1 << 16, data=b"x", secondaries=[cs2])
+    assert full["retry"] == "next_chunk"
+    await call(cs1, "truncate", handle=1, version=1, length=12, secondaries=[cs2])
+    await call(cs1, "sync", handles=[1])
+    await call(cs1, "sync", handles=[1], relay=cs2)
+    read = await http.get(f"{cs1}/chunk/1", params={"offset": 0, "length": 6, "version": 1})
+    assert read.content == b"pushed"
+    for addr in both:
+        await call(addr, "set_versions", versions=[[1, 2]])
+    await call(cs1, "copy", handle=1, version=2, new_handle=2, new_version=2)
+    await call(cs1, "replicate", handle=3, version=1, source=cs2)
+    await call(cs1, "delete", handles=[2])
+    return [unpack((await http.get(f"{addr}/status")).content) for addr in both]
+
+
+async def heartbeat_calls(cs: Any, http: httpx.AsyncClient) -> None:
+    """A chunkd's register, heartbeat and report to the master."""
+    from chunkd.services.heartbeat import Heartbeat
+    hb = Heartbeat(server_id=cs.server_id, addr=cs.addr, rack="r", store=cs.store, http=http,
+                   master_url="http://master", interval=1.0, reports=cs.reports)
+    await hb.run_once()                     # register
+    cs.reports.note_primary(1)
+    cs.reports.add(9, 1)
+    await hb.run_once()                     # heartbeat (extend), report_chunks
+    assert hb.registered
+
+
+def test_what_chunkds_answer_and_send_has_its_types(tmp_path: Path) -> None:
+    from chunkd.api.server import ChunkServer
+    from chunkd.storage.store import MemoryChunkStore
+    from gfsfs.common.config import ChunkServerConfig, MasterConfig
+    from master.api.server import build_app
+    from master.core import Master
+    found: list[str] = []
+    m = Master.open(MasterConfig(data_dir=str(tmp_path)), FakeChunkds(found))
+    try:
+        master_app = build_app(m)
+        on_master = Checked(master_app, messages_to("master"), found)
+        servers = [ChunkServer(MemoryChunkStore(), ChunkServerConfig(), None,  # type: ignore[arg-type]
+                               f"cs{i}", f"http://cs{i}") for i in (1, 2)]
+        checked = [Checked(s.app, messages_to("chunkd"), found) for s in servers]
+        mounts = {s.addr: httpx.ASGITransport(app=s.app) for s in servers}
+
+        async def main() -> list[Any]:
+            http = httpx.AsyncClient(mounts={**mounts, "http://master": httpx.ASGITransport(
+                app=master_app)})
+            for s in servers:
+                s.http = http
+            statuses = await chunkd_calls(http)
+            await heartbeat_calls(servers[0], http)
+            return statuses
+        statuses = trio.run(main)
+    finally:
+        m.close()
+    found += [p for st in statuses for p in problems(st, client_chunkd.ROUTES[2].reply, "status")]
+    assert found == []
+    assert checked[0].seen == set(messages_to("chunkd")) - {"apply"}
+    assert checked[1].seen >= {"apply", "truncate", "sync"}         # the forwards
+    assert on_master.seen == {"register", "heartbeat", "report_chunks"}

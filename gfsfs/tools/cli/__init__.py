@@ -2,7 +2,7 @@
 
 Talks to the master (``--master URL``; else ``--set client.master_url=...``;
 else the ``GFS_MASTER`` environment variable; else ``[client] master_url`` from
-the config file) with the msgpack RPCs of :mod:`gfsfs.common.protocol`::
+the config file) with the msgpack RPCs of :mod:`gfsfs.common.protocol.client_master`::
 
     gfs status                      cluster summary
     gfs df                          capacity, per chunkd and in total

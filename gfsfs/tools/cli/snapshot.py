@@ -1,5 +1,5 @@
 """``gfs snapshot SRC DST``: a copy-on-write copy of a file or a whole tree,
-over the master's ``snapshot`` RPC (see :mod:`gfsfs.common.protocol`)."""
+over the master's ``snapshot`` RPC (see :mod:`gfsfs.common.protocol.client_master`)."""
 from __future__ import annotations
 
 import argparse

@@ -1,6 +1,6 @@
 """``gfs trash``: the files deleted but not yet purged, over the master's
 ``trash_list``, ``trash_restore`` and ``trash_purge`` RPCs (see
-:mod:`gfsfs.common.protocol`)::
+:mod:`gfsfs.common.protocol.client_master`)::
 
     gfs trash ls                        deleted files: path, size, deleted, purge time
     gfs trash restore PATH [--to NEW]   back to its old path (or NEW)
