@@ -5,10 +5,9 @@ parent directory of a path to be created (:func:`target_dir`)."""
 from __future__ import annotations
 
 import os
-import posixpath
 import stat
 
-from gfsfs.client.paths import components
+from gfsfs.client.paths import components, split
 from gfsfs.tools.cli.common import Failure, Master
 
 
@@ -81,18 +80,11 @@ def fs_path(arg: str, mounts: list[str] | None = None) -> str:
     return os.path.normpath("/" + arg)
 
 
-def _split(path: str) -> tuple[str, bytes]:
-    parent, name = posixpath.split(path.rstrip("/") or "/")
-    if not name:
-        raise Failure(f"{path}: not a name that can be created")
-    return parent or "/", os.fsencode(name)
-
-
 async def target_dir(m: Master, path: str) -> tuple[int, bytes]:
     """(parent directory inode, name) for a path to be created."""
-    parent_path, name = _split(path)
     if not components(path):
         raise Failure(f"{path}: exists")
+    parent_path, name = split(path)
     attr = await m.resolve(parent_path, follow=True)
     if not stat.S_ISDIR(attr["mode"]):
         raise Failure(f"{parent_path}: not a directory")
