@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -46,6 +47,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = Path(str(item.fspath)).parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+        if tier == "faults":            # every test there breaks something on purpose
+            item.add_marker(pytest.mark.allow_errors)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -63,33 +66,43 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 # what a daemon's log shows when a request or a loop hit a bug
 LOG_BUGS = ("Traceback (most recent call last)", "Error in ASGI")
+# a line logged at ERROR (gfsfs.common.logs.FORMAT: "date time LEVEL name[pid]: ...")
+LOG_ERROR = re.compile(r"^\S+ \S+ ERROR ")
 
 
 def _daemon_logs(root: Path) -> dict[Path, int]:
     return {p: p.stat().st_size for p in root.glob("**/logs/*.out")}
 
 
+def _new_lines(before: dict[Path, int], root: Path) -> list[tuple[Path, str]]:
+    out = []
+    for path, size in _daemon_logs(root).items():
+        with open(path, "rb") as f:
+            f.seek(before.get(path, 0) if before.get(path, 0) <= size else 0)
+            text = f.read().decode("utf-8", "replace")
+        out += [(path, line) for line in text.splitlines()]
+    return out
+
+
 @pytest.fixture(autouse=True)
 def no_tracebacks_in_daemon_logs(request: pytest.FixtureRequest,
                                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Fail a test during which any daemon it started (or shares) logged a
-    traceback: a bug, even when the test's own checks passed. A test that
-    provokes one on purpose is marked ``allow_traceback``."""
+    traceback or an ERROR: a bug, even when the test's own checks passed. A
+    test that provokes errors on purpose is marked ``allow_errors`` (and one
+    that provokes a traceback ``allow_traceback``, which allows both); the
+    faults tier, whose every test breaks something, allows errors."""
     root = tmp_path_factory.getbasetemp()
     before = _daemon_logs(root)
     yield
     if request.node.get_closest_marker("allow_traceback"):
         return
-    found = []
-    for path, size in _daemon_logs(root).items():
-        with open(path, "rb") as f:
-            f.seek(before.get(path, 0) if before.get(path, 0) <= size else 0)
-            text = f.read().decode("utf-8", "replace")
-        found += [f"{path}: {line}" for line in text.splitlines()
-                  if any(b in line for b in LOG_BUGS)]
+    errors_ok = request.node.get_closest_marker("allow_errors") is not None
+    found = [f"{path}: {line}" for path, line in _new_lines(before, root)
+             if any(b in line for b in LOG_BUGS) or (not errors_ok and LOG_ERROR.match(line))]
     if found:
-        pytest.fail("daemons logged tracebacks during the test:\n" + "\n".join(found[:20]),
-                    pytrace=False)
+        pytest.fail("daemons logged tracebacks or errors during the test:\n"
+                    + "\n".join(found[:20]), pytrace=False)
 
 
 def make_cluster(base: Path, chunkds: int = 3, extra: list[str] | None = None,
