@@ -12,9 +12,10 @@ bootstrap:
 run: bootstrap
 	$(PY) -m gfsfs.tools.localcluster $(RUN_ARGS)
 
+# the 20 slowest tests are listed at the end (the suite must stay under 15 min)
 test:
 	@bash .ci/bootstrap test
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS) tests
 
 # the fast tiers (pure logic; HTTP apps in-process): seconds, no daemons, no mount
 test-unit:
