@@ -131,6 +131,11 @@ class Client:
             del self.inodes[ino]
             self.appender.forget(ino)
 
+    async def discard(self, ino: int) -> None:
+        """Drop this client's unsent writes to ``ino`` (a file about to be
+        removed): nothing of it is written back, and no failure is reported."""
+        await self.writer.discard(ino)
+
     # ------------------------------------------------------------ master RPCs
 
     async def call(self, name: str, body: dict[str, Any]) -> Any:

@@ -103,6 +103,19 @@ class Writer:
             await self._sync(ino, st)
         self._raise_error(st)
 
+    async def discard(self, ino: int) -> None:
+        """The file is being thrown away: drop what is buffered for ``ino``
+        unsent, and wait for what is being sent, whose failure (the file may
+        be gone by then) is not reported."""
+        st = self.client.inodes.get(ino)
+        if st is None:
+            return
+        st.wbuf.take()
+        while st.inflight:
+            await st.inflight[0].done.wait()
+        st.error = None
+        st.pending_end = 0
+
     async def _start_batch(self, ino: int, st: InodeState, sync: bool) -> None:
         extents = st.wbuf.take()
         entry = Batch(extents[0].start, extents[-1].end, trio.Event(), extents)

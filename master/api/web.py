@@ -560,6 +560,7 @@ class WebUI:
         once (its chunks become garbage): nothing of it stays visible."""
         log.warning("web upload of %s failed (%s); removing %r", path, exc, tmp)
         try:
+            await client.discard(ino)       # its unsent bytes would fail to write back
             await client.unlink(parent, tmp)
             if ino in self.m.ns.trash:
                 await trash_purge(self.m, inos=[ino])
