@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from conftest import needs_fuse
 from gfsfs.tools.localcluster import ROOT, is_mounted, unmount
 
@@ -167,6 +169,8 @@ def restarted(base: Path, name: str, old: int) -> int | None:
     return pid if pid is not None and pid != old and alive(pid) else None
 
 
+# the killed chunkd's torn last write is found corrupt by its scrubber after the restart
+@pytest.mark.allow_errors
 @needs_fuse
 def test_chunkd_kill9_during_cp_is_restarted_and_cp_succeeds(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
@@ -237,6 +241,8 @@ def test_chunkd_kill9_during_cp_is_restarted_and_cp_succeeds(tmp_path: Path) -> 
         cleanup(proc, tmp_path, mnt)
 
 
+# the chunkd it restarts cannot listen (the test holds its port), and says so
+@pytest.mark.allow_errors
 @needs_fuse
 def test_a_process_that_keeps_dying_makes_the_launcher_give_up(tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
