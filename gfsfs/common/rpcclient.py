@@ -46,11 +46,13 @@ class _Conn:
     def reusable(self, now: float) -> bool:
         if now - self.idle_since >= KEEPALIVE:
             return False
-        try:
-            readable, _, _ = select.select([self.stream.socket.fileno()], [], [], 0)
+        try:                         # poll, not select: descriptors past 1024 are common
+            poller = select.poll()
+            poller.register(self.stream.socket.fileno(), select.POLLIN)
+            ready = poller.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable          # EOF or unexpected bytes: not for another request
+        return not ready             # EOF, an error or unexpected bytes: not for another request
 
 
 def _split(base_url: str) -> tuple[str, int, bytes]:
