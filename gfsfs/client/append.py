@@ -93,9 +93,10 @@ class _Queue:
     records: deque[bytes] = field(default_factory=deque)
     bytes: int = 0                     # queued, not yet taken by the sender
     sending: int = 0                   # in the batch being sent
+    queued: int = 0                    # records ever queued
+    done: int = 0                      # records ever sent, or dropped with a failure
     running: bool = False
-    idle: trio.Event = field(default_factory=trio.Event)     # set when the sender stops
-    moved: trio.Event = field(default_factory=trio.Event)    # set when a batch was sent
+    moved: trio.Event = field(default_factory=trio.Event)    # set when a batch ended
     error: GFSError | None = None      # a failed send, raised by the next drain or enqueue
 
 
@@ -204,6 +205,7 @@ class Appender:
             self._raise_once(q)
         q.records.append(bytes(data))
         q.bytes += len(data)
+        q.queued += 1
         self._start_sender(ino, q, cs // 4)
 
     def queued_bytes(self, ino: int) -> int:
@@ -212,23 +214,24 @@ class Appender:
         return 0 if q is None else q.bytes + q.sending
 
     async def drain(self, ino: int) -> None:
-        """Wait until every record queued for ``ino`` is appended; a failed
-        send is raised here once."""
+        """Wait until every record queued for ``ino`` before this call is
+        appended (not those queued meanwhile: a reader never waits on busy
+        writers for ever); a failed send is raised here once."""
         q = self.queues.get(ino)
         if q is None:
             return
-        if q.records:               # a sender cancelled midway left some
-            self._start_sender(ino, q, await self.client.get_chunk_size() // 4)
-        if q.running:
-            await q.idle.wait()
-        if self.queues.get(ino) is q and not q.records:
-            del self.queues[ino]
+        target = q.queued
+        while q.done < target:
+            if not q.running:           # a sender cancelled midway left some
+                self._start_sender(ino, q, await self.client.get_chunk_size() // 4)
+            await q.moved.wait()
         self._raise_once(q)
+        if not q.running and not q.records and self.queues.get(ino) is q:
+            del self.queues[ino]
 
     def _start_sender(self, ino: int, q: _Queue, limit: int) -> None:
         if not q.running:
             q.running = True
-            q.idle = trio.Event()
             self.client.nursery.start_soon(self._send_queue, ino, q, limit)
 
     @staticmethod
@@ -246,25 +249,27 @@ class Appender:
                 while q.records and size + len(q.records[0]) <= limit:
                     size += len(q.records[0])
                     batch.append(q.records.popleft())
-                payload = b"".join(batch)
-                q.bytes -= len(payload)
-                q.sending = len(payload)
+                q.bytes -= size
+                q.sending = size
                 try:
-                    await self.append(ino, payload)
+                    await self.append(ino, b"".join(batch))
+                    self.batches += 1
                 except GFSError as exc:
                     log.error("queued appends to inode %d failed: %s", ino, exc)
                     q.error = exc
+                    q.done += len(q.records)        # dropped with it
                     q.records.clear()
                     q.bytes = 0
                     return
-                finally:
+                finally:                # sent, failed or cancelled: not waited for again
+                    q.done += len(batch)
                     q.sending = 0
                     q.moved.set()
                     q.moved = trio.Event()
-                self.batches += 1
         finally:
             q.running = False
-            q.idle.set()
+            q.moved.set()
+            q.moved = trio.Event()
 
     # ------------------------------------------------------------ lease of the last chunk
 
