@@ -41,7 +41,9 @@ whole and contiguous, the records of one batch next to each other in their
 order. Everything that looks at the inode's bytes through this client (reads,
 plain writes, truncate, setattr, fallocate, flush, fsync, close) first waits
 until the queue is sent (:meth:`Appender.drain`), so this client sees its
-records in place; a failed send is raised there once. Its attributes count
+records in place; a failed send is raised there once (and refuses the records
+queued after it until then, so a write(2) cut short by it hides it from no
+flush or close). Its attributes count
 the queued bytes in the size without waiting (the kernel asks for the size
 before every O_APPEND write). At most ``upload_chunk_size`` bytes wait per
 inode; a writer past that waits for the sender.
@@ -97,7 +99,7 @@ class _Queue:
     done: int = 0                      # records ever sent, or dropped with a failure
     running: bool = False
     moved: trio.Event = field(default_factory=trio.Event)    # set when a batch ended
-    error: GFSError | None = None      # a failed send, raised by the next drain or enqueue
+    error: GFSError | None = None      # a failed send: refuses enqueues until a drain raises it
 
 
 @dataclass
@@ -199,10 +201,10 @@ class Appender:
         if not 0 < len(data) <= cs // 4:
             raise GFSError(Code.EINVAL, f"a record is 1 to {cs // 4} bytes, not {len(data)}")
         q = self.queues.setdefault(ino, _Queue())
-        self._raise_once(q)
+        self._raise_pending(q)
         while q.bytes and q.bytes + len(data) > self.cfg.upload_chunk_size:
             await q.moved.wait()
-            self._raise_once(q)
+            self._raise_pending(q)
         q.records.append(bytes(data))
         q.bytes += len(data)
         q.queued += 1
@@ -233,6 +235,14 @@ class Appender:
         if not q.running:
             q.running = True
             self.client.nursery.start_soon(self._send_queue, ino, q, limit)
+
+    @staticmethod
+    def _raise_pending(q: _Queue) -> None:
+        """A failed send refuses later records, and stays for the next drain
+        (flush, fsync, close) to report: a write(2) cut short by it must not
+        hide it from them."""
+        if q.error is not None:
+            raise GFSError(q.error.code, q.error.message)
 
     @staticmethod
     def _raise_once(q: _Queue) -> None:

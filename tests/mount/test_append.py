@@ -278,6 +278,12 @@ def test_a_failed_queued_append_is_raised_at_flush(cluster: Cluster) -> None:
                 for d in cluster.servers:
                     d.kill()
                 assert await c.append_records(ino, record(0, 1)) == REC
+                while c.appender.queues[ino].error is None:     # the sender gave up
+                    await trio.sleep(0.1)
+                # later records are refused, and that does not hide the failure
+                # from the flush (a write(2) cut short by it must not)
+                with pytest.raises(GFSError):
+                    await c.append_records(ino, record(0, 2))
                 with pytest.raises(GFSError) as err:
                     await c.flush(ino)
                 assert err.value.code in ("EIO", "UNAVAILABLE"), err.value
