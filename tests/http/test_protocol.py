@@ -131,8 +131,9 @@ def documented() -> dict[str, tuple[set[str], set[str]]]:
     return out
 
 
-def served(tmp: Path) -> dict[str, tuple[set[str], set[str]]]:
-    """The RPC names and raw routes the master and a chunkd register."""
+def served_apps(tmp: Path) -> dict[str, Any]:
+    """The master's app and a chunkd's, built in-process (the master's data in
+    ``tmp``): ``{"master": App, "chunkd": App}``."""
     from chunkd.api.server import ChunkServer
     from chunkd.storage.store import MemoryChunkStore
     from gfsfs.common.config import ChunkServerConfig, MasterConfig
@@ -148,8 +149,13 @@ def served(tmp: Path) -> dict[str, tuple[set[str], set[str]]]:
         m.close()
     chunkd_app = ChunkServer(MemoryChunkStore(), ChunkServerConfig(), None,  # type: ignore[arg-type]
                              "cs1", "http://cs1").app
+    return {"master": master_app, "chunkd": chunkd_app}
+
+
+def served(tmp: Path) -> dict[str, tuple[set[str], set[str]]]:
+    """The RPC names and raw routes the master and a chunkd register."""
     return {name: (set(app.rpcs), {f"{meth} {prefix}" for meth, prefix, _ in app.routes})
-            for name, app in (("master", master_app), ("chunkd", chunkd_app))}
+            for name, app in served_apps(tmp).items()}
 
 
 def differences(docs: dict[str, tuple[set[str], set[str]]],

@@ -104,22 +104,8 @@ def test_problems_finds_what_does_not_conform() -> None:
 
 def served_handlers(tmp: Path) -> dict[str, dict[str, Callable[..., Any]]]:
     """server -> rpc -> handler, as the master's and a chunkd's apps register them."""
-    from chunkd.api.server import ChunkServer
-    from chunkd.storage.store import MemoryChunkStore
-    from gfsfs.common.config import ChunkServerConfig, MasterConfig
-    from master.api.server import build_app
-    from master.core import Master
-
-    async def no_chunkds(addr: str, name: str, body: dict[str, Any]) -> Any:
-        return {}
-    m = Master.open(MasterConfig(data_dir=str(tmp)), no_chunkds)
-    try:
-        master_app = build_app(m)
-    finally:
-        m.close()
-    chunkd_app = ChunkServer(MemoryChunkStore(), ChunkServerConfig(), None,  # type: ignore[arg-type]
-                             "cs1", "http://cs1").app
-    return {"master": dict(master_app.rpcs), "chunkd": dict(chunkd_app.rpcs)}
+    from test_protocol import served_apps        # tests/http, on sys.path by conftest
+    return {name: dict(app.rpcs) for name, app in served_apps(tmp).items()}
 
 
 def handler_source(handler: Callable[..., Any]) -> tuple[Path, str]:
