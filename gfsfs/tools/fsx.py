@@ -26,6 +26,7 @@ import json
 import mmap
 import os
 import random
+import signal
 import sys
 import time
 from collections import Counter, deque
@@ -447,6 +448,7 @@ def _cluster_run(args: argparse.Namespace) -> int:
     import tempfile
 
     from gfsfs.tools.localcluster import Cluster, Mount
+    _stop_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="gfs-fsx-") as tmp:
         base = Path(args.keep or tmp).resolve()
         cluster = Cluster(base, 3, extra=[f"master.chunk_size={args.chunk_size}",
@@ -486,6 +488,22 @@ def _cluster_run(args: argparse.Namespace) -> int:
             for m in mounts:
                 m.stop()
             cluster.stop()
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT: stop the run and take the cluster down."""
+
+
+def _stop_on_sigterm() -> None:
+    """Raise :class:`Stopped` on SIGTERM and SIGINT, so the ``finally`` that
+    unmounts and stops the daemons runs (the default SIGTERM kills the process
+    and leaves the mounts and daemons behind). A signal that arrives while a
+    system call sits in the file system is handled when the call returns."""
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _replay(log: str, path: Path, second: Path | None,
@@ -550,7 +568,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="start a local cluster with two mounts in a temp dir and run there")
     args = p.parse_args(argv)
     if args.cluster:
-        return _cluster_run(args)
+        try:
+            return _cluster_run(args)
+        except Stopped as exc:
+            print(f"gfs-fsx: stopped by {exc}; the cluster is down", file=sys.stderr)
+            return 130
     if not args.file:
         p.error("FILE is required without --cluster")
     if args.replay:

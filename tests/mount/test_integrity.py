@@ -13,6 +13,7 @@ import errno
 import mmap
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -156,6 +157,50 @@ def test_fsx_on_a_local_directory(tmp_path: Path) -> None:
     """The model itself is right: a local file system passes."""
     ex = run_fsx(fsx.Options(tmp_path / "f", seed=9, chunk_size=CS), 5000)
     assert ex.counts["punch"] and ex.counts["copy"] and ex.counts["mapwrite"]
+
+
+def _pids_under(base: Path) -> list[int]:
+    """Processes whose command line names ``base`` (the daemons and mounts of
+    one gfs-fsx --cluster run, which put their data and logs there)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                argv = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(base).encode() in argv and b"gfsfs.tools.fsx" not in argv:
+                pids.append(int(d.name))
+    return pids
+
+
+def test_fsx_cluster_stops_its_cluster_on_sigterm(tmp_path: Path) -> None:
+    """SIGTERM to ``gfs-fsx --cluster`` unmounts both mounts and stops the
+    master and chunkds it started (before, they were left behind)."""
+    base = tmp_path / "fsx"
+    proc = subprocess.Popen([sys.executable, "-m", "gfsfs.tools.fsx", "--cluster", "--keep",
+                             str(base), "--ops", "100000000", "--progress", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()             # the first progress line: all up
+        assert "20" in line, line + proc.stderr.read()
+        assert len(_pids_under(base)) >= 6        # master, 3 chunkds, 2 mounts
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+        err = proc.stderr.read()
+        assert rc == 130 and "stopped by SIGTERM" in err, err
+        assert not any(is_mounted(base / f"mnt{i}") for i in (1, 2))
+        assert _pids_under(base) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for i in (1, 2):
+            if is_mounted(base / f"mnt{i}"):
+                subprocess.run(["fusermount3", "-uz", str(base / f"mnt{i}")], check=False)
+        for pid in _pids_under(base):
+            os.kill(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------- fixed sequences
