@@ -34,6 +34,7 @@ from master.state.logread import Loaded, LogDamage, keep_damaged
 from master.state.namespace import MAX_FILE_SIZE, Namespace, Record
 from master.state.oplog import OpLog
 from master.state.perms import Ctx, authorize
+from master.ha.role import Role
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ class Master:
         self.cfg = cfg
         self.ns = ns
         self.oplog = oplog
-        self.caller = caller
+        self.role = Role(cfg, ns)
+        self.caller = caller = self.fenced(caller)
         # the lease table is shared: the registry drops the leases of the
         # replicas and chunkds it forgets, the lease manager does the rest
         self.registry = ChunkRegistry(cfg.chunk_size, cfg.heartbeat_interval,
@@ -77,6 +79,13 @@ class Master:
         self.readopt: dict[int, int] = {}
         self.undo_pending = False
         oplog.on_failure = self._undo
+
+    def fenced(self, caller: ChunkdCaller) -> ChunkdCaller:
+        """``caller`` with this master's epoch in every order (chunkds refuse
+        orders from an epoch older than the newest they have seen)."""
+        async def call(addr: str, name: str, body: dict[str, Any]) -> Any:
+            return await caller(addr, name, {**body, "epoch": self.ns.epoch})
+        return call
 
     @classmethod
     def open(cls, cfg: MasterConfig, caller: ChunkdCaller, data_dir: str | Path | None = None,
@@ -142,6 +151,7 @@ class Master:
         client about it before ``oplog.commit(seq)`` returns. While the op log
         is unusable this raises ENOSPC/EIO before touching anything; chunks
         the record frees are deleted only once it is durable."""
+        self.role.check_primary()
         self.oplog.check_writable()
         rec = authorize(self.ns, rec, ctx)
         result = self.ns.apply(rec)
@@ -355,14 +365,18 @@ class Master:
                        free: int, chunks: list[tuple[int, int]]) -> dict[str, Any]:
         delete, newer = self.registry.register(cid, addr, rack, capacity, used, free, chunks,
                                                self.ns.chunks)
+        if not self.role.rules():           # a shadow only learns where replicas are
+            return {"heartbeat_interval": self.cfg.heartbeat_interval, "delete": [],
+                    **self.role.reply()}
         await self._adopt(cid, newer)
-        return {"heartbeat_interval": self.cfg.heartbeat_interval, "delete": delete}
+        return {"heartbeat_interval": self.cfg.heartbeat_interval, "delete": delete,
+                **self.role.reply()}
 
     async def report_chunks(self, cid: str, added: list[tuple[int, int]], removed: list[int],
                             corrupt: list[int]) -> dict[str, Any]:
         srv = self.registry.servers.get(cid)
         if srv is None or not srv.alive:
-            return {"delete": []}           # its next heartbeat asks it to register
+            return {"delete": [], **self.role.reply()}  # its next heartbeat asks it to register
         for handle in removed:
             self.registry.drop_location(handle, cid)
         for handle in corrupt:
@@ -370,8 +384,10 @@ class Master:
             self.registry.drop_location(handle, cid)
             self.registry.note_corrupt(handle, cid)
         delete, newer = self.registry.add_replicas(srv, added, self.ns.chunks)
+        if not self.role.rules():
+            return {"delete": [], **self.role.reply()}
         await self._adopt(cid, newer)
-        return {"delete": delete + list(corrupt)}
+        return {"delete": delete + list(corrupt), **self.role.reply()}
 
     async def _adopt(self, cid: str, newer: list[tuple[int, int]]) -> None:
         """A replica newer than the master knows (GFS §4.5): take its version

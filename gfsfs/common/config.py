@@ -1,6 +1,6 @@
 """Configuration as data: ``configs/config.toml`` parsed into frozen dataclasses.
 
-Sections ``[master]``, ``[chunk_server]``, ``[client]``. Every key has a default
+Sections ``[master]``, ``[chunk_server]``, ``[client]``, ``[ha]``. Every key has a default
 (documented beside it here and in configs/config.toml); every key can be
 overridden on the command line with ``--set SECTION.KEY=VALUE`` (VALUE is read as
 a TOML value, falling back to a string). An unknown section or key, or a value
@@ -45,6 +45,12 @@ class MasterConfig:
     rebalance_threshold: float = 0.1   # move replicas when disk use (fraction) differs more than this
     rebalance_moves: int = 2           # concurrent rebalancing/drain moves in the whole cluster
     web_upload_max_bytes: int = 4 << 30    # largest upload through the web page (PUT /web/upload)
+    role: str = "primary"              # "primary", or "shadow" (follows primary_url; docs/ha.md)
+    primary_url: str = ""              # a shadow's primary: "http://host:port"
+    advertise_url: str = ""            # how others reach this master ("" = http://host:port)
+    sync_shadows: int = 1              # a mutation waits for this many shadows' fsync (if connected)
+    shadow_timeout: float = 5.0        # seconds a synchronous shadow may lag before it is dropped
+    alone: str = "continue"            # no synchronous shadow left: "continue" or "refuse" mutations
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class ChunkServerConfig:
     data_dir: str = "data/chunks"      # chunks live in DATA_DIR/<server id>/
     log_dir: str = "logs"              # logs/chunk_server_YYYY-MM-DD.log
     log_level: str = "INFO"
-    master_url: str = "http://localhost:5000"   # where to register and heartbeat
+    master_url: str = "http://localhost:5000"   # the masters to register with, comma-separated
     heartbeat_interval: float = 2.0    # seconds between heartbeats
     server_info_file: str = "server_info"       # id, port, master: restart as the same server
     rack: str = "default"              # placement spreads replicas over racks
@@ -72,7 +78,8 @@ class ChunkServerConfig:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    master_url: str = "http://localhost:5000"   # the master to talk to
+    master_url: str = "http://localhost:5000"   # the master(s), comma-separated: the primary is found
+    failover_timeout: float = 30.0     # seconds a master request waits for a primary before failing
     log_dir: str = "logs"              # logs/client_YYYY-MM-DD.log
     log_level: str = "INFO"
     upload_chunk_size: int = 8 * MIB   # bytes buffered per file before a write is sent
@@ -88,10 +95,18 @@ class ClientConfig:
     short_circuit: bool = True         # read replicas on this host from their files, not over HTTP
 
 
+@dataclass(frozen=True)
+class HAConfig:
+    etcd: str = ""                     # etcd endpoint(s), comma-separated; "" = no automatic failover
+    failover_seconds: float = 10.0     # a dead primary is replaced within this (the etcd lease TTL)
+    election_key: str = "/gfsfs/primary"   # the etcd key the masters campaign for
+
+
 SECTIONS: dict[str, type] = {
     "master": MasterConfig,
     "chunk_server": ChunkServerConfig,
     "client": ClientConfig,
+    "ha": HAConfig,
 }
 
 
@@ -100,6 +115,7 @@ class Config:
     master: MasterConfig = dataclasses.field(default_factory=MasterConfig)
     chunk_server: ChunkServerConfig = dataclasses.field(default_factory=ChunkServerConfig)
     client: ClientConfig = dataclasses.field(default_factory=ClientConfig)
+    ha: HAConfig = dataclasses.field(default_factory=HAConfig)
 
 
 def _coerce(where: str, typ: str, value: Any) -> Any:
@@ -137,6 +153,14 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError(f"[master] chunk_size: must be a multiple of 65536, got {cs}")
         if not 1 <= obj.replication_factor <= 16:
             raise ConfigError(f"[master] replication_factor: must be 1..16, got {obj.replication_factor}")
+        if obj.role not in ("primary", "shadow"):
+            raise ConfigError(f"[master] role: must be \"primary\" or \"shadow\", got {obj.role!r}")
+        if obj.role == "shadow" and not obj.primary_url:
+            raise ConfigError("[master] primary_url: a shadow needs the primary's URL")
+        if obj.alone not in ("continue", "refuse"):
+            raise ConfigError(f"[master] alone: must be \"continue\" or \"refuse\", got {obj.alone!r}")
+    if name == "ha" and obj.etcd and obj.failover_seconds < 2:
+        raise ConfigError(f"[ha] failover_seconds: must be at least 2, got {obj.failover_seconds}")
     if name == "chunk_server":
         if obj.push_buffer_ttl <= 0:
             raise ConfigError(f"[chunk_server] push_buffer_ttl: must be positive, "

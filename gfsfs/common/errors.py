@@ -18,6 +18,8 @@ Exception tree::
     ├── UNAVAILABLE     a server could not be reached or timed out (EIO)
     ├── NOCHUNK         chunk handle unknown to this chunkd (ENOENT)
     ├── PROTOCOL        the peer speaks another PROTOCOL_VERSION (EPROTO)
+    ├── NOTPRIMARY      a shadow master (or a fenced old primary) refused a
+    │                   mutation; ``primary`` names the primary if known (EROFS)
     └── INTERNAL        bug or unexpected failure; logged with a traceback (EIO)
 """
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Code(StrEnum):
     UNAVAILABLE = "UNAVAILABLE", 503, _errno.EIO
     PROTOCOL = "PROTOCOL", 400, _errno.EPROTO
     NOCHUNK = "NOCHUNK", 404, _errno.ENOENT
+    NOTPRIMARY = "NOTPRIMARY", 421, _errno.EROFS
     INTERNAL = "INTERNAL", 500, _errno.EIO
 
 
@@ -92,7 +95,7 @@ class GFSError(Exception):
     wire, or master/ code not yet converted) is checked against the enum: an
     unknown one becomes INTERNAL, its name kept in the message."""
 
-    def __init__(self, code: Code | str, message: str = "") -> None:
+    def __init__(self, code: Code | str, message: str = "", primary: str | None = None) -> None:
         known = as_code(code)
         if known is None:
             message = f"{code}: {message}"
@@ -103,6 +106,8 @@ class GFSError(Exception):
         # the server this process could not reach (set by gfsfs.common.retry.unavailable
         # for transport errors only; never sent on the wire)
         self.addr: str | None = None
+        # NOTPRIMARY: the URL of the primary master, when the refusing one knows it
+        self.primary = primary
 
     @property
     def status(self) -> int:
@@ -113,13 +118,18 @@ class GFSError(Exception):
         return self.code.errno
 
     def to_wire(self) -> dict[str, object]:
-        return {"error": {"code": self.code.value, "message": self.message}}
+        err: dict[str, object] = {"code": self.code.value, "message": self.message}
+        if self.primary:
+            err["primary"] = self.primary
+        return {"error": err}
 
     @classmethod
     def from_wire(cls, body: object, status: int) -> GFSError:
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             err = body["error"]
-            return cls(str(err.get("code", Code.INTERNAL)), str(err.get("message", "")))
+            primary = err.get("primary")
+            return cls(str(err.get("code", Code.INTERNAL)), str(err.get("message", "")),
+                       primary if isinstance(primary, str) else None)
         return cls(code_for_status(status), f"HTTP {status} without an error body")
 
 

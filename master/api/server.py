@@ -247,10 +247,16 @@ class Handlers:
     async def heartbeat(self, req: Req) -> Req:
         delete, again = self.m.registry.heartbeat(
             _chunkd_id(req), *_space(req), _nat(req, "chunk_count", 0))
+        seen = _nat(req, "epoch", 0)
+        if seen > self.m.ns.epoch:          # another master was promoted after us
+            self.m.role.superseded(seen, opt(req, "primary_url", str, ""))
+        if not self.m.role.rules():          # a shadow's replies are not acted upon
+            return {"delete": [], "reregister": again, "extended": [], **self.m.role.reply()}
         extend = _ints(req, "extend")
         extended = [] if again or not extend else self.m.leases.extend(_chunkd_id(req),
                                                                        extend)
-        return {"delete": delete, "reregister": again, "extended": extended}
+        return {"delete": delete, "reregister": again, "extended": extended,
+                **self.m.role.reply()}
 
     async def report_chunks(self, req: Req) -> Req:
         return await self.m.report_chunks(_chunkd_id(req), _pairs(req, "added"),

@@ -24,6 +24,8 @@ def to_state(ns: Namespace) -> dict[str, Any]:
         "chunks": [[h, v, r] for h, (v, r) in ns.chunks.items()],
         "inodes": [_inode(i) for i in ns.inodes.values()],
         "trash": [[ino, *entry] for ino, entry in ns.trash.items()],
+        "epoch": [ns.epoch, ns.primary],
+        "rids": list(ns.rids.items()),
     }
 
 
@@ -63,6 +65,8 @@ def from_state(state: dict[str, Any], default_goal: int) -> Namespace:
             inode.chunks = {index: handle for index, handle in extra}
         ns.inodes[ino] = inode
     ns.trash = {ino: [when, parent, name] for ino, when, parent, name in state.get("trash", [])}
+    ns.epoch, ns.primary = state.get("epoch", [0, ""])
+    ns.rids = dict(state.get("rids", []))
     return ns
 
 
@@ -85,5 +89,5 @@ def to_json(ns: Namespace) -> dict[str, Any]:
         if i.target:
             row["target"] = _text(i.target)
         inodes.append(row)
-    return {"chunk_size": ns.chunk_size, "next_ino": ns.next_ino,
+    return {"chunk_size": ns.chunk_size, "next_ino": ns.next_ino, "epoch": ns.epoch,
             "next_handle": ns.next_handle, "chunk_count": len(ns.chunks), "inodes": inodes}

@@ -110,6 +110,9 @@ def check_name(name: bytes) -> bytes:
     return name
 
 
+RID_KEEP = 100_000        # request ids remembered (the newest; docs/ha.md)
+
+
 class Namespace:
     """Inodes, directories, per-file chunk maps and the chunk table."""
 
@@ -124,6 +127,13 @@ class Namespace:
         # nameless, until it is purged after trash_time -- so files that are still
         # open keep working. ino -> [deleted_ns, parent ino, name]
         self.trash: dict[int, list[Any]] = {}
+        # the master epoch (raised by each promotion, docs/ha.md) and its primary
+        self.epoch = 0
+        self.primary = ""
+        # request id -> what applying its record returned, for the last RID_KEEP
+        # records that carried one: a mutation retried across a failover (or a
+        # lost reply) answers as the first attempt did instead of applying twice
+        self.rids: dict[int, int | None] = {}
         self.inodes[ROOT_INO] = Inode(ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 0,
                                       goal=default_goal, dir=Directory(ROOT_INO))
 
@@ -238,7 +248,18 @@ class Namespace:
         fn = getattr(self, "_op_" + str(rec.get("op")), None)
         if fn is None:
             raise GFSError(Code.INTERNAL, f"unknown op record {rec.get('op')!r}")
-        return fn(rec)
+        result = fn(rec)
+        rid = rec.get("rid")
+        if rid is not None:
+            self.rids[rid] = result
+            if len(self.rids) > RID_KEEP:
+                del self.rids[next(iter(self.rids))]
+        return result
+
+    def _op_epoch(self, rec: Record) -> None:
+        if rec["epoch"] <= self.epoch:
+            raise GFSError(Code.STALE, f"epoch {rec['epoch']} is not after {self.epoch}")
+        self.epoch, self.primary = rec["epoch"], rec["primary"]
 
     def _op_init(self, rec: Record) -> int:
         root = self.inodes[ROOT_INO]

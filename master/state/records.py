@@ -175,7 +175,23 @@ def restore(ino: int, parent: int, name: bytes, now: int | None = None) -> Recor
     return {"op": "restore", "ino": ino, "parent": parent, "name": name, "now": _now(now)}
 
 
+# ---------------------------------------------------------------- masters
+
+def epoch(epoch: int, primary: str) -> Record:
+    """A promotion (docs/ha.md): from here on ``primary`` (its URL) is the
+    primary master, in ``epoch`` (higher than every epoch before it)."""
+    return {"op": "epoch", "epoch": epoch, "primary": primary}
+
+
+def with_rid(rec: Record, rid: int | None) -> Record:
+    """``rec`` carrying the client's request id (last field): applied once,
+    a retry with the same id answers as the first attempt did."""
+    if rid is not None:
+        rec["rid"] = rid
+    return rec
+
+
 OPS = ("init", "create", "mkdir", "symlink", "link", "unlink", "rmdir", "rename", "setattr",
        "setxattr", "removexattr", "setgoal", "extend", "add_chunk", "drop_chunk",
        "set_version", "set_versions", "snapshot", "reserve_handles", "cow", "purge",
-       "restore")
+       "restore", "epoch")

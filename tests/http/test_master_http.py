@@ -170,7 +170,7 @@ def test_register_heartbeat_lease_flow(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         reply = await h.register("a", rack="r1", free=50 * GB)
         assert reply == {"heartbeat_interval": h.cfg.heartbeat_interval, "delete": [],
-                         "protocol": 1}
+                         "protocol": 1, "epoch": 0, "primary": True}
         await h.register("b", rack="r1", free=40 * GB)
         await h.register("c", rack="r2", free=10 * GB)
         await h.register("full", rack="r3", free=0)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gfsfs.common.errors import GFSError
 from master.state import records
 from master.state.namespace import Namespace
 from master.state.oplog import frame
@@ -63,6 +64,10 @@ CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
     (records.purge([7, 9]), {"op": "purge", "inos": [7, 9]}),
     (records.restore(7, 1, b"f", now=NOW),
      {"op": "restore", "ino": 7, "parent": 1, "name": b"f", "now": NOW}),
+    (records.epoch(3, "http://127.0.0.2:5000"),
+     {"op": "epoch", "epoch": 3, "primary": "http://127.0.0.2:5000"}),
+    (records.with_rid(records.unlink(1, b"g", now=NOW), 99),
+     {"op": "unlink", "parent": 1, "name": b"g", "now": NOW, "rid": 99}),
 ]
 
 
@@ -84,3 +89,15 @@ def test_every_op_has_a_constructor() -> None:
 def test_now_defaults_to_the_clock() -> None:
     rec = records.unlink(1, b"x")
     assert isinstance(rec["now"], int) and rec["now"] > NOW
+
+
+def test_a_request_id_is_applied_once_and_remembered() -> None:
+    """A record with a ``rid`` leaves what it returned in ``Namespace.rids``
+    (the master answers a retry from there); an epoch only ever rises."""
+    ns = Namespace(1 << 20)
+    ino = ns.apply(records.with_rid(records.create(1, b"f", 0o100644, 0, 0, 0, 2), 7))
+    assert ns.rids == {7: ino}
+    ns.apply(records.epoch(2, "http://b"))
+    assert (ns.epoch, ns.primary) == (2, "http://b")
+    with pytest.raises(GFSError):
+        ns.apply(records.epoch(2, "http://c"))

@@ -27,6 +27,13 @@ never revived (no version change happens here).
 ``[chunk_server] scrub_bytes_per_sec``) are already deleted by the chunkd; the
 master re-replicates the chunk. Replicas beyond a chunk's goal are removed
 through the ``delete`` list of ``heartbeat`` replies (fullest chunkd first).
+
+Several masters (docs/ha.md): a chunkd registers and heartbeats with every
+master in ``[chunk_server] master_url`` (comma-separated), so shadows know
+where replicas are. Every reply carries the master's ``epoch`` and whether it
+is the ``primary``; a chunkd acts on ``delete``, ``extended`` and
+``reregister`` only from a primary whose epoch is the highest it has seen (a
+shadow always answers empty lists).
 """
 from __future__ import annotations
 
@@ -53,7 +60,13 @@ class RegisterReq(Space):
     protocol: NotRequired[int]      # PROTOCOL_VERSION; absent = 1
 
 
-class RegisterReply(TypedDict):
+class Role(TypedDict):
+    """Who answered: act on the reply only if ``primary`` with the highest epoch."""
+    epoch: int
+    primary: bool
+
+
+class RegisterReply(Role):
     heartbeat_interval: float       # seconds
     delete: list[int]               # handles to delete
     protocol: int
@@ -61,10 +74,14 @@ class RegisterReply(TypedDict):
 
 class HeartbeatReq(Space):
     chunk_count: NotRequired[int]
+    # the highest epoch this chunkd has seen and that epoch's primary: a master
+    # of an older epoch learns it was superseded (docs/ha.md)
+    epoch: NotRequired[int]
+    primary_url: NotRequired[str]
     extend: NotRequired[list[int]]  # chunks it committed to as primary lately
 
 
-class HeartbeatReply(TypedDict):
+class HeartbeatReply(Role):
     delete: list[int]
     reregister: bool
     extended: list[int]             # the leases of ``extend`` extended
@@ -77,7 +94,7 @@ class ReportChunksReq(TypedDict):
     corrupt: NotRequired[list[int]]     # found corrupt, deleted already
 
 
-class ReportChunksReply(TypedDict):
+class ReportChunksReply(Role):
     delete: list[int]
 
 

@@ -516,6 +516,7 @@ class DumpReply(TypedDict):
     chunk_size: int
     next_ino: int
     next_handle: int
+    epoch: int                      # the master epoch (raised by each promotion)
     chunk_count: int
     inodes: list[dict[str, Any]]    # Attr plus type, mode_text, xattrs, entries, chunks, target
 

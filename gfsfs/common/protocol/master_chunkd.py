@@ -39,6 +39,12 @@ at once; EAGAIN while the same copy is under way.
 ``set_versions {versions: [[handle, version], ...]}`` -> ``{"failed": [[handle,
 code: str], ...]}``: many ``set_version`` (without ``create``) at once, each fsync'd
 (a snapshot revoking the leases of a tree).
+
+Fencing (docs/ha.md): every order carries the sending master's ``epoch``
+(absent: 0). A chunkd remembers the highest epoch it has seen (in orders and in
+the replies to its heartbeats, kept on disk) and answers an order from an
+older epoch STALE without acting on it: an old primary that wakes up after a
+failover can grant no lease and delete nothing.
 """
 from __future__ import annotations
 
@@ -50,7 +56,11 @@ SENDER = "master"
 SERVER = "chunkd"
 
 
-class Chunk(TypedDict):
+class Fenced(TypedDict):
+    epoch: NotRequired[int]         # the sending master's epoch; an older one is refused
+
+
+class Chunk(Fenced):
     handle: int
     version: int
 
@@ -63,7 +73,7 @@ class SetVersionReq(Chunk):
     sync: NotRequired[bool]
 
 
-class DeleteReq(TypedDict):
+class DeleteReq(Fenced):
     handles: list[int]
 
 
@@ -83,7 +93,7 @@ class CopyReq(Chunk):
     new_version: int
 
 
-class SetVersionsReq(TypedDict):
+class SetVersionsReq(Fenced):
     versions: list[HandleVersion]
 
 
