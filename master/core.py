@@ -140,10 +140,24 @@ class Master:
     # ------------------------------------------------------------ mutations
 
     async def mutate(self, rec: Record, ctx: Ctx | None = None) -> int | None:
-        """Check, apply, log; return once the record is durable."""
+        """Check, apply, log; return once the record is durable. A record
+        whose request id was applied before is not applied again: what the
+        first attempt returned is answered (once that is durable)."""
+        done, result = self.replayed(rec)
+        if done:
+            await self.oplog.commit(self.oplog.last_seq)
+            return result
         result, seq = self.stage(rec, ctx)
         await self.oplog.commit(seq)
         return result
+
+    def replayed(self, rec: Record) -> tuple[bool, int | None]:
+        """(whether ``rec``'s request id was applied, what that returned)."""
+        rid = rec.get("rid")
+        if rid is None or rid not in self.ns.rids:
+            return False, None
+        self.role.check_primary()
+        return True, self.ns.rids[rid]
 
     def stage(self, rec: Record, ctx: Ctx | None = None) -> tuple[int | None, int]:
         """Check, apply and append to the op log, with no await in between;
@@ -196,6 +210,8 @@ class Master:
         revocation that fails (no replica reachable) does not fail the rename."""
         src = self.ns.child(rec["parent"], rec["name"])
         keys: list[tuple[int, int, int]] = []
+        if self.replayed(rec)[0]:
+            src = None                      # a retry: mutate answers it
         if src is not None:
             authorize(self.ns, dict(rec), ctx)      # no revocations for a refused rename
             held = self.leases.table

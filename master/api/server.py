@@ -19,7 +19,7 @@ from master.state import image, records
 from master.api import metrics, web
 from master.services import queries, trash
 from master.core import FirstWrite, Master
-from master.state.namespace import MAX_GOAL
+from master.state.namespace import MAX_GOAL, Record
 from master.state.perms import R, X, Ctx, require, xattr_access
 
 Req = dict[str, Any]
@@ -63,6 +63,14 @@ def _space(req: Req) -> tuple[int, int, int]:
 def _name(req: Req, name: str = "name") -> bytes:
     value = need(req, name, (bytes, str))
     return value.encode() if isinstance(value, str) else value
+
+
+def _rid(req: Req, rec: Record) -> Record:
+    """``rec`` with the request's ``rid`` (applied once; a retry answers the same)."""
+    rid = opt(req, "rid", int)
+    if rid is not None and not 0 < rid <= I63:
+        raise GFSError(Code.BADREQ, "rid must be 1..2**63-1")
+    return records.with_rid(rec, rid)
 
 
 def _ctx(req: Req) -> Ctx | None:
@@ -155,53 +163,56 @@ class Handlers:
         # write_handle (ftruncate): checked by perms, never logged
         rec = records.setattr(ino, **fields,
                               write_handle=opt(req, "write_handle", bool, False))
-        return await self.m.mutate_attr(rec, _ctx(req))
+        return await self.m.mutate_attr(_rid(req, rec), _ctx(req))
 
     async def create(self, req: Req) -> Req:
         rec = records.create(need(req, "parent", int), _name(req), _u32(req, "mode"),
                              _id(req, "uid"), _id(req, "gid"), _u32(req, "rdev", 0),
                              self.m.ns.next_ino)
-        return await self.m.mutate_attr(rec, _ctx(req))
+        return await self.m.mutate_attr(_rid(req, rec), _ctx(req))
 
     async def mkdir(self, req: Req) -> Req:
         rec = records.mkdir(need(req, "parent", int), _name(req), _u32(req, "mode"),
                             _id(req, "uid"), _id(req, "gid"), self.m.ns.next_ino)
-        return await self.m.mutate_attr(rec, _ctx(req))
+        return await self.m.mutate_attr(_rid(req, rec), _ctx(req))
 
     async def symlink(self, req: Req) -> Req:
         rec = records.symlink(need(req, "parent", int), _name(req), _name(req, "target"),
                               _id(req, "uid"), _id(req, "gid"), self.m.ns.next_ino)
-        return await self.m.mutate_attr(rec, _ctx(req))
+        return await self.m.mutate_attr(_rid(req, rec), _ctx(req))
 
     async def link(self, req: Req) -> Req:
         rec = records.link(need(req, "ino", int), need(req, "parent", int), _name(req))
-        return await self.m.mutate_attr(rec, _ctx(req))
+        return await self.m.mutate_attr(_rid(req, rec), _ctx(req))
 
     async def unlink(self, req: Req) -> Req:
-        rec = records.unlink(need(req, "parent", int), _name(req))
+        rec = _rid(req, records.unlink(need(req, "parent", int), _name(req)))
         await self.m.mutate(rec, _ctx(req))
         return self.m.parent_attr(rec)
 
     async def rmdir(self, req: Req) -> Req:
-        rec = records.rmdir(need(req, "parent", int), _name(req))
+        rec = _rid(req, records.rmdir(need(req, "parent", int), _name(req)))
         await self.m.mutate(rec, _ctx(req))
         return self.m.parent_attr(rec)
 
     async def rename(self, req: Req) -> Req:
-        await self.m.rename(records.rename(need(req, "parent", int), _name(req),
-                                           need(req, "new_parent", int),
-                                           _name(req, "new_name"), _nat(req, "flags", 0)),
+        await self.m.rename(_rid(req, records.rename(need(req, "parent", int), _name(req),
+                                                     need(req, "new_parent", int),
+                                                     _name(req, "new_name"),
+                                                     _nat(req, "flags", 0))),
                             _ctx(req))
         return {}
 
     async def setxattr(self, req: Req) -> Req:
-        await self.m.mutate(records.setxattr(need(req, "ino", int), _name(req),
-                                             need(req, "value", bytes), _nat(req, "flags", 0)),
+        await self.m.mutate(_rid(req, records.setxattr(need(req, "ino", int), _name(req),
+                                                       need(req, "value", bytes),
+                                                       _nat(req, "flags", 0))),
                             _ctx(req))
         return {}
 
     async def removexattr(self, req: Req) -> Req:
-        await self.m.mutate(records.removexattr(need(req, "ino", int), _name(req)), _ctx(req))
+        await self.m.mutate(_rid(req, records.removexattr(need(req, "ino", int), _name(req))),
+                            _ctx(req))
         return {}
 
     # ------------------------------------------------------------ data path

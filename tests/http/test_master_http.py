@@ -359,3 +359,27 @@ def test_register_and_statfs_check_the_protocol_version(tmp_path: Path) -> None:
         st = await h.call("statfs", protocol=PROTOCOL_VERSION)
         assert st["protocol"] == PROTOCOL_VERSION
     run(tmp_path, body)
+
+
+def test_a_retried_mutation_with_its_request_id_answers_as_the_first(tmp_path: Path) -> None:
+    """A create, rename or unlink retried with the same ``rid`` (its reply
+    was lost, or the primary changed) is applied once and answers as the
+    first attempt did -- no EEXIST for one's own create; a new rid is a new
+    operation; a shadow refuses mutations with NOTPRIMARY naming the primary."""
+    async def body(h: Harness) -> None:
+        first = await h.call("create", parent=1, name=b"f", mode=0o100644, uid=0, gid=0, rid=41)
+        again = await h.call("create", parent=1, name=b"f", mode=0o100644, uid=0, gid=0, rid=41)
+        assert again["ino"] == first["ino"]
+        await h.fails("EEXIST", "create", parent=1, name=b"f", mode=0o100644, uid=0, gid=0,
+                      rid=42)
+        for _ in range(2):
+            await h.call("rename", parent=1, name=b"f", new_parent=1, new_name=b"g", rid=43)
+            await h.call("unlink", parent=1, name=b"g", rid=44)
+        await h.fails("ENOENT", "unlink", parent=1, name=b"g", rid=45)
+        await h.fails("BADREQ", "unlink", parent=1, name=b"g", rid=0)
+        h.master.role.become_shadow("http://127.0.0.9:5000")
+        with pytest.raises(GFSError) as e:
+            await h.call("mkdir", parent=1, name=b"d", mode=0o755, uid=0, gid=0, rid=46)
+        assert e.value.code == "NOTPRIMARY" and e.value.primary == "http://127.0.0.9:5000"
+        assert (await h.call("getattr", ino=1))["ino"] == 1      # reads still served
+    run(tmp_path, body)

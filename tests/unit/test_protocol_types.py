@@ -150,7 +150,8 @@ class Handlers:
 
     async def rename(self, req):
         return go(need(req, "parent", int), _name(req), need(req, "new_parent", int),
-                  _name(req, "new_name"), need(req, "flags", int), _ctx(req))
+                  _name(req, "new_name"), need(req, "flags", int), _ctx(req),
+                  opt(req, "rid", int))
 
     async def getattr(self, req):
         if "ino" in req:

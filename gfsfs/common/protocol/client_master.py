@@ -207,6 +207,13 @@ class InoReq(NsReq):
     ino: int
 
 
+class Mutation(TypedDict):
+    """What every namespace mutation may carry: a request id (1..2**63-1),
+    the same on every retry of one operation. The master applies it once and
+    answers a retry as it answered the first attempt (docs/ha.md)."""
+    rid: NotRequired[int]
+
+
 class NameReq(NsReq):
     """A name in a directory."""
     parent: int
@@ -222,7 +229,7 @@ class AttrReply(Attr, ParentAttr):
     """An Attr; after create, mkdir, symlink and link also its directory's."""
 
 
-class SetattrReq(InoReq):
+class SetattrReq(InoReq, Mutation):
     mode: NotRequired[int]          # absent = unchanged, as every field below
     uid: NotRequired[int]
     gid: NotRequired[int]
@@ -232,30 +239,30 @@ class SetattrReq(InoReq):
     write_handle: NotRequired[bool]     # through a descriptor open for writing (ftruncate)
 
 
-class CreateReq(NameReq):
+class CreateReq(NameReq, Mutation):
     mode: int
     uid: int
     gid: int
     rdev: NotRequired[int]
 
 
-class MkdirReq(NameReq):
+class MkdirReq(NameReq, Mutation):
     mode: int
     uid: int
     gid: int
 
 
-class SymlinkReq(NameReq):
+class SymlinkReq(NameReq, Mutation):
     target: bytes
     uid: int
     gid: int
 
 
-class LinkReq(NameReq):
+class LinkReq(NameReq, Mutation):
     ino: int
 
 
-class RenameReq(NameReq):
+class RenameReq(NameReq, Mutation):
     new_parent: int
     new_name: bytes
     flags: NotRequired[int]         # 0 | RENAME_NOREPLACE | RENAME_EXCHANGE
@@ -278,9 +285,17 @@ class XattrReq(InoReq):
     name: bytes
 
 
-class SetxattrReq(XattrReq):
+class SetxattrReq(XattrReq, Mutation):
     value: bytes
     flags: NotRequired[int]         # XATTR_CREATE | XATTR_REPLACE
+
+
+class RemoveNameReq(NameReq, Mutation):
+    """unlink, rmdir"""
+
+
+class RemovexattrReq(XattrReq, Mutation):
+    """removexattr"""
 
 
 class GetxattrReply(TypedDict):
@@ -603,15 +618,15 @@ MESSAGES: dict[str, Message] = table(
     Message("mkdir", MkdirReq, AttrReply, "a directory"),
     Message("symlink", SymlinkReq, AttrReply, "a symbolic link to ``target``"),
     Message("link", LinkReq, AttrReply, "a hard link to ``ino``"),
-    Message("unlink", NameReq, ParentAttr, "remove a name (a file's last: to the trash)"),
-    Message("rmdir", NameReq, ParentAttr, "remove an empty directory"),
+    Message("unlink", RemoveNameReq, ParentAttr, "remove a name (a file's last: to the trash)"),
+    Message("rmdir", RemoveNameReq, ParentAttr, "remove an empty directory"),
     Message("rename", RenameReq, Empty, "move a name; revokes the leases of what moved"),
     Message("readdir", ReaddirReq, ReaddirReply, "entries after a stable cookie"),
     Message("readlink", InoReq, ReadlinkReply, "a symlink's target"),
     Message("setxattr", SetxattrReq, Empty, "set an extended attribute"),
     Message("getxattr", XattrReq, GetxattrReply, "an extended attribute (ENODATA)"),
     Message("listxattr", InoReq, ListxattrReply, "the names of an inode's xattrs"),
-    Message("removexattr", XattrReq, Empty, "remove an extended attribute"),
+    Message("removexattr", RemovexattrReq, Empty, "remove an extended attribute"),
     Message("statfs", StatfsReq, StatfsReply, "space and counts; the protocol check"),
     # data path
     Message("chunks", ChunksReq, ChunksReply, "the chunks among ``count`` indexes"),
