@@ -35,6 +35,7 @@ from master.state.namespace import MAX_FILE_SIZE, Namespace, Record
 from master.state.oplog import OpLog
 from master.state.perms import Ctx, authorize
 from master.ha.role import Role
+from master.ha.shipping import Shipper
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class Master:
         self.ns = ns
         self.oplog = oplog
         self.role = Role(cfg, ns)
+        self.shipper = Shipper(cfg, oplog, self.role)
+        oplog.remote = self.shipper.wait
         self.caller = caller = self.fenced(caller)
         # the lease table is shared: the registry drops the leases of the
         # replicas and chunkds it forgets, the lease manager does the rest
@@ -107,7 +110,8 @@ class Master:
         else:
             raise RuntimeError("op log recovery did not converge")
         oplog.start(loaded)
-        if loaded.state is None and not loaded.entries and oplog.last_seq == 0:
+        if (loaded.state is None and not loaded.entries and oplog.last_seq == 0
+                and cfg.role == "primary"):     # a new shadow takes its primary's records
             rec = records.init()
             ns.apply(rec)
             oplog.append(rec)
@@ -166,6 +170,8 @@ class Master:
         is unusable this raises ENOSPC/EIO before touching anything; chunks
         the record frees are deleted only once it is durable."""
         self.role.check_primary()
+        if rec["op"] != "epoch":
+            self.shipper.check_alone()
         self.oplog.check_writable()
         rec = authorize(self.ns, rec, ctx)
         result = self.ns.apply(rec)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -34,6 +36,8 @@ from master.services.trash import TrashPurger
 from master.services.replication import COPY_TIMEOUT, Replicator
 from master.api.server import build_app
 from master.api import web
+from master.ha.role import Role
+from master.ha.service import HA
 
 log = logging.getLogger("master")
 
@@ -85,9 +89,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_master(cfg: Any, recover_log: bool) -> None:
-    failure = run_reporting(lambda: trio.run(serve, cfg, recover_log))
+    result: list[tuple[str, int] | None] = []
+    failure = run_reporting(lambda: result.append(trio.run(serve, cfg, recover_log)))
     if failure is not None:
         raise failure
+    if result and result[0] is not None:
+        _restart_as_shadow(*result[0])
+
+
+def _restart_as_shadow(primary: str, port: int) -> None:
+    """Exec this master again as a shadow of ``primary``: it starts from its
+    own op log and, finding that it disagrees with the new primary's (records
+    it logged that nobody else has), takes the primary's checkpoint."""
+    if not primary:
+        log.critical("stepped down, but the new primary is unknown: stopping")
+        return
+    argv = [sys.executable, "-m", "master", *sys.argv[1:], "--port", str(port),
+            "--set", 'master.role="shadow"', "--set", f"master.primary_url={json.dumps(primary)}"]
+    log.warning("restarting as a shadow of %s", primary)
+    logging.shutdown()
+    os.execv(sys.executable, argv)
 
 
 def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
@@ -96,36 +117,60 @@ def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
     return caller
 
 
-async def serve(cfg: MasterConfig, recover_log: bool = False) -> None:
+async def serve(cfg: MasterConfig, recover_log: bool = False) -> tuple[str, int] | None:
+    """Serve until stopped; if this master stepped down, the new primary's URL
+    and our port (``main`` then restarts it as that primary's shadow)."""
     async with rpc.make_http() as http:
         master = Master.open(cfg, make_caller(http), recover_log=recover_log)
         try:
             # a target answers `replicate` once it has the whole chunk
-            replicator = Replicator(master, make_caller(http, COPY_TIMEOUT))
-            await _run(cfg, master, replicator)
+            replicator = Replicator(master, master.fenced(make_caller(http, COPY_TIMEOUT)))
+            await _run(cfg, master, replicator, HA(master, http))
         finally:
             master.close()
     log.info("master stopped")
+    role = master.role
+    return (role.primary_url, role.port) if role.demoted.is_set() else None
 
 
-async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None = None) -> None:
+async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None = None,
+               ha: HA | None = None) -> None:
     shutdown = trio.Event()
-    app = build_app(master)
+    ha = ha or HA(master, None)
+    app = build_app(master, ha)
+    role = master.role
     async with trio.open_nursery() as loops:
         loops.start_soon(_signals, shutdown)
+        loops.start_soon(_step_down, role, shutdown)
         loops.start_soon(LivenessMonitor(master.registry).run_forever)
         loops.start_soon(CheckpointLoop(master).run_forever)
-        loops.start_soon(TrashPurger(master).run_forever)
-        loops.start_soon((replicator or Replicator(master)).run_forever)
+        # the primary's duties: a shadow starts them when it is promoted
+        loops.start_soon(_when_primary, role, TrashPurger(master).run_forever)
+        loops.start_soon(_when_primary, role, (replicator or Replicator(master)).run_forever)
         async with trio.open_nursery() as server:
             port = await server.start(rpc.serve_forever, web.wrap(app), cfg.host, cfg.port,
                                       shutdown)
+            role.url = cfg.advertise_url.rstrip("/") or f"http://{cfg.host}:{port}"
+            role.port = port
+            loops.start_soon(ha.run)                # follows the primary while a shadow
             loops.start_soon(web.run_client, app, cfg.host, port)   # the page's data client
             print(f"gfs-master listening on http://{cfg.host}:{port}", flush=True)
-            log.info("listening on %s:%d, %d inodes, %d chunks", cfg.host, port,
+            log.info("listening on %s:%d as %s, %d inodes, %d chunks", cfg.host, port,
+                     "primary" if role.primary else f"shadow of {role.primary_url}",
                      len(master.ns.inodes), len(master.ns.chunks))
         # serve_forever returned: shutdown was set
         loops.cancel_scope.cancel()
+
+
+async def _when_primary(role: Role, loop: Callable[[], Awaitable[None]]) -> None:
+    await role.promoted.wait()
+    await loop()
+
+
+async def _step_down(role: Role, shutdown: trio.Event) -> None:
+    """Another master was promoted: stop serving (``main`` restarts as its shadow)."""
+    await role.demoted.wait()
+    shutdown.set()
 
 
 async def _signals(shutdown: trio.Event) -> None:

@@ -320,8 +320,14 @@ async def _send_response(send: Any, resp: Response) -> None:
         await send({"type": "http.response.body", "body": resp.body})
         return
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-    async for piece in resp.body:
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    body = resp.body
+    try:
+        async for piece in body:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:          # a generator's finally runs now, not at GC
+            await aclose()
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -423,6 +429,14 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
     except TransportError as exc:
         raise unavailable(base_url, exc) from None
     return decode_reply(status, content)
+
+
+def decode_error(status: int, content: bytes) -> GFSError:
+    """The error an error reply (status >= 400) carries."""
+    try:
+        return GFSError.from_wire(unpack(content) if content else {}, status)
+    except Exception:
+        return GFSError(code_for_status(status), f"HTTP {status}: reply is not msgpack")
 
 
 def decode_reply(status: int, content: bytes) -> Any:

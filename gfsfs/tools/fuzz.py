@@ -75,6 +75,7 @@ MASTER_RPCS: dict[str, dict[str, str]] = {
     "snapshot": {"src": "mine", "parent": "mine", "name": "name"},
     "trash_restore": {"ino": "far", "parent": "mine", "name": "name"},
     "trash_purge": {"older_than": "float", "inos": "handles"},
+    "ha_status": {}, "shadow_ack": {"shadow": "addr", "seq": "int"},
 }
 CHUNKD_RPCS: dict[str, dict[str, str]] = {
     "commit": {"handle": "handle", "version": "int", "offset": "int", "data_id": "data_id",

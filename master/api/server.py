@@ -16,7 +16,8 @@ from gfsfs.common.rpc import App, Request, Response, need, opt
 from gfsfs.common.validate import check_addr, check_bytes, check_id, check_server_id, opt_float
 
 from master.state import image, records
-from master.api import metrics, web
+from master.api import ha as ha_api, metrics, web
+from master.ha.service import HA
 from master.services import queries, trash
 from master.core import FirstWrite, Master
 from master.state.namespace import MAX_GOAL, Record
@@ -358,13 +359,16 @@ RPCS = (
 )
 
 
-def build_app(master: Master) -> App:
+def build_app(master: Master, ha: HA | None = None) -> App:
+    """``ha``: the master's HA duties (a primary without shadows-to-be needs
+    none: one that cannot follow or tell anyone to step down is made)."""
     app = App("master", max_rpc_body=master.cfg.max_request_bytes,
               body_timeout=master.cfg.body_timeout)
     handlers = Handlers(master)
     for name in RPCS:
         app.rpc(name, getattr(handlers, name))
     app.route("GET", "/status", handlers.status)
+    ha_api.install(master, ha or HA(master, None), app)   # /rpc/promote, /ha/follow, ...
     metrics.install(master, app)            # GET /metrics (Prometheus)
     web.install(master, app)                # GET / (the web page), /web/...; keep last
     return app

@@ -91,6 +91,9 @@ class ChunkRegistry:
         # a chunk placed on a chunkd counts as a full chunk of its free space
         # for this long (it is filled before the heartbeats show it)
         self.alloc_window = 2 * heartbeat_interval
+        # chunkds asked to register again at their next heartbeat (a shadow
+        # just promoted: their full chunk lists, not what it pieced together)
+        self.resync: set[str] = set()
 
     # ------------------------------------------------------------ membership
 
@@ -105,6 +108,7 @@ class ChunkRegistry:
                      draining=cid in self.draining)
         self.servers[cid] = srv
         self.pending_delete.pop(cid, None)
+        self.resync.discard(cid)
         delete, newer = self.add_replicas(srv, chunks, versions)
         srv.chunk_count = len(srv.handles)
         log.info("chunkd %s registered at %s (rack %s): %d chunks, %d to delete",
@@ -138,12 +142,16 @@ class ChunkRegistry:
                   chunk_count: int) -> tuple[list[int], bool]:
         """(handles to delete, whether the chunkd must register again)."""
         srv = self.servers.get(cid)
-        if srv is None or not srv.alive:
+        if srv is None or not srv.alive or cid in self.resync:
             return [], True
         srv.capacity_bytes, srv.used_bytes, srv.free_bytes = capacity, used, free
         srv.chunk_count = chunk_count
         srv.last_heartbeat = self.clock()
         return sorted(self.pending_delete.pop(cid, ())), False
+
+    def resync_all(self) -> None:
+        """Every known chunkd registers again at its next heartbeat."""
+        self.resync = set(self.servers)
 
     def check_liveness(self) -> list[str]:
         """Declare dead every chunkd silent for ``dead_after`` intervals."""

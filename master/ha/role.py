@@ -35,6 +35,7 @@ class Role:
         self.clock = clock
         self.primary = cfg.role == "primary"
         self.url = cfg.advertise_url or f"http://{cfg.host}:{cfg.port}"
+        self.port = cfg.port             # the bound port, once serving
         self.primary_url = "" if self.primary else cfg.primary_url.rstrip("/")
         # with etcd: the monotonic time our leadership lapses (None: no etcd)
         self.held_until: float | None = None

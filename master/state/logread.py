@@ -158,7 +158,11 @@ def numbered(data_dir: Path, prefix: str) -> list[tuple[int, Path]]:
 
 
 def read_checkpoint(path: Path) -> tuple[int, Any]:
-    data = path.read_bytes()
+    return read_checkpoint_bytes(path.read_bytes())
+
+
+def read_checkpoint_bytes(data: bytes) -> tuple[int, Any]:
+    """(seq, state) of a checkpoint file's bytes; ValueError if they are bad."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         raise ValueError("bad magic")
     (crc,) = struct.unpack_from("<I", data, len(MAGIC))

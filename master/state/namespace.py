@@ -137,6 +137,12 @@ class Namespace:
         self.inodes[ROOT_INO] = Inode(ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 0,
                                       goal=default_goal, dir=Directory(ROOT_INO))
 
+    def replace(self, other: Namespace) -> None:
+        """Become ``other`` (a shadow taking its primary's checkpoint): every
+        holder of this object sees the new state."""
+        for name, value in vars(other).items():
+            setattr(self, name, value)
+
     # ------------------------------------------------------------ lookups
 
     def get(self, ino: int) -> Inode:

@@ -42,6 +42,7 @@ and cuts there).
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import logging
 import os
@@ -78,6 +79,17 @@ def unpack(data: bytes) -> Any:
 def frame(seq: int, rec: Record) -> bytes:
     payload = pack([seq, rec])
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def record_crc(seq: int, rec: Record) -> int:
+    """The CRC a record's frame carries: a shadow and its primary compare the
+    CRC of the shadow's last record to find out whether their logs agree."""
+    return zlib.crc32(pack([seq, rec]))
+
+
+# durable records kept in memory for shadows to catch up from (master.ha.shipping);
+# a shadow further behind takes a checkpoint
+RECENT = 65536
 
 
 def fsync_dir(path: Path) -> None:
@@ -132,6 +144,14 @@ class OpLog:
         self._lost: list[tuple[int, int, GFSError]] = []   # (after, upto, error)
         self._after: list[tuple[int, Callable[[], None]]] = []
         self._buf: list[bytes] = []
+        self._pending: list[tuple[int, Record]] = []    # appended, not yet durable
+        # the newest durable records, oldest first (seq numbers rise, may skip)
+        self.recent: list[tuple[int, Record]] = []
+        self.last_crc: int | None = None      # record_crc of the last record appended
+        self.durable_changed = trio.Event()   # set (and replaced) as durable_seq rises
+        # awaited by commit() once a record is durable here: the wait for the
+        # synchronous shadows (master.ha.shipping.Shipper.wait)
+        self.remote: Callable[[int], Awaitable[None]] | None = None
         self._fd = -1
         self._log_start = 0
         self._log_size = 0           # bytes of the open log known to be durable
@@ -162,6 +182,9 @@ class OpLog:
             self._fd = os.open(scan.path, os.O_WRONLY | os.O_APPEND)
         else:
             self._open_new_log(last)
+        self.recent = [(e.seq, e.rec) for e in loaded.entries[-RECENT:]]
+        if self.recent:
+            self.last_crc = record_crc(*self.recent[-1])
         log.info("op log: checkpoint at %d, %d records replayed, next seq %d",
                  self.checkpoint_seq, len(loaded.entries), last + 1)
 
@@ -190,7 +213,10 @@ class OpLog:
         Sequence numbers are never reused, not even after a failed write."""
         self.check_writable()
         self.last_seq += 1
-        self._buf.append(frame(self.last_seq, rec))
+        data = frame(self.last_seq, rec)
+        self._buf.append(data)
+        self._pending.append((self.last_seq, rec))
+        self.last_crc = HEADER.unpack_from(data)[1]     # the frame's CRC: record_crc
         return self.last_seq
 
     def when_durable(self, seq: int, action: Callable[[], None]) -> None:
@@ -210,15 +236,17 @@ class OpLog:
                 raise GFSError(err.code, err.message)
 
     async def commit(self, seq: int) -> None:
-        """Return once record ``seq`` (and all before it) is fsync'd; raise
+        """Return once record ``seq`` (and all before it) is fsync'd -- and,
+        with synchronous shadows, on their disks too (``remote``); raise
         ENOSPC/EIO if its write failed (it was then undone in memory)."""
         self._raise_if_lost(seq)
-        if self.durable_seq >= seq:
-            return
-        async with self._io_lock:
-            self._raise_if_lost(seq)
-            if self.durable_seq < seq:
-                await self._flush_locked()
+        if self.durable_seq < seq:
+            async with self._io_lock:
+                self._raise_if_lost(seq)
+                if self.durable_seq < seq:
+                    await self._flush_locked()
+        if self.remote is not None:
+            await self.remote(seq)
 
     def flush_sync(self) -> None:
         """Write and fsync the buffer, blocking (start-up only, before serving)."""
@@ -232,6 +260,13 @@ class OpLog:
 
     def _durable(self, upto: int) -> None:
         self.durable_seq = upto
+        if self._pending:
+            self.recent.extend(self._pending)
+            self._pending = []
+            if len(self.recent) > 2 * RECENT:
+                del self.recent[:len(self.recent) - RECENT]
+        self.durable_changed.set()
+        self.durable_changed = trio.Event()
         if self._after and self._after[0][0] <= upto:
             ready = [a for s, a in self._after if s <= upto]
             self._after = [(s, a) for s, a in self._after if s > upto]
@@ -265,7 +300,8 @@ class OpLog:
         self.failed = err
         self.failures += 1
         lost = (self.durable_seq, self.last_seq, err)
-        self._buf, self._after = [], []
+        self._buf, self._after, self._pending = [], [], []
+        self.last_crc = None
         log.critical("op log %s: write failed (%s); records %d..%d undone, refusing mutations "
                      "until the log can be written again", self._path(), exc,
                      self.durable_seq + 1, self.last_seq)
@@ -318,6 +354,57 @@ class OpLog:
         _write_checkpoint(self.dir, seq, state)
         if self._log_start != seq:
             self._open_new_log(seq)
+        self._remove_old(seq, seq)
+
+    # ------------------------------------------------------------ shadows
+
+    def records_from(self, seq: int, limit: int = 2048) -> list[tuple[int, Record]] | None:
+        """Up to ``limit`` durable records from ``seq`` on ([] if there are none
+        yet), or None if record ``seq`` is no longer in memory (or was lost)."""
+        recent = self.recent
+        if seq > self.durable_seq:
+            return []
+        if not recent or seq < recent[0][0]:
+            return None
+        i = bisect.bisect_left(recent, seq, key=lambda r: r[0])
+        if i == len(recent) or recent[i][0] != seq:
+            return None                         # a number lost by a failed write
+        return recent[i:i + limit]
+
+    def checkpoint_file(self, seq: int) -> Path:
+        return self.dir / f"{CKPT_PREFIX}{seq:016d}"
+
+    def crc_at(self, seq: int) -> int | None:
+        """record_crc of durable record ``seq``, if it is still in memory."""
+        found = self.records_from(seq, 1)
+        return record_crc(*found[0]) if found else None
+
+    async def restart_at(self, seq: int, checkpoint: bytes, crc: int | None) -> None:
+        """A shadow taking its primary's checkpoint (the bytes of a checkpoint
+        file, record ``seq``): every local log and checkpoint goes, the
+        checkpoint is written as ours, and appending resumes after ``seq``."""
+        async with self._ckpt_lock:
+            async with self._io_lock:
+                await trio.to_thread.run_sync(self._restart_sync, seq, checkpoint)
+                self.last_seq = self.durable_seq = self.checkpoint_seq = seq
+                self._buf, self._pending, self.recent, self._after = [], [], [], []
+                self.last_crc = crc
+                self.failed = None
+
+    def _restart_sync(self, seq: int, checkpoint: bytes) -> None:
+        tmp = self.dir / f"{CKPT_PREFIX}tmp"
+        with open(tmp, "wb") as f:
+            f.write(checkpoint)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / f"{CKPT_PREFIX}{seq:016d}")
+        fsync_dir(self.dir)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        for _s, path in numbered(self.dir, LOG_PREFIX):
+            path.unlink()
+        self._open_new_log(seq)
         self._remove_old(seq, seq)
 
     # ------------------------------------------------------------ checkpoints

@@ -173,7 +173,7 @@ def test_the_rpcs_served_are_the_rpcs_documented(tmp_path: Path) -> None:
     docs, live = documented(), served(tmp_path)
     assert differences(docs, live) == []
     assert "GET /chunk/" in docs["chunkd"][1] and "lookup" in docs["master"][0]
-    assert len(docs["master"][0]) == 35 and len(docs["chunkd"][0]) == 10
+    assert len(docs["master"][0]) == 39 and len(docs["chunkd"][0]) == 10
 
 
 def test_the_comparison_sees_a_difference(tmp_path: Path) -> None:
@@ -301,6 +301,18 @@ async def data_and_admin_calls(call: Peer, d: int, f: int) -> None:
     await call("trash_purge", inos=[f], older_than=0)
 
 
+async def ha_calls(call: Any, m: Any) -> None:
+    """The HA RPCs (the follow stream itself is tested with real processes):
+    a shadow acknowledges, this master is made a shadow and promoted, and
+    is told to step down."""
+    await call("ha_status")
+    m.shipper.open_stream("http://127.0.0.2:5000", 1, None)
+    await call("shadow_ack", shadow="http://127.0.0.2:5000", seq=m.oplog.durable_seq)
+    m.role.become_shadow("http://127.0.0.3:5000")
+    await call("promote", epoch=3)
+    await call("step_down", epoch=4, primary="http://127.0.0.3:5000")
+
+
 def test_what_the_master_answers_and_sends_has_its_types(tmp_path: Path) -> None:
     from gfsfs.common.config import MasterConfig
     from master.api.server import build_app
@@ -316,6 +328,7 @@ def test_what_the_master_answers_and_sends_has_its_types(tmp_path: Path) -> None
             call = Peer(app)
             d, f = await namespace_calls(call)
             await data_and_admin_calls(call, d, f)
+            await ha_calls(call, m)
             return await call.status()
         status = trio.run(main)
     finally:

@@ -374,11 +374,14 @@ def check_site(site: CallSite, messages: dict[str, Any],
 
 def check_route_path(where: str, sender: str, path: str) -> list[str]:
     """A URL path a peer builds must be a documented route of a server it
-    talks to (a chunkd only forwards: ``FORWARD_ROUTES``)."""
-    from gfsfs.common.protocol import client_chunkd
+    talks to (a chunkd only forwards: ``FORWARD_ROUTES``; a master follows
+    another master: ``master_master.ROUTES``)."""
+    from gfsfs.common.protocol import client_chunkd, master_master
     routes = [r for mod in peers() for r in mod.ROUTES if r.prefix != "/"]
     if sender == "chunkd":
         routes = [r for r in routes if r.key in client_chunkd.FORWARD_ROUTES]
+    elif sender == "master":
+        routes = list(master_master.ROUTES)
     elif sender != "client":
         routes = []
     if any(path == r.prefix or path.startswith(r.prefix) for r in routes):

@@ -175,6 +175,13 @@ deleted at least ``older_than`` seconds ago (all without it), or only
 chunkds delete them on their next heartbeat reply, and ``statfs``/``df``
 show the space once their next heartbeats report it.
 
+HA (docs/ha.md): ``promote {[epoch]}`` -> HAStatus makes a shadow master the
+primary, in an epoch above every epoch so far and at least ``epoch`` (EINVAL
+if it is primary already); ``ha_status {}`` -> HAStatus: the master's role and
+epoch, the shadows following it with their lag or, on a shadow, how far
+behind its primary it is. Every namespace mutation may carry ``rid``
+(1..2**63-1): applied once, a retry with the same id answers as the first.
+
 browser, Prometheus, people -> master  (plain HTTP, no msgpack RPC)
 -----------------------------------------------------------------
 ``GET /status`` -> msgpack: the ``statfs`` figures plus ``"role": "master"``,
@@ -609,6 +616,41 @@ class MasterStatus(StatfsReply):
     servers: list[ServerRow]
 
 
+# ---------------------------------------------------------------- HA (docs/ha.md)
+
+class PromoteReq(TypedDict):
+    epoch: NotRequired[int]         # at least this epoch (the etcd election's revision)
+
+
+class ShadowState(TypedDict):
+    url: str
+    acked: int
+    behind: int                     # records
+    synchronous: bool
+    following: bool
+    last_ack_seconds: float | None
+    dropped: int                    # times dropped from the synchronous set
+
+
+class Following(TypedDict):
+    primary: str
+    records_behind: int
+    seconds_behind: float | None    # since the primary was last heard from
+    applied: int
+    resyncs: int
+
+
+class HAStatus(TypedDict):
+    url: str
+    primary: bool
+    epoch: int
+    primary_url: str
+    last_seq: int
+    durable_seq: int
+    shadows: list[ShadowState]
+    following: NotRequired[Following]
+
+
 MESSAGES: dict[str, Message] = table(
     # namespace
     Message("lookup", NameReq, Attr, "the entry ``name`` in directory ``parent``"),
@@ -646,6 +688,8 @@ MESSAGES: dict[str, Message] = table(
     Message("trash_list", Empty, TrashListReply, "the trash, oldest deletion first"),
     Message("trash_restore", TrashRestoreReq, TrashRestoreReply, "give a trashed file a name"),
     Message("trash_purge", TrashPurgeReq, TrashPurgeReply, "purge trashed files now"),
+    Message("promote", PromoteReq, HAStatus, "make this shadow master the primary"),
+    Message("ha_status", Empty, HAStatus, "role, epoch, shadows and their lag"),
 )
 
 ROUTES: list[Route] = [
