@@ -25,7 +25,7 @@ from gfsfs.tools.localcluster import Cluster, Mount, is_mounted
 # in-process against real daemons, no kernel mount), mount (real mounts),
 # faults; their modules share helpers (test_master_http.Harness,
 # test_cli.gfs, opskit, ...)
-TIERS = ("unit", "http", "process", "ops", "mount", "faults")
+TIERS = ("unit", "http", "process", "ops", "mount", "faults", "ha")
 for _tier in TIERS:
     sys.path.insert(0, str(Path(__file__).parent / _tier))
 

@@ -107,6 +107,9 @@ class Follower:
         for item in batch:
             self.heard = time.monotonic()
             if isinstance(item, dict):          # the header, or "nothing new"
+                if "chunk_size" in item and item["chunk_size"] != ns.chunk_size:
+                    log.warning("shadow: chunk size %d, as the primary's", item["chunk_size"])
+                    ns.chunk_size = item["chunk_size"]
                 self.primary_durable = max(self.primary_durable, item.get("durable", 0))
                 self.primary_time = item.get("time", self.primary_time)
                 continue
