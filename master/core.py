@@ -63,6 +63,8 @@ class Master:
         self.role = Role(cfg, ns)
         self.shipper = Shipper(cfg, oplog, self.role)
         oplog.remote = self.shipper.wait
+        # a shadow's lag behind its primary (master.ha.service.HA sets it)
+        self.follower_lag: Callable[[], dict[str, Any]] | None = None
         self.caller = caller = self.fenced(caller)
         # the lease table is shared: the registry drops the leases of the
         # replicas and chunkds it forgets, the lease manager does the rest

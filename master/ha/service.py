@@ -34,6 +34,7 @@ class HA:
         self.m = master
         self.http = http
         self.follower = Follower(master, http)
+        master.follower_lag = self.follower.lag
         self._follow: trio.CancelScope | None = None
         self._lock = trio.Lock()
 

@@ -375,7 +375,18 @@ def cluster_status(master: Master) -> dict[str, Any]:
             "chunkds_alive": alive, "chunkds_dead": dead,
             **reg.totals(), "default_goal": master.cfg.replication_factor,
             "last_seq": oplog.last_seq, "checkpoint_seq": oplog.checkpoint_seq,
-            "servers": chunkd_status(reg)}
+            "servers": chunkd_status(reg), "ha": ha_summary(master)}
+
+
+def ha_summary(master: Master) -> dict[str, Any]:
+    """Role, epoch and lag, for ``gfs status`` and the web page."""
+    role = master.role
+    out: dict[str, Any] = {"primary": role.rules(), "epoch": role.epoch,
+                           "primary_url": role.url if role.rules() else role.primary_url,
+                           "shadows": master.shipper.status()}
+    if master.follower_lag is not None:
+        out["following"] = master.follower_lag()
+    return out
 
 
 def status(master: Master) -> dict[str, Any]:

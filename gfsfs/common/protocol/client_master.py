@@ -469,6 +469,7 @@ class ClusterStatusReply(TypedDict):
     last_seq: int
     checkpoint_seq: int
     servers: list[ServerRow]
+    ha: HASummary
 
 
 class StaleReplica(TypedDict):
@@ -638,6 +639,15 @@ class Following(TypedDict):
     seconds_behind: float | None    # since the primary was last heard from
     applied: int
     resyncs: int
+
+
+class HASummary(TypedDict):
+    """The masters, in ``cluster_status`` (``gfs status``)."""
+    primary: bool
+    epoch: int
+    primary_url: str
+    shadows: list[ShadowState]
+    following: NotRequired[Following]
 
 
 class HAStatus(TypedDict):

@@ -30,11 +30,23 @@ async def cmd_status(m: Master, args: argparse.Namespace) -> int:
                          f"({percent(st['used_bytes'], st['total_bytes'])} used)"],
             ["default goal", str(st["default_goal"])],
             ["op log", f"seq {st['last_seq']}, checkpoint at {st['checkpoint_seq']}"],
+            ["masters", ha_line(st["ha"])],
         ]
         width = max(len(k) for k, _v in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
     emit(args, data, text)
     return 0
+
+
+def ha_line(ha: dict[str, Any]) -> str:
+    """This master's role and epoch, and its shadows' lag (or its own)."""
+    if not ha["primary"]:
+        lag = ha.get("following", {})
+        return (f"shadow of {ha['primary_url'] or 'unknown'} (epoch {ha['epoch']}), "
+                f"{lag.get('records_behind', '?')} records behind")
+    shadows = ", ".join(f"{s['url']} {'sync' if s['synchronous'] else 'async'} "
+                        f"{s['behind']} behind" for s in ha["shadows"])
+    return f"primary, epoch {ha['epoch']}; shadows: {shadows or 'none'}"
 
 
 async def cmd_df(m: Master, args: argparse.Namespace) -> int:
