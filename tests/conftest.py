@@ -23,8 +23,8 @@ from gfsfs.tools.localcluster import Cluster, Mount, is_mounted
 # tiers, by directory: unit (pure logic, in-process), http (apps driven
 # in-process), process (real daemons), ops (the FUSE Operations driven
 # in-process against real daemons, no kernel mount), mount (real mounts),
-# faults; their modules share helpers (test_master_http.Harness,
-# test_cli.gfs, opskit, ...)
+# faults, ha (shadow masters, failover, the election through a real etcd);
+# their modules share helpers (test_master_http.Harness, test_cli.gfs, opskit, ...)
 TIERS = ("unit", "http", "process", "ops", "mount", "faults", "ha")
 for _tier in TIERS:
     sys.path.insert(0, str(Path(__file__).parent / _tier))
