@@ -26,7 +26,7 @@ import trio
 
 from gfsfs.common import config, logs, rpc
 from gfsfs.common.httpserver import ListenError, run_reporting
-from gfsfs.common.config import ConfigError, MasterConfig
+from gfsfs.common.config import ConfigError, HAConfig, MasterConfig
 
 from master.chunks.registry import LivenessMonitor
 from master.core import CheckpointLoop, Master
@@ -36,6 +36,7 @@ from master.services.trash import TrashPurger
 from master.services.replication import COPY_TIMEOUT, Replicator
 from master.api.server import build_app
 from master.api import web
+from master.ha import failover
 from master.ha.role import Role
 from master.ha.service import HA
 
@@ -67,13 +68,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
     try:
-        cfg = config.from_args(args, extra).master
+        whole = config.from_args(args, extra)
+        cfg, ha_cfg = whole.master, whole.ha
+        if cfg.role == "shadow" and not cfg.primary_url and not ha_cfg.etcd:
+            raise ConfigError("[master] primary_url: a shadow needs its primary's URL "
+                              "(or [ha] etcd, to learn it)")
     except ConfigError as exc:
         print(f"gfs-master: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.setup("master", cfg.log_dir, cfg.log_level)
     try:
-        _run_master(cfg, args.recover_log)
+        _run_master(cfg, ha_cfg, args.recover_log)
     except ListenError as exc:
         log.error("%s", exc)
         print(f"gfs-master: {exc}", file=sys.stderr)
@@ -88,20 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_master(cfg: Any, recover_log: bool) -> None:
+def _run_master(cfg: MasterConfig, ha_cfg: HAConfig, recover_log: bool) -> None:
     result: list[tuple[str, int] | None] = []
-    failure = run_reporting(lambda: result.append(trio.run(serve, cfg, recover_log)))
+    failure = run_reporting(lambda: result.append(trio.run(serve, cfg, recover_log, ha_cfg)))
     if failure is not None:
         raise failure
     if result and result[0] is not None:
-        _restart_as_shadow(*result[0])
+        _restart_as_shadow(*result[0], learns=bool(ha_cfg.etcd))
 
 
-def _restart_as_shadow(primary: str, port: int) -> None:
+def _restart_as_shadow(primary: str, port: int, learns: bool = False) -> None:
     """Exec this master again as a shadow of ``primary``: it starts from its
     own op log and, finding that it disagrees with the new primary's (records
     it logged that nobody else has), takes the primary's checkpoint."""
-    if not primary:
+    if not primary and not learns:           # with etcd it asks etcd who leads
         log.critical("stepped down, but the new primary is unknown: stopping")
         return
     argv = [sys.executable, "-m", "master", *sys.argv[1:], "--port", str(port),
@@ -117,7 +122,8 @@ def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
     return caller
 
 
-async def serve(cfg: MasterConfig, recover_log: bool = False) -> tuple[str, int] | None:
+async def serve(cfg: MasterConfig, recover_log: bool = False,
+                ha_cfg: HAConfig | None = None) -> tuple[str, int] | None:
     """Serve until stopped; if this master stepped down, the new primary's URL
     and our port (``main`` then restarts it as that primary's shadow)."""
     async with rpc.make_http() as http:
@@ -125,7 +131,7 @@ async def serve(cfg: MasterConfig, recover_log: bool = False) -> tuple[str, int]
         try:
             # a target answers `replicate` once it has the whole chunk
             replicator = Replicator(master, master.fenced(make_caller(http, COPY_TIMEOUT)))
-            await _run(cfg, master, replicator, HA(master, http))
+            await _run(cfg, master, replicator, HA(master, http), ha_cfg)
         finally:
             master.close()
     log.info("master stopped")
@@ -134,11 +140,15 @@ async def serve(cfg: MasterConfig, recover_log: bool = False) -> tuple[str, int]
 
 
 async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None = None,
-               ha: HA | None = None) -> None:
+               ha: HA | None = None, ha_cfg: HAConfig | None = None) -> None:
     shutdown = trio.Event()
     ha = ha or HA(master, None)
     app = build_app(master, ha)
     role = master.role
+    election = None
+    if ha_cfg is not None and ha_cfg.etcd:
+        election = failover.election_for(ha_cfg, role.url)
+        configured_primary = failover.start_as_candidate(ha, election)
     async with trio.open_nursery() as loops:
         loops.start_soon(_signals, shutdown)
         loops.start_soon(_step_down, role, shutdown)
@@ -153,6 +163,9 @@ async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None 
             role.url = cfg.advertise_url.rstrip("/") or f"http://{cfg.host}:{port}"
             role.port = port
             loops.start_soon(ha.run)                # follows the primary while a shadow
+            if election is not None:
+                election.me = role.url
+                loops.start_soon(failover.run, ha, election, configured_primary)
             loops.start_soon(web.run_client, app, cfg.host, port)   # the page's data client
             print(f"gfs-master listening on http://{cfg.host}:{port}", flush=True)
             log.info("listening on %s:%d as %s, %d inodes, %d chunks", cfg.host, port,

@@ -155,8 +155,6 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError(f"[master] replication_factor: must be 1..16, got {obj.replication_factor}")
         if obj.role not in ("primary", "shadow"):
             raise ConfigError(f"[master] role: must be \"primary\" or \"shadow\", got {obj.role!r}")
-        if obj.role == "shadow" and not obj.primary_url:
-            raise ConfigError("[master] primary_url: a shadow needs the primary's URL")
         if obj.alone not in ("continue", "refuse"):
             raise ConfigError(f"[master] alone: must be \"continue\" or \"refuse\", got {obj.alone!r}")
     if name == "ha" and obj.etcd and obj.failover_seconds < 2:

@@ -65,6 +65,9 @@ class Follower:
         if self.http is None:
             raise RuntimeError("a follower needs an HTTP client")
         while True:
+            if not self.url:                    # not known yet (etcd will tell)
+                await trio.sleep(RETRY)
+                continue
             try:
                 await self.follow_once()
             except Resync as why:

@@ -4,8 +4,8 @@ A master is the *primary* or a *shadow* (GFS §5.1.3). Only the primary
 mutates: every mutation passes :meth:`Role.check_primary` before it is applied
 (``Master.stage``). A shadow answers NOTPRIMARY naming the primary; so does a
 primary whose right to rule has lapsed -- its etcd lease may have expired while
-it was stopped or cut off (``held_until``, on the monotonic clock, which keeps
-running through SIGSTOP), so it refuses before it learns of its successor.
+it was stopped or cut off (``lease.held_until``, on the monotonic clock, which
+keeps running through SIGSTOP), so it refuses before it learns of its successor.
 
 The epoch lives in the op log (``records.epoch``, ``Namespace.epoch``): each
 promotion raises it, every order to a chunkd carries it, and chunkds refuse
@@ -37,8 +37,9 @@ class Role:
         self.url = cfg.advertise_url or f"http://{cfg.host}:{cfg.port}"
         self.port = cfg.port             # the bound port, once serving
         self.primary_url = "" if self.primary else cfg.primary_url.rstrip("/")
-        # with etcd: the monotonic time our leadership lapses (None: no etcd)
-        self.held_until: float | None = None
+        # with etcd: the election, whose ``held_until`` (monotonic) is when
+        # our right to lead lapses unless renewed (None: no etcd)
+        self.lease: Any = None
         self.demoted = trio.Event()      # set when this primary must step down
         self.promoted = trio.Event()     # set when this master becomes primary
         if self.primary:
@@ -50,14 +51,19 @@ class Role:
 
     def rules(self) -> bool:
         """Whether this master is primary right now."""
-        return self.primary and (self.held_until is None or self.clock() < self.held_until)
+        if not self.primary:
+            return False
+        if self.lease is None:
+            return True
+        held = self.lease.held_until
+        return held is not None and self.clock() < held
 
     def check_primary(self) -> None:
         """NOTPRIMARY (naming the primary, if known) unless :meth:`rules`."""
         if self.rules():
             return
         known = self.primary_url or (self.ns.primary if self.ns.primary != self.url else "")
-        why = "a shadow master" if not self.primary else "no longer primary (its lease lapsed)"
+        why = "a shadow master" if not self.primary else "not primary (it holds no valid etcd lease)"
         raise GFSError(Code.NOTPRIMARY,
                        f"{self.url} is {why}; the primary is {known or 'unknown'}",
                        primary=known or None)
@@ -80,6 +86,12 @@ class Role:
     def become_shadow(self, primary_url: str) -> None:
         self.primary = False
         self.primary_url = primary_url.rstrip("/")
+
+    def await_election(self) -> None:
+        """Under etcd: not primary (whatever the config says) until elected."""
+        self.primary = False
+        self.primary_url = ""
+        self.promoted = trio.Event()
 
     def become_primary(self) -> None:
         self.primary = True

@@ -43,7 +43,13 @@ class HA:
         while not self.m.role.primary:
             with trio.CancelScope() as self._follow:
                 await self.follower.run()
+            await trio.sleep(0)
         self._follow = None
+
+    def restart_following(self) -> None:
+        """Follow ``role.primary_url`` anew (it changed)."""
+        if self._follow is not None:
+            self._follow.cancel()
 
     async def promote(self, epoch: int = 0) -> dict[str, Any]:
         """Become primary in an epoch above every epoch so far (and at least
