@@ -36,11 +36,12 @@ def install(master: Master, app: App) -> DaemonMetrics:
 
 def collect(master: Master) -> Iterator[Metric]:
     """Every metric of the master's state, read now: namespace, chunks and
-    their replication state, chunk servers, op log (in that order)."""
+    their replication state, chunk servers, op log, masters (in that order)."""
     yield from namespace_metrics(master.ns)
     yield from chunk_metrics(master)
     yield from chunkd_metrics(master.registry)
     yield from oplog_metrics(master.oplog)
+    yield from ha_metrics(master)
 
 
 def namespace_metrics(ns: Namespace) -> Iterator[Metric]:
@@ -127,3 +128,30 @@ def oplog_metrics(oplog: OpLog) -> Iterator[Metric]:
     yield counter("gfs_master_oplog_failures",
                   "op log write/fsync failures since start (each undid its records)",
                   oplog.failures)
+
+
+def ha_metrics(master: Master) -> Iterator[Metric]:
+    """This master's role and epoch; its shadows' lag, or its own."""
+    role, shipper = master.role, master.shipper
+    yield gauge("gfs_master_primary", "1 while this master is the primary (may mutate)",
+                int(role.rules()))
+    yield gauge("gfs_master_epoch", "the master epoch (raised by each promotion)", role.epoch)
+    shadows = shipper.status()
+    yield labelled_gauge("gfs_master_shadow_records_behind",
+                         "op log records a following shadow has yet to acknowledge",
+                         ["shadow"], [([s["url"]], s["behind"]) for s in shadows])
+    yield labelled_gauge("gfs_master_shadow_synchronous",
+                         "1 if the shadow is in the synchronous set (mutations wait for it)",
+                         ["shadow"], [([s["url"]], int(s["synchronous"])) for s in shadows])
+    yield counter("gfs_master_shadow_drops",
+                  "times a shadow left the synchronous set for not acknowledging in time",
+                  shipper.drops)
+    yield counter("gfs_master_shadow_waits", "mutations whose reply waited for a shadow",
+                  shipper.waits)
+    lag = master.follower_lag() if master.follower_lag is not None and not role.primary else None
+    yield gauge("gfs_master_records_behind_primary",
+                "on a shadow: records the primary has that this master has not applied",
+                lag["records_behind"] if lag else 0)
+    yield gauge("gfs_master_seconds_since_primary",
+                "on a shadow: seconds since it last heard from its primary",
+                (lag["seconds_behind"] or 0.0) if lag else 0.0)

@@ -113,6 +113,15 @@ def test_a_shadow_follows_the_primary_and_refuses_mutations(pair: Pair) -> None:
     assert st["primary"] and st["shadows"][0]["behind"] == 0
     lag = call(s, "ha_status")["following"]
     assert lag["records_behind"] == 0 and lag["seconds_behind"] < 2.0
+    # the same in /metrics and gfs status (cluster_status)
+    primary_metrics, shadow_metrics = (httpx.get(f"{u}/metrics").text for u in (p, s))
+    assert "\ngfs_master_primary 1.0" in primary_metrics
+    assert f'gfs_master_shadow_synchronous{{shadow="{s}"}} 1.0' in primary_metrics
+    assert "\ngfs_master_primary 0.0" in shadow_metrics
+    assert "\ngfs_master_records_behind_primary 0.0" in shadow_metrics
+    ha = call(p, "cluster_status")["ha"]
+    assert ha["primary"] and ha["shadows"][0]["url"] == s
+    assert call(s, "cluster_status")["ha"]["following"]["primary"] == p
 
 
 def test_a_restarted_shadow_catches_up_from_its_own_log(pair: Pair) -> None:

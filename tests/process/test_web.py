@@ -141,6 +141,8 @@ def test_web_page_end_to_end(cluster: Cluster, mounted: Path, browser: object,
     _wait(d, lambda drv: server_states(drv) == {"chunk1": "alive", "chunk2": "alive",
                                                 "chunk3": "alive"},
           what="three live chunk servers on the page")
+    ha = d.find_element(By.CSS_SELECTOR, '#summary [data-ha="primary"]')  # type: ignore[attr-defined]
+    assert "primary, epoch 0; no shadow" in ha.text
 
     # ---- upload two files at once through the file input
     big = tmp_path / "big upload.bin"          # a space: the name must survive URLs

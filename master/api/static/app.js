@@ -316,6 +316,23 @@ function stat(label, value, cls) {
   return el("div", { class: "stat " + (cls || "") }, el("b", { text: value }), el("span", { text: label }));
 }
 
+// the masters: this one's role and epoch, its shadows' lag or its own
+function haPill(ha) {
+  if (!ha) return "";
+  if (!ha.primary) {
+    const f = ha.following || {};
+    return el("span", { class: "pill warn", "data-ha": "shadow" },
+      `read-only shadow of ${ha.primary_url || "an unknown primary"}, ` +
+      `${f.records_behind ?? "?"} records behind (epoch ${ha.epoch})`);
+  }
+  const sync = ha.shadows.filter((x) => x.synchronous).length;
+  const text = ha.shadows.length
+    ? `primary, epoch ${ha.epoch}; ${sync} of ${plural(ha.shadows.length, "shadow")} in sync`
+    : `primary, epoch ${ha.epoch}; no shadow`;
+  return el("span", { class: "pill " + (ha.shadows.length && !sync ? "warn" : "ok"),
+                      "data-ha": "primary" }, text);
+}
+
 function renderCluster(c) {
   const s = c.status;
   const used = s.total_bytes ? s.used_bytes / s.total_bytes : 0;
@@ -329,7 +346,8 @@ function renderCluster(c) {
     el("span", { class: "pill" }, `${plural(s.files, "file")}, ${plural(s.dirs, "dir")}, ` +
        plural(s.chunks, "chunk")),
     el("span", { class: "pill" }, `${bytes(s.used_bytes)} of ${bytes(s.total_bytes)} used ` +
-       `(${(100 * used).toFixed(1)}%)`));
+       `(${(100 * used).toFixed(1)}%)`),
+    haPill(s.ha));
   $("#updated").textContent = "updated " + new Date(c.now * 1000).toLocaleTimeString();
 
   // chunk servers
