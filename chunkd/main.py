@@ -1,7 +1,11 @@
 """``gfs-chunkd`` / ``python -m chunkd``: start one chunk server.
 
-The server keeps its chunks and a ``server_info`` file (id, host, port, master)
-in ``<data_dir>/<id>/``. With no ``--id`` a fresh id is made up. A restart with
+The server keeps its chunks, a ``server_info`` file (id, host, port, the
+masters: ``master_url`` as configured, ``master_urls`` the list) and an
+``epoch`` file (the highest master epoch seen: :mod:`chunkd.services.fence`)
+in ``<data_dir>/<id>/``. It registers and heartbeats with every master of
+``[chunk_server] master_url`` (comma-separated), one independent loop each
+(:mod:`chunkd.services.heartbeat`). With no ``--id`` a fresh id is made up. A restart with
 the same id and no ``--port`` (or ``--port 0``) binds the port it had before, so
 it comes back as the same server with its chunks; port 0 otherwise means "pick
 a free one". Prints one line ``gfs-chunkd ID listening on http://HOST:PORT``
@@ -27,8 +31,11 @@ from gfsfs.common import logs
 from gfsfs.common.config import ChunkServerConfig, ConfigError, add_arguments, from_args
 from gfsfs.common.httpserver import run_reporting
 from gfsfs.common.rpc import make_http, serve_forever, source_address_for
-from gfsfs.common.validate import SERVER_ID
+from gfsfs.common.errors import GFSError
+from gfsfs.common.validate import SERVER_ID, check_addr
 
+from chunkd.services import fence as fencing
+from chunkd.services.fence import Fence
 from chunkd.services.heartbeat import ChunkReports, Heartbeat
 from chunkd.storage.scrub import Scrubber
 from chunkd.api.server import ChunkServer
@@ -47,7 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int,
                         help="port; 0 or absent = the one this id had, else a free one")
     parser.add_argument("--data-dir", help="chunks live in DATA_DIR/<id>/ [chunk_server.data_dir]")
-    parser.add_argument("--master", metavar="URL", help="master URL [chunk_server.master_url]")
+    parser.add_argument("--master", metavar="URL[,URL...]",
+                        help="the master(s), comma-separated [chunk_server.master_url]")
     parser.add_argument("--rack", help="rack label for placement [chunk_server.rack]")
     return parser.parse_args(argv)
 
@@ -70,6 +78,25 @@ def server_id(args: argparse.Namespace) -> str:
     if not SERVER_ID.fullmatch(sid):
         raise ConfigError(f"--id {sid!r}: 1-64 of letters, digits, '.', '_', '-' expected")
     return sid
+
+
+def master_urls(text: str) -> list[str]:
+    """``[chunk_server] master_url``: one URL or several, comma-separated
+    (each ``http://host:port``; duplicates and a trailing "/" dropped)."""
+    urls: list[str] = []
+    for part in text.split(","):
+        url = part.strip().rstrip("/")
+        if not url:
+            continue
+        try:
+            check_addr(url, "[chunk_server] master_url:")
+        except GFSError as exc:
+            raise ConfigError(exc.message) from None
+        if url not in urls:
+            urls.append(url)
+    if not urls:
+        raise ConfigError("[chunk_server] master_url: no master URL given")
+    return urls
 
 
 def load_server_info(path: Path) -> dict[str, Any]:
@@ -119,8 +146,9 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int) -> None:
-    """Serve until SIGINT/SIGTERM."""
+async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int,
+              urls: list[str], fence: Fence) -> None:
+    """Serve until SIGINT/SIGTERM, talking to the masters at ``urls``."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         store = DiskChunkStore(server_dir, cfg.capacity_bytes, cfg.reserve_bytes)
         await store.open()
@@ -128,33 +156,44 @@ async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int) -> 
         # address, so the rest of the cluster sees this chunkd as one host
         async with make_http(local_address=source_address_for(cfg.host)) as http:
             reports = ChunkReports()
-            server = ChunkServer(store, cfg, http, sid, reports=reports)
+            server = ChunkServer(store, cfg, http, sid, reports=reports, fence=fence)
             shutdown = trio.Event()
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(serve_forever, server.app, cfg.host, port, shutdown)
                 server.addr = f"http://{url_host(cfg.host)}:{bound}"
                 save_server_info(server_dir / cfg.server_info_file,
                                  {"id": sid, "host": cfg.host, "port": bound,
-                                  "master_url": cfg.master_url, "rack": cfg.rack})
+                                  "master_url": cfg.master_url, "master_urls": urls,
+                                  "rack": cfg.rack})
                 print(f"gfs-chunkd {sid} listening on {server.addr}", flush=True)
-                log.info("chunkd %s serving %s from %s", sid, server.addr, server_dir)
-                heartbeat = Heartbeat(server_id=sid, addr=server.addr, rack=cfg.rack, store=store,
-                                      http=http, master_url=cfg.master_url,
-                                      interval=cfg.heartbeat_interval, reports=reports)
+                log.info("chunkd %s serving %s from %s; masters %s, epoch %d", sid, server.addr,
+                         server_dir, ", ".join(urls), fence.epoch)
+                server.masters = [
+                    Heartbeat(server_id=sid, addr=server.addr, rack=cfg.rack, store=store,
+                              http=http, master_url=url, interval=cfg.heartbeat_interval,
+                              reports=reports, fence=fence) for url in urls]
                 async with trio.open_nursery() as background:
-                    if cfg.short_circuit:
-                        local = ShortCircuitServer(store, sid)
-                        server.local_opens = lambda: local.opens
-                        await background.start(local.serve, server.addr)
-                    background.start_soon(heartbeat.run_forever)
-                    background.start_soon(server.buffers.run_expiry)
-                    background.start_soon(Scrubber(store, server.replicas.corrupt,
-                                                   cfg.scrub_bytes_per_sec).run_forever)
+                    await _background(background, server, cfg, sid)
                     async for signum in signals:
                         log.info("chunkd %s: signal %d, stopping", sid, signum)
                         break
                     background.cancel_scope.cancel()
                 shutdown.set()
+
+
+async def _background(nursery: trio.Nursery, server: ChunkServer, cfg: ChunkServerConfig,
+                      sid: str) -> None:
+    """The short-circuit socket, one heartbeat loop per master, the push
+    buffers' expiry and the scrubber."""
+    if cfg.short_circuit:
+        local = ShortCircuitServer(server.store, sid)
+        server.local_opens = lambda: local.opens
+        await nursery.start(local.serve, server.addr)
+    for heartbeat in server.masters:
+        nursery.start_soon(heartbeat.run_forever)
+    nursery.start_soon(server.buffers.run_expiry)
+    nursery.start_soon(Scrubber(server.store, server.replicas.corrupt,
+                                cfg.scrub_bytes_per_sec).run_forever)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         server_dir = Path(cfg.data_dir) / sid
         server_dir.mkdir(parents=True, exist_ok=True)
         info = load_server_info(server_dir / cfg.server_info_file)
+        urls = master_urls(cfg.master_url)
+        fence = Fence.load(server_dir / fencing.FILE)
     except ConfigError as exc:
         print(f"gfs-chunkd: {exc}", file=sys.stderr)
         return 2
@@ -174,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("chunk_server", cfg.log_dir, cfg.log_level)
     port = choose_port(cfg, info)
     try:
-        failure = run_reporting(lambda: trio.run(run, cfg, sid, server_dir, port))
+        failure = run_reporting(lambda: trio.run(run, cfg, sid, server_dir, port, urls,
+                                                           fence))
     except KeyboardInterrupt:
         return 0
     if failure is not None:

@@ -1,6 +1,7 @@
 """The chunkd's ``/metrics``: read at scrape time from the store, the push
-buffers and the pending reports (the counters live there as plain ints), plus
-the request metrics every daemon has (:mod:`gfsfs.common.metrics`)."""
+buffers, the pending reports, the epoch fence and the heartbeat loops (one
+per master; the counters live there as plain ints), plus the request metrics
+every daemon has (:mod:`gfsfs.common.metrics`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
 
-from gfsfs.common.metrics import DaemonMetrics, counter, gauge
+from gfsfs.common.metrics import DaemonMetrics, counter, gauge, labelled_gauge
 
 if TYPE_CHECKING:
     from chunkd.api.server import ChunkServer
@@ -18,6 +19,7 @@ def install(server: ChunkServer) -> DaemonMetrics:
     """Serve ``GET /metrics`` for ``server`` on its App."""
     metrics = DaemonMetrics(server.app, "chunkd")
     metrics.add(lambda: collect(server))
+    metrics.add(lambda: masters(server))
     return metrics
 
 
@@ -66,3 +68,23 @@ def collect(server: ChunkServer) -> Iterator[Metric]:
                   buffers.rejected)
     yield gauge("gfs_chunkd_push_buffers", "pushed bodies waiting for their commit",
                 len(buffers))
+
+
+def masters(server: ChunkServer) -> Iterator[Metric]:
+    """The epoch fence and each master of ``master_url``, by ``master`` (its URL)."""
+    yield gauge("gfs_chunkd_epoch", "the highest master epoch this chunkd has seen",
+                server.fence.epoch)
+    yield counter("gfs_chunkd_stale_orders",
+                  "master orders refused STALE: from an older epoch than the highest seen",
+                  server.fence.refused)
+    states = [h.state() for h in server.masters]
+    for name, doc, key in (
+            ("gfs_chunkd_master_up", "1 if the master answered this chunkd's last round",
+             "reachable"),
+            ("gfs_chunkd_master_primary",
+             "1 for a primary of the highest epoch (its delete lists are obeyed)", "primary"),
+            ("gfs_chunkd_master_epoch", "the epoch in the master's last reply", "epoch"),
+            ("gfs_chunkd_master_last_heartbeat_timestamp_seconds",
+             "when the master last answered a round (Unix time; 0: never)", "last_heartbeat")):
+        yield labelled_gauge(name, doc, ["master"],
+                             [([st["url"]], float(st[key])) for st in states])

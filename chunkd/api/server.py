@@ -10,14 +10,20 @@ Routes (messages as in :mod:`gfsfs.common.protocol.client_chunkd` and
   append at the primary, which picks the offset): :mod:`chunkd.mutations.order`.
 - ``POST /rpc/replicate``, ``/rpc/copy``, ``/rpc/set_versions``:
   :mod:`chunkd.services.replicate`, :mod:`chunkd.services.copy`.
+- The master's orders (``set_version``, ``delete``, ``replicate``, ``copy``,
+  ``set_versions``: :data:`ORDERS`) pass the epoch fence first
+  (:class:`Fenced`, :meth:`ChunkServer.admit`, :mod:`chunkd.services.fence`):
+  one of an older epoch than the highest seen is refused STALE, untouched.
 - ``GET /chunk/<handle>?offset=&length=&version=``: verified raw bytes (a
   corrupt replica is reported and dropped: :mod:`chunkd.storage.replicas`).
-- ``GET /status``: a msgpack summary; ``GET /metrics``: :mod:`chunkd.api.metrics`.
+- ``GET /status``: a msgpack summary (with the epoch and each master's state);
+  ``GET /metrics``: :mod:`chunkd.api.metrics`.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import trio
@@ -25,14 +31,15 @@ import trio
 from gfsfs.common.config import ChunkServerConfig
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import CHAIN_HEADER, PROTOCOL_VERSION
-from gfsfs.common.rpc import OCTETS, App, Request, Response
+from gfsfs.common.rpc import OCTETS, App, Request, Response, RpcHandler, opt
 
 from chunkd.api import metrics as chunkd_metrics
 from chunkd.mutations.order import Mutations
 from chunkd.mutations.push import (PushBuffers, Reservation, check_data_id, parse_chain,
                                    receive_and_forward)
 from chunkd.services.copy import copy_chunk, set_versions
-from chunkd.services.heartbeat import ChunkReports
+from chunkd.services.fence import Fence
+from chunkd.services.heartbeat import ChunkReports, Heartbeat
 from chunkd.services.replicate import replicate
 from chunkd.storage.replicas import Replicas
 from chunkd.storage.store import ChunkStore, check_handle
@@ -41,18 +48,39 @@ log = logging.getLogger(__name__)
 
 MAX_READ = (64 << 20) + (1 << 20)     # largest single GET /chunk (a chunk plus slack)
 READ_PIECE = 4 << 20                  # reads up to this are answered from memory at once
+# what only a master orders: each carries its epoch and passes the fence
+ORDERS = ("set_version", "delete", "replicate", "copy", "set_versions")
+
+
+class Fenced:
+    """A master order's handler behind the epoch fence: ``fence(name, req)``
+    reads the order's epoch (and refuses a stale one) before the handler
+    (``__wrapped__``) runs."""
+
+    def __init__(self, name: str, fence: Callable[[str, dict[str, Any]], Awaitable[None]],
+                 handler: RpcHandler) -> None:
+        self.name = name
+        self.fence = fence
+        self.__wrapped__ = handler
+
+    async def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
+        await self.fence(self.name, req)
+        return await self.__wrapped__(req)
 
 
 class ChunkServer:
     """One chunkd: its replicas, push buffers, mutations and routes."""
 
     def __init__(self, store: ChunkStore, cfg: ChunkServerConfig, http: httpx.AsyncClient,
-                 server_id: str, addr: str = "", reports: ChunkReports | None = None) -> None:
+                 server_id: str, addr: str = "", reports: ChunkReports | None = None,
+                 fence: Fence | None = None) -> None:
         self.store = store
         self.cfg = cfg
         self.server_id = server_id
         self.addr = addr
         self.reports = reports if reports is not None else ChunkReports()
+        self.fence = fence if fence is not None else Fence()
+        self.masters: list[Heartbeat] = []      # one loop per master (set by main)
         self.buffers = PushBuffers(cfg.push_buffer_ttl, cfg.push_buffer_bytes,
                                    cfg.push_buffer_wait)
         self.replicas = Replicas(store, self.reports)
@@ -66,12 +94,23 @@ class ChunkServer:
         chunkd_metrics.install(self)            # GET /metrics (Prometheus)
         m = self.mutations
         for name, handler in (("commit", m.commit), ("apply", m.apply), ("append", m.append),
-                              ("truncate", m.truncate), ("sync", m.sync),
-                              ("set_version", m.set_version), ("delete", m.delete)):
+                              ("truncate", m.truncate), ("sync", m.sync)):
             self.app.rpc(name, handler)
-        self.app.rpc("replicate", lambda req: replicate(self.replicas, self.http, req))
-        self.app.rpc("copy", lambda req: copy_chunk(self.replicas, req))   # snapshot copy-on-write
-        self.app.rpc("set_versions", lambda req: set_versions(self.store, req))   # snapshot
+        orders: dict[str, RpcHandler] = {
+            "set_version": m.set_version, "delete": m.delete,
+            "replicate": lambda req: replicate(self.replicas, self.http, req),
+            "copy": lambda req: copy_chunk(self.replicas, req),     # snapshot copy-on-write
+            "set_versions": lambda req: set_versions(self.store, req)}     # snapshot
+        for name in ORDERS:
+            self.app.rpc(name, Fenced(name, self.admit, orders[name]))
+
+    async def admit(self, order: str, req: dict[str, Any]) -> None:
+        """The epoch fence of every master order (absent epoch: 0): STALE
+        if older than the highest seen; a newer one is kept on disk first."""
+        epoch = opt(req, "epoch", int, 0)
+        if epoch < 0:
+            raise GFSError(Code.BADREQ, f"epoch {epoch}: must not be negative")
+        await self.fence.admit(epoch, order)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -160,7 +199,9 @@ class ChunkServer:
             "push_buffers": len(self.buffers), "push_bytes": self.buffers.bytes,
             "push_reserved_bytes": self.buffers.reserved,
             "reads": self.reads, "local_opens": self.local_opens(),
-            "fsyncs": self.store.fsyncs, "master_url": self.cfg.master_url})
+            "fsyncs": self.store.fsyncs, "master_url": self.cfg.master_url,
+            "epoch": self.fence.epoch, "primary_url": self.fence.primary_url,
+            "stale_orders": self.fence.refused, "masters": [h.state() for h in self.masters]})
 
 
 def _path_handle(text: str) -> int:

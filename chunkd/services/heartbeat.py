@@ -1,18 +1,32 @@
 """The chunkd's side of chunkd -> master: register, heartbeat, report_chunks.
 
-:class:`ChunkReports` collects the changes (chunks added, removed, found
-corrupt) since the last report. :class:`Heartbeat` registers with the master
-(the full chunk list), then heartbeats every interval, sends the pending
-reports, and deletes what the master's replies list. A heartbeat also asks the
-master to extend the leases of the chunks this chunkd committed to as primary
-since the previous one (``extend``; GFS §3.1). ``run_once`` does one
-round and raises GFSError when the master cannot be reached; ``run_forever``
-never gives up: it retries with the backoff of :func:`gfsfs.common.retry.heartbeat`
-(capped exponential, with jitter).
+A chunkd talks to every master of ``[chunk_server] master_url`` (comma
+separated): one :class:`Heartbeat` loop per master, each independent (a dead
+master slows no other; each retries with the backoff of
+:func:`gfsfs.common.retry.heartbeat`, capped exponential with jitter).
+
+:class:`ChunkReports` fans the changes (chunks added, removed, found corrupt,
+chunks mutated as primary) out to each loop's own :class:`PendingReports`.
+A loop registers with its master (the full chunk list), then heartbeats every
+interval and sends its pending reports. A heartbeat also asks the master to
+extend the leases of the chunks this chunkd committed to as primary since the
+previous one (``extend``; GFS §3.1) and carries the highest epoch seen.
+
+Which replies are acted upon (:mod:`chunkd.services.fence`): ``delete`` and
+``extended`` only from a master answering ``primary`` with an epoch no older
+than the highest seen; a shadow's or a superseded primary's are ignored.
+``reregister`` is honoured from any master, for that master's loop only: it
+asks for the full chunk list, which goes to that master alone and changes
+nothing on this chunkd (a shadow that restarted needs it to learn where the
+replicas are).
+
+``run_once`` does one round and raises GFSError when the master cannot be
+reached; ``run_forever`` never gives up.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -23,24 +37,23 @@ from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import PROTOCOL_VERSION, check_version
 from gfsfs.common.rpc import call
 
+from chunkd.services.fence import Fence
 from chunkd.storage.store import MAX_HANDLE, ChunkStore
 
 log = logging.getLogger(__name__)
 
 
-class ChunkReports:
-    """Chunk changes the master has not been told about yet."""
+class PendingReports:
+    """The chunk changes one master has not been told about yet."""
 
     def __init__(self) -> None:
         self.added: dict[int, int] = {}
         self.removed: set[int] = set()
         self.corrupt: set[int] = set()
         self.urgent = trio.Event()
-        self.corrupt_found = 0      # checksum mismatches found, ever (for /metrics)
         # chunks this chunkd mutated as primary since the last heartbeat: the
         # heartbeat asks the master to extend their leases (GFS §3.1)
         self.primaried: set[int] = set()
-        self.extended = 0           # lease extensions the master granted, ever
 
     def note_primary(self, handle: int) -> None:
         self.primaried.add(handle)
@@ -62,7 +75,6 @@ class ChunkReports:
         """A bad replica: told to the master at once (it re-replicates)."""
         self.added.pop(handle, None)
         self.corrupt.add(handle)
-        self.corrupt_found += 1
         self.urgent.set()
 
     def pending(self) -> bool:
@@ -92,12 +104,48 @@ class ChunkReports:
             self.urgent = trio.Event()
 
 
+class ChunkReports:
+    """Chunk changes, told to every master: each :class:`Heartbeat` loop
+    subscribes its own :class:`PendingReports`, so a master that was down
+    loses nothing (it gets the full list when it registers again) and a
+    slow one holds up no other. Also the counters /metrics shows."""
+
+    def __init__(self) -> None:
+        self.masters: list[PendingReports] = []
+        self.corrupt_found = 0      # checksum mismatches found, ever (for /metrics)
+        self.extended = 0           # lease extensions a primary granted, ever
+
+    def subscribe(self) -> PendingReports:
+        """A new master's queue: it sees every change from now on."""
+        pending = PendingReports()
+        self.masters.append(pending)
+        return pending
+
+    def note_primary(self, handle: int) -> None:
+        for p in self.masters:
+            p.note_primary(handle)
+
+    def add(self, handle: int, version: int) -> None:
+        for p in self.masters:
+            p.add(handle, version)
+
+    def remove(self, handle: int) -> None:
+        for p in self.masters:
+            p.remove(handle)
+
+    def mark_corrupt(self, handle: int) -> None:
+        self.corrupt_found += 1
+        for p in self.masters:
+            p.mark_corrupt(handle)
+
+
 class Heartbeat:
-    """Keeps the master informed about this chunkd and its chunks."""
+    """Keeps one master informed about this chunkd and its chunks (one
+    instance, one loop, per master of ``[chunk_server] master_url``)."""
 
     def __init__(self, *, server_id: str, addr: str, rack: str, store: ChunkStore,
                  http: httpx.AsyncClient, master_url: str, interval: float,
-                 reports: ChunkReports) -> None:
+                 reports: ChunkReports, fence: Fence | None = None) -> None:
         self.server_id = server_id
         self.addr = addr
         self.rack = rack
@@ -106,35 +154,55 @@ class Heartbeat:
         self.master_url = master_url.rstrip("/")
         self.interval = interval
         self.reports = reports
+        self.pending = reports.subscribe()
+        self.fence = fence if fence is not None else Fence()
         self.registered = False
         self.failures = 0
+        self.role = ""              # what its last reply said: primary, shadow, stale, unknown
+        self.epoch = 0              # the master's epoch, from its last reply
+        self.last_heartbeat = 0.0   # time.time() of its last answered round (0: never)
+
+    def state(self) -> dict[str, Any]:
+        """This master as the chunkd sees it (``GET /status``, /metrics)."""
+        return {"url": self.master_url, "reachable": self.failures == 0 and self.registered,
+                "role": self.role or "unknown", "primary": self.role == "primary", "epoch": self.epoch,
+                "last_heartbeat": self.last_heartbeat, "failures": self.failures}
 
     async def run_once(self) -> None:
         """Register if needed, else heartbeat; then send pending reports."""
         if not self.registered:
             await self.register()
         else:
-            body = await self._space(chunk_count=True)
-            extend = self.reports.take_extend()
-            if extend:
-                body["extend"] = extend
-            try:
-                reply = await self._call("heartbeat", body)
-            except BaseException:
-                self.reports.primaried.update(extend)   # ask again next time
-                raise
-            if isinstance(reply, dict) and isinstance(reply.get("extended"), list):
-                self.reports.extended += len(reply["extended"])
-            await self._obey(reply)
-            if isinstance(reply, dict) and reply.get("reregister"):
-                log.info("master asks %s to register again", self.server_id)
-                self.registered = False
-                await self.register()
-        if self.reports.pending():
+            await self.heartbeat()
+        if self.pending.pending():
             await self.report()
 
+    async def heartbeat(self) -> None:
+        """One heartbeat: lease extensions asked, deletes obeyed (from the
+        primary only), and a new registration if the master asks for one."""
+        body = await self._space(chunk_count=True)
+        body.update(self.fence.wire())
+        extend = self.pending.take_extend()
+        if extend:
+            body["extend"] = extend
+        try:
+            reply = await self._call("heartbeat", body)
+        except BaseException:
+            self.pending.primaried.update(extend)   # ask again next time
+            raise
+        if await self._rules(reply):
+            if isinstance(reply.get("extended"), list):
+                self.reports.extended += len(reply["extended"])
+            await self._delete(reply)
+        # honoured from any master, primary or not: it only asks for our full
+        # chunk list, sent to that master alone, and changes nothing here
+        if isinstance(reply, dict) and reply.get("reregister"):
+            log.info("master %s asks %s to register again", self.master_url, self.server_id)
+            self.registered = False
+            await self.register()
+
     async def register(self) -> None:
-        self.reports.clear()            # the full list below supersedes them
+        self.pending.clear()            # the full list below supersedes them
         body = await self._space()
         body.update(addr=self.addr, rack=self.rack, protocol=PROTOCOL_VERSION,
                     chunks=[[h, v] for h, v in self.store.list()])
@@ -148,16 +216,18 @@ class Heartbeat:
                 self.interval = float(interval)
         log.info("registered %s (%s) with %s: %d chunks", self.server_id, self.addr,
                  self.master_url, len(body["chunks"]))
-        await self._obey(reply)
+        if await self._rules(reply):
+            await self._delete(reply)
 
     async def report(self) -> None:
-        taken = self.reports.take()
+        taken = self.pending.take()
         try:
             reply = await self._call("report_chunks", dict(taken))
         except BaseException:
-            self.reports.put_back(taken)
+            self.pending.put_back(taken)
             raise
-        await self._obey(reply)
+        if await self._rules(reply):
+            await self._delete(reply)
 
     async def run_forever(self) -> None:
         while True:
@@ -166,10 +236,11 @@ class Heartbeat:
                 if self.failures:
                     log.info("master %s reachable again", self.master_url)
                 self.failures = 0
+                self.last_heartbeat = time.time()
             except GFSError as exc:
                 self._failed(exc)
             except Exception:  # a bug here must not stop the chunkd serving
-                log.exception("heartbeat round failed")
+                log.exception("heartbeat round with %s failed", self.master_url)
                 self._failed(None)
             await self._pause()
 
@@ -178,7 +249,7 @@ class Heartbeat:
             await trio.sleep(retry.heartbeat(self.interval).delay(self.failures - 1))
             return
         with trio.move_on_after(self.interval):
-            await self.reports.urgent.wait()
+            await self.pending.urgent.wait()
 
     def _failed(self, exc: GFSError | None) -> None:
         self.failures += 1
@@ -193,13 +264,36 @@ class Heartbeat:
         level = retry.heartbeat(self.interval).level(self.failures - 1)
         log.log(level, "master %s: %s (attempt %d)", self.master_url, exc, self.failures)
 
-    async def _obey(self, reply: Any) -> None:
-        """Delete the chunks a master reply lists under ``delete``."""
-        handles = reply.get("delete") if isinstance(reply, dict) else None
-        for h in handles or []:
+    async def _rules(self, reply: Any) -> bool:
+        """Whether ``reply`` may be acted upon: it comes from a primary whose
+        epoch is no older than the highest seen (:meth:`Fence.heard`, which
+        raises that epoch). Notes the master's role and epoch for /status."""
+        epoch = reply.get("epoch") if isinstance(reply, dict) else None
+        primary = reply.get("primary") if isinstance(reply, dict) else None
+        if (not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0
+                or not isinstance(primary, bool)):
+            self._note_role("unknown", 0)
+            return False
+        rules = await self.fence.heard(self.master_url, epoch, primary)
+        self._note_role("primary" if rules else "stale" if primary else "shadow", epoch)
+        return rules
+
+    def _note_role(self, role: str, epoch: int) -> None:
+        if role != self.role:
+            level = logging.WARNING if role in ("stale", "unknown") else logging.INFO
+            log.log(level, "master %s: %s in epoch %d%s", self.master_url, role, epoch,
+                    {"stale": f" (epoch {self.fence.epoch} is newer: its orders are ignored)",
+                     "unknown": " (its reply names no epoch and role: ignored)"}.get(role, ""))
+        self.role, self.epoch = role, epoch
+
+    async def _delete(self, reply: dict[str, Any]) -> None:
+        """Delete the chunks a primary's reply lists under ``delete``."""
+        handles = reply.get("delete")
+        for h in handles if isinstance(handles, list) else []:
             if isinstance(h, int) and not isinstance(h, bool) and 0 <= h < MAX_HANDLE:
                 if await self.store.delete(h):
-                    log.info("deleted chunk %016x at the master's request", h)
+                    log.info("deleted chunk %016x at the request of master %s", h,
+                             self.master_url)
 
     async def _space(self, chunk_count: bool = False) -> dict[str, Any]:
         cap, used, free = await trio.to_thread.run_sync(self.store.space)

@@ -24,14 +24,17 @@ DEAD = "http://127.0.0.1:1"       # nothing listens there: connection refused
 
 
 class Cluster:
-    def __init__(self, master: App | None = None) -> None:
+    """Three chunkds; ``master``: an app at http://master, or apps by URL."""
+
+    def __init__(self, master: App | dict[str, App] | None = None) -> None:
         cfg = ChunkServerConfig(push_buffer_ttl=30.0)
         self.servers = [ChunkServer(MemoryChunkStore(), cfg, None, f"cs{i + 1}", addr)  # type: ignore[arg-type]
                         for i, addr in enumerate(ADDRS)]
         mounts: dict[str, httpx.AsyncBaseTransport] = {
             addr: httpx.ASGITransport(app=s.app) for addr, s in zip(ADDRS, self.servers)}
-        if master is not None:
-            mounts["http://master"] = httpx.ASGITransport(app=master)
+        masters = {"http://master": master} if isinstance(master, App) else master or {}
+        for url, app in masters.items():
+            mounts[url] = httpx.ASGITransport(app=app)
         self.http = httpx.AsyncClient(mounts=mounts, timeout=5.0)
         for s in self.servers:
             s.http = self.http
@@ -56,7 +59,8 @@ class Cluster:
                                    params={"offset": offset, "length": length, "version": version})
 
 
-def run(test: Callable[[Cluster], Awaitable[None]], master: App | None = None) -> None:
+def run(test: Callable[[Cluster], Awaitable[None]],
+        master: App | dict[str, App] | None = None) -> None:
     async def main() -> None:
         cluster = Cluster(master)
         async with cluster.http:
@@ -144,6 +148,7 @@ def test_failed_secondary_and_broken_chain_are_named() -> None:
 
 def test_corrupt_replica_is_refused_reported_and_dropped() -> None:
     async def go(c: Cluster) -> None:
+        pending = c.servers[2].reports.subscribe()      # what a master would be told
         await c.create(9, 1)
         await c.push("01", b"y" * 3 * BLOCK_SIZE, [ADDRS[2]])
         await c.rpc(ADDRS[2], "commit", {"handle": 9, "version": 1, "offset": 0,
@@ -154,7 +159,7 @@ def test_corrupt_replica_is_refused_reported_and_dropped() -> None:
         assert (await c.read(ADDRS[2], 9, 0, 100)).status_code == 200   # block 0 is fine
         resp = await c.read(ADDRS[2], 9, 0, 3 * BLOCK_SIZE)
         assert resp.status_code == 500 and error(unpack(resp.content)) == "CORRUPT"
-        assert c.servers[2].reports.corrupt == {9}
+        assert pending.corrupt == {9} and c.servers[2].reports.corrupt_found == 1
         assert store.version(9) is None
         assert (await c.read(ADDRS[2], 9, 0, 1)).status_code == 404
     run(go)
@@ -166,6 +171,8 @@ class FakeMaster:
         self.delete: list[int] = []
         self.reregister = False
         self.protocol: int | None = None      # what register answers (None: no field)
+        self.epoch, self.primary = 0, True    # every reply says who answered
+        self.extended: list[int] = []         # what the next heartbeat says it extended
         self.app = App("master")
         for name in ("register", "heartbeat", "report_chunks"):
             self.app.rpc(name, self._handler(name))
@@ -173,7 +180,8 @@ class FakeMaster:
     def _handler(self, name: str) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
         async def handle(req: dict[str, Any]) -> dict[str, Any]:
             self.calls.append((name, req))
-            reply: dict[str, Any] = {"delete": self.delete}
+            reply: dict[str, Any] = {"delete": self.delete, "epoch": self.epoch,
+                                     "primary": self.primary}
             self.delete = []
             if name == "register":
                 reply["heartbeat_interval"] = 0.25
@@ -181,6 +189,7 @@ class FakeMaster:
                     reply["protocol"] = self.protocol
             if name == "heartbeat":
                 reply["reregister"], self.reregister = self.reregister, False
+                reply["extended"], self.extended = self.extended, []
             return reply
         return handle
 

@@ -9,7 +9,7 @@ import trio
 
 from chunkd.mutations.order import Mutations
 from chunkd.mutations.push import PushBuffers
-from chunkd.services.heartbeat import ChunkReports
+from chunkd.services.heartbeat import ChunkReports, PendingReports
 from chunkd.storage.replicas import Replicas
 from chunkd.storage.store import BLOCK_SIZE, MemoryChunkStore
 from gfsfs.common.errors import Code, GFSError
@@ -22,9 +22,16 @@ def run(test: Callable[[Mutations], Awaitable[None]]) -> None:
     async def main() -> None:
         store = MemoryChunkStore()
         await store.create(H, 1)
-        replicas = Replicas(store, ChunkReports())
+        reports = ChunkReports()
+        reports.subscribe()                 # one master's queue: pending(m)
+        replicas = Replicas(store, reports)
         await test(Mutations(replicas, PushBuffers(30.0), None, 0.0))  # type: ignore[arg-type]
     trio.run(main)
+
+
+def pending(m: Mutations) -> PendingReports:
+    """What the one master of ``run`` has yet to be told."""
+    return m.reports.masters[0]
 
 
 def test_commit_applies_pushed_data_and_drops_it() -> None:
@@ -33,7 +40,7 @@ def test_commit_applies_pushed_data_and_drops_it() -> None:
         assert await m.commit({"handle": H, "version": 1, "offset": 3, "data_id": "ab"}) == {
             "length": 5}
         assert await m.store.read(H, 0, 100) == bytes(3) + b"hello"
-        assert len(m.buffers) == 0 and m.reports.take_extend() == [H]
+        assert len(m.buffers) == 0 and pending(m).take_extend() == [H]
         with pytest.raises(GFSError) as e:      # the data is gone: push again
             await m.commit({"handle": H, "version": 1, "offset": 3, "data_id": "ab"})
         assert e.value.code is Code.EAGAIN
@@ -45,7 +52,7 @@ def test_apply_keeps_the_data_for_a_retry() -> None:
         m.buffers.put("cd", b"xy")
         req = {"handle": H, "version": 1, "offset": 0, "data_id": "cd"}
         assert await m.apply(req) == await m.apply(req) == {"length": 2}
-        assert m.reports.take_extend() == []     # a secondary extends no lease
+        assert pending(m).take_extend() == []     # a secondary extends no lease
     run(go)
 
 
@@ -81,6 +88,6 @@ def test_a_corrupt_replica_is_reported_and_dropped_with_its_lock() -> None:
         with pytest.raises(GFSError) as e:
             await m.replicas.read(H, 0, 10)
         assert e.value.code is Code.CORRUPT
-        assert m.reports.corrupt == {H} and store.version(H) is None
+        assert pending(m).corrupt == {H} and m.reports.corrupt_found == 1 and store.version(H) is None
         assert m.replicas.order_lock(H) is not lock
     run(go)

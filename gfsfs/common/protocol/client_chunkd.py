@@ -61,7 +61,14 @@ STALE when the replica's version is older than V, NOCHUNK when unknown.
 
 ``GET /status`` -> msgpack ``{"id", "addr", "rack", "protocol", "chunks",
 "capacity_bytes", "used_bytes", "free_bytes", push buffer and read counters,
-"fsyncs", "master_url"}``. ``GET /metrics``: Prometheus text (:mod:`chunkd.api.metrics`).
+"fsyncs", "master_url", "epoch", "primary_url", "stale_orders", "masters"}``:
+``epoch`` is the highest master epoch the chunkd has seen and ``primary_url``
+that epoch's primary ("" until a primary's reply names it); ``stale_orders``
+the master orders refused STALE for an older epoch; ``masters`` one entry per
+master of ``master_url`` (``reachable``, ``role``: "primary", "shadow",
+"stale" (a primary of an older epoch) or "unknown", its ``epoch``,
+``last_heartbeat``: when it last answered, Unix seconds, 0 = never).
+``GET /metrics``: Prometheus text (:mod:`chunkd.api.metrics`).
 
 Short-circuit reads (same host only; gfsfs/common/shortcircuit.py): on the abstract
 Unix socket ``"\\0gfsfs-chunkd " + addr``, framed msgpack (u32 length prefix)
@@ -138,6 +145,17 @@ class SyncReq(TypedDict):
     relay: NotRequired[str]         # pass it on to the chunkd at this addr
 
 
+class MasterState(TypedDict):
+    """One master, as a chunkd sees it."""
+    url: str
+    reachable: bool                 # its last round answered
+    role: str                       # "primary", "shadow", "stale" or "unknown"
+    primary: bool                   # role == "primary": its deletes are obeyed
+    epoch: int                      # from its last reply
+    last_heartbeat: float           # Unix seconds of its last answered round; 0 = never
+    failures: int                   # rounds failed in a row
+
+
 class ChunkdStatus(TypedDict):
     """``GET /status``."""
     id: str
@@ -154,7 +172,11 @@ class ChunkdStatus(TypedDict):
     reads: int                      # GET /chunk requests answered
     local_opens: int                # chunk files handed to short-circuit readers
     fsyncs: int
-    master_url: str
+    master_url: str                 # as configured: the masters, comma-separated
+    epoch: int                      # the highest master epoch seen
+    primary_url: str                # that epoch's primary ("" = not known yet)
+    stale_orders: int               # master orders refused STALE (older epoch)
+    masters: list[MasterState]
 
 
 MESSAGES: dict[str, Message] = table(
