@@ -123,6 +123,8 @@ class Cluster:
     extra: list[str] = field(default_factory=list)
     # per chunkd (by index): more --set overrides, e.g. ['chunk_server.rack="r1"']
     chunk_sets: list[list[str]] = field(default_factory=list)
+    # more masters (shadows) the chunkds register with, after this cluster's own
+    also_masters: list[str] = field(default_factory=list)
     master: Daemon | None = None
     servers: list[Daemon] = field(default_factory=list)
 
@@ -172,7 +174,7 @@ class Cluster:
         port = self.chunk_ports[i] if i < len(self.chunk_ports) else 0
         argv = [python(), "-m", "chunkd", "--id", f"chunk{i + 1}", "--host", host,
                 "--port", str(port), "--data-dir", str(self.data / "chunks"),
-                "--master", self.url,
+                "--master", ",".join([self.url, *self.also_masters]),
                 "--set", f"chunk_server.log_dir={str(self.logs)!r}"] + self.sets()
         for item in (self.chunk_sets[i] if i < len(self.chunk_sets) else []):
             argv += ["--set", item]

@@ -4,7 +4,9 @@ raises the epoch and the old primary steps down, rejoins as a shadow and
 converges, and no acknowledged mutation is lost when the primary is killed."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +18,10 @@ import httpx
 import msgpack
 import pytest
 
-from conftest import make_cluster
+from conftest import make_cluster, needs_fuse
 from gfsfs.common.errors import GFSError
-from gfsfs.tools.localcluster import Cluster, Daemon, python
+from gfsfs.tools.etcd import free_port
+from gfsfs.tools.localcluster import Cluster, Daemon, Mount, python
 
 SETTINGS = ["master.shadow_timeout=1.0"]
 
@@ -84,11 +87,13 @@ def start_shadow(base: Path, primary: str, host: str = "127.0.0.2", name: str = 
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
-    cluster = make_cluster(tmp_path, 1, extra=SETTINGS)
+    port = free_port("127.0.0.2")
+    cluster = make_cluster(tmp_path, 1, extra=SETTINGS,
+                           also_masters=[f"http://127.0.0.2:{port}"])
     shadow = None
     try:
         cluster.start()
-        shadow = start_shadow(tmp_path, cluster.url)
+        shadow = start_shadow(tmp_path, cluster.url, port=port)
         wait_for("the shadow to be synchronous",
                  lambda: any(x["synchronous"] for x in call(cluster.url, "ha_status")["shadows"]))
         yield Pair(cluster, shadow)
@@ -169,6 +174,9 @@ def test_promotion_raises_the_epoch_and_the_old_primary_rejoins_as_a_shadow(pair
     assert e.value.code == "NOTPRIMARY" and e.value.primary == s
     wait_for("the metadata to converge", lambda: same_metadata(p, s))
     assert "on-the-new-primary" in names(p)
+    # the chunkd follows the epoch: it registered with the new primary again
+    wait_for("the chunkd to serve the new primary",
+             lambda: call(s, "cluster_status")["chunkds_alive"] == 1)
 
 
 @pytest.mark.allow_errors
@@ -206,3 +214,37 @@ def test_kill9_of_the_primary_loses_no_acknowledged_mutation(pair: Pair) -> None
     some = sorted(acked)[-1]
     again = mkdir(s, some, rid=hash(some) & (2**62 - 1) | 1)
     assert again["ino"] == acked[some]
+
+
+@needs_fuse
+def test_a_read_only_mount_on_a_shadow_reads_what_the_primary_writes(pair: Pair,
+                                                                      tmp_path: Path) -> None:
+    """A mount of the primary writes files; a ``-o ro`` mount of the shadow
+    reads their bytes (the chunkd registered with the shadow too, so it knows
+    where replicas are), refuses writes with EROFS, and the shadow's lag stays
+    under a second while the primary writes."""
+    rw = Mount(pair.primary_url, tmp_path / "rw", tmp_path / "logs" / "mount-rw.out")
+    ro = Mount(pair.shadow.url, tmp_path / "ro", tmp_path / "logs" / "mount-ro.out",
+               options=["-o", "ro"])
+    try:
+        rw.start()
+        ro.start()
+        worst = 0.0
+        for i in range(20):
+            data = os.urandom(100_000 + i)
+            (rw.mountpoint / f"f{i}").write_bytes(data)
+            lag = call(pair.shadow.url, "ha_status")["following"]
+            worst = max(worst, lag["seconds_behind"] or 0.0)
+            assert lag["records_behind"] <= 2
+        wait_for("the shadow to have the last file",
+                 lambda: (ro.mountpoint / "f19").exists()
+                 and (ro.mountpoint / "f19").stat().st_size == 100_019)
+        for i in (0, 7, 19):
+            assert (ro.mountpoint / f"f{i}").read_bytes() == (rw.mountpoint / f"f{i}").read_bytes()
+        with pytest.raises(OSError) as e:
+            (ro.mountpoint / "new").write_bytes(b"x")
+        assert e.value.errno == errno.EROFS
+        assert worst < 1.5, worst        # heard from at least every IDLE (1 s) second
+    finally:
+        ro.stop()
+        rw.stop()
