@@ -126,7 +126,9 @@ async def serve(cfg: MasterConfig, recover_log: bool = False,
                 ha_cfg: HAConfig | None = None) -> tuple[str, int] | None:
     """Serve until stopped; if this master stepped down, the new primary's URL
     and our port (``main`` then restarts it as that primary's shadow)."""
-    async with rpc.make_http() as http:
+    # from our own address: a host with several (127.0.0.N in tests) is then
+    # one host to its peers and to a firewall rule
+    async with rpc.make_http(local_address=rpc.source_address_for(cfg.host)) as http:
         master = Master.open(cfg, make_caller(http), recover_log=recover_log)
         try:
             # a target answers `replicate` once it has the whole chunk
@@ -147,7 +149,7 @@ async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None 
     role = master.role
     election = None
     if ha_cfg is not None and ha_cfg.etcd:
-        election = failover.election_for(ha_cfg, role.url)
+        election = failover.election_for(ha_cfg, role.url, cfg.host)
         configured_primary = failover.start_as_candidate(ha, election)
     async with trio.open_nursery() as loops:
         loops.start_soon(_signals, shutdown)

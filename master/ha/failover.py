@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import trio
 
+from gfsfs.common import rpc
 from gfsfs.common.config import HAConfig
 
 from master.ha.election import Election
@@ -33,9 +35,13 @@ from master.ha.service import HA
 log = logging.getLogger(__name__)
 
 
-def election_for(cfg: HAConfig, me: str) -> Election:
+def election_for(cfg: HAConfig, me: str, host: str) -> Election:
+    """The election, talking to etcd from ``host`` (when it is one address)."""
     endpoints = [e.strip().rstrip("/") for e in cfg.etcd.split(",") if e.strip()]
-    return Election(endpoints, cfg.election_key, me, cfg.failover_seconds)
+    source = rpc.source_address_for(host)
+    http = httpx.AsyncClient(trust_env=False, transport=httpx.AsyncHTTPTransport(
+        local_address=source)) if source else None
+    return Election(endpoints, cfg.election_key, me, cfg.failover_seconds, http=http)
 
 
 def start_as_candidate(ha: HA, election: Election) -> bool:
@@ -64,9 +70,10 @@ async def run(ha: HA, election: Election, configured_primary: bool) -> None:
                             holder[0] if holder else "")
             nursery.cancel_scope.cancel()
     finally:
-        if election.is_leader:
-            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+        with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+            if election.is_leader:
                 await election.resign()
+            await election.http.aclose()
 
 
 async def _leader_quietly(election: Election) -> tuple[str, int] | None:

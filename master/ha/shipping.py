@@ -6,8 +6,8 @@ locally and on all master replicas").
 A shadow opens ``GET /ha/follow?from=N&crc=C&shadow=URL``: one long-lived
 streamed response of msgpack items, :func:`follow_stream` --
 
-- a header ``{"epoch", "primary", "from", "chunk_size"}`` (a shadow takes
-  the primary's chunk size, whatever its own config says);
+- a header ``{"epoch", "primary", "from", "chunk_size", "durable"}`` (a
+  shadow takes the primary's chunk size, whatever its own config says);
 - ``[seq, record]`` for every durable record from ``N`` on, as each group
   commit makes them durable here (so a shadow never holds a record its
   primary could still lose to a failed write);
@@ -163,7 +163,8 @@ class Shipper:
     async def follow_stream(self, shadow: Shadow, start: int) -> AsyncIterator[bytes]:
         try:
             yield pack({"epoch": self.role.epoch, "primary": self.role.url, "from": start,
-                        "chunk_size": self.role.ns.chunk_size})
+                        "chunk_size": self.role.ns.chunk_size,
+                        "durable": self.oplog.durable_seq})
             seq = start
             while self.role.rules():
                 found = self.oplog.records_from(seq)

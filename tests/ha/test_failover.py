@@ -18,6 +18,7 @@ from conftest import CLUSTER_SETTINGS
 from gfsfs.common.errors import GFSError
 from gfsfs.tools.etcd import Etcd, etcd_binary
 from gfsfs.tools.localcluster import Daemon, python
+from faultkit import Partition, needs_nft
 from test_shadows import call, mkdir, names, same_metadata, wait_for
 
 pytestmark = pytest.mark.skipif(etcd_binary() is None,
@@ -113,3 +114,27 @@ def test_a_stopped_primary_refuses_mutations_when_it_wakes_and_steps_down(master
     wait_for("a to rejoin as b's shadow", lambda: same_metadata(a.url, b.url)
              and not call(a.url, "ha_status")["primary"], timeout=20)
     assert "from-the-old-primary" not in names(b.url)
+
+
+@needs_nft
+@pytest.mark.allow_errors
+def test_a_partitioned_primary_is_replaced_and_rejoins_when_healed(masters: Masters) -> None:
+    """nftables cut the primary's address off from everything: the shadow
+    takes over; healed, the old primary refuses to mutate, becomes the new
+    one's shadow and converges to the same metadata."""
+    a, b = masters.a, masters.b
+    wait_for("master a to be elected", lambda: primary_of(a) is a)
+    wait_for("master b to follow a",
+             lambda: any(s["synchronous"] for s in call(a.url, "ha_status")["shadows"]))
+    mkdir(a.url, "before")
+    with Partition("ha") as part:
+        part.cut(["ip saddr 127.0.0.2", "ip daddr 127.0.0.2"])
+        wait_for("master b to take over", lambda: primary_of(b) is b, timeout=4 * TTL)
+        mkdir(b.url, "during")
+    with pytest.raises((GFSError, httpx.TransportError)) as e:
+        mkdir(a.url, "from-the-old-primary", timeout=5.0)
+    assert not isinstance(e.value, GFSError) or e.value.code == "NOTPRIMARY", e.value
+    wait_for("a to rejoin as b's shadow and converge",
+             lambda: not call(a.url, "ha_status")["primary"] and same_metadata(a.url, b.url),
+             timeout=30)
+    assert {"before", "during"} <= names(a.url) and "from-the-old-primary" not in names(b.url)

@@ -4,7 +4,7 @@ shadow -> primary
 -----------------
 ``GET /ha/follow?from=N&crc=C&shadow=URL``: one long-lived streamed response
 (``application/x-msgpack-stream``: msgpack items back to back) -- a header
-``{"epoch", "primary", "from", "chunk_size"}``, then ``[seq, record]`` for every durable
+``{"epoch", "primary", "from", "chunk_size", "durable"}``, then ``[seq, record]`` for every durable
 record from ``N`` on as the primary's group commits make them durable, and
 ``{"durable": seq, "time": t}`` after each second without records. ``C`` is
 the CRC of the shadow's record ``N - 1`` (its op-log frame's CRC); STALE
