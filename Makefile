@@ -3,7 +3,7 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: run test test-unit soak bootstrap bench clean-data install-helper uninstall-helper install-systemd
+.PHONY: run run-ha test test-unit soak bootstrap bench clean-data install-helper uninstall-helper install-systemd
 
 bootstrap:
 	@bash .ci/bootstrap
@@ -11,6 +11,11 @@ bootstrap:
 # RUN_ARGS: e.g. --max-deaths 10 --restart-backoff 2 (python -m gfsfs.tools.localcluster --help)
 run: bootstrap
 	$(PY) -m gfsfs.tools.localcluster $(RUN_ARGS)
+
+# etcd, a primary and two shadow masters (failover through etcd), 3 chunkds, ./mnt (docs/ha.md)
+run-ha:
+	@bash .ci/bootstrap ha
+	$(PY) -m gfsfs.tools.localha $(RUN_ARGS)
 
 # the 20 slowest tests are listed at the end (the suite must stay under 15 min)
 test:

@@ -342,9 +342,11 @@ class Supervisor:
     """
 
     def __init__(self, cluster: Cluster, mount: Mount, policy: Policy,
-                 stopping: Callable[[], bool], pid_dir: Path) -> None:
+                 stopping: Callable[[], bool], pid_dir: Path,
+                 more: list[Daemon] | None = None) -> None:
         self.cluster = cluster
         self.mount = mount
+        self.more = list(more or [])        # more daemons to keep running (shadow masters)
         self.policy = policy
         self.stopping = stopping
         self.pid_dir = pid_dir
@@ -358,7 +360,7 @@ class Supervisor:
     def _children(self) -> list[Child]:
         c = self.cluster
         kids = [Child("master", lambda: c.master, self._restart_master)]
-        for d in c.servers:
+        for d in c.servers + self.more:
             kids.append(Child(d.name, lambda d=d: d, d.start))
         kids.append(Child("mount", lambda: self.mount.daemon, self._restart_mount))
         return kids
