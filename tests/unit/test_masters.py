@@ -126,3 +126,34 @@ def test_a_master_answering_unavailable_is_asked_again_at_most_retries_times() -
         return answer(GFSError(Code.UNAVAILABLE, "no chunkd").to_wire(), 503)
     err, took, m = run(handler, f"{A},{B}", "lease", {"ino": 1, "index": 0})
     assert isinstance(err, GFSError) and calls == ["a"] * 3 and m.primary == A and took > 0
+
+
+def test_the_client_gives_each_mutation_one_rid_for_all_its_attempts() -> None:
+    """Client.call: every mutation of the protocol's ``Mutation`` kind gets a
+    request id, the same on the retry after a lost reply; reads get none."""
+    from gfsfs.client.core import RID_RPCS, Client
+    from gfsfs.common.config import ClientConfig
+    assert RID_RPCS == {"setattr", "create", "mkdir", "symlink", "link", "unlink", "rmdir",
+                        "rename", "setxattr", "removexattr"}
+    bodies: list[tuple[str, dict[str, Any]]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        bodies.append((req.url.path, rpc.unpack(req.content)))
+        if len(bodies) == 1:
+            raise httpx.ReadTimeout("the reply was lost")
+        return answer({"ino": 9, "size": 0, "mode": 0o100644})
+
+    async def main() -> None:
+        cfg = ClientConfig(master_url=f"{A},{B}")
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http, \
+                trio.open_nursery() as nursery:
+            client = Client(cfg, http, nursery)
+            await client.create(1, b"f", 0o100644, 0, 0)
+            await client.create(1, b"g", 0o100644, 0, 0)
+            await client.call("getattr", {"ino": 9})
+            assert client.master == B
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    rids = [b.get("rid") for _, b in bodies]
+    assert [p for p, _ in bodies] == ["/rpc/create"] * 3 + ["/rpc/getattr"]
+    assert rids[0] == rids[1] and rids[2] not in (None, rids[0]) and rids[3] is None
+    assert all(0 < r < 2 ** 63 for r in rids[:3])
