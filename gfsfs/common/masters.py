@@ -23,10 +23,13 @@ A switch to a master not yet asked in this call is tried at once; otherwise
 each retry waits :data:`gfsfs.common.retry.MASTER` (0.2 s doubling to 5 s).
 Once ``failover_timeout`` seconds have passed since the call's first failure
 the last error is raised (UNAVAILABLE: EIO; NOTPRIMARY: EROFS), so a call
-takes at most about that plus one ``request_timeout``. Each change of the
-believed primary is logged once, at WARNING; concurrent calls that fail at
-the same master switch it once (only a call that failed at the believed
-primary moves it).
+takes at most about that plus one ``request_timeout``.
+
+Concurrent calls that fail at the same master switch it once: only a call
+that failed at the believed primary moves it. The first switch after a
+master answered is logged at WARNING ("master X is not primary; now using
+Y"); while none answers, going round the list is logged at DEBUG, and the
+master that answers at last is named at INFO.
 
 Reads are answered by whichever master is believed primary: a client handed
 a shadow first reads from it until its first mutation moves it on (a
@@ -106,6 +109,8 @@ class Masters:
         self.primary = self.urls[0]
         self.failover_timeout = failover_timeout
         self.retries = max(1, retries)
+        self.settled = True         # no switch since a master last answered
+        self.quiet = 0              # switches logged at DEBUG since then
 
     def spec(self) -> str:
         """The list as ``"URL,URL"``, the believed primary first (what a later
@@ -128,9 +133,19 @@ class Masters:
             nxt = named
         if nxt != failed:
             why = "is not primary" if err.code == Code.NOTPRIMARY else "does not answer"
-            log.warning("master %s %s; now using %s (%s)", failed, why, nxt, err.message)
+            log.log(logging.WARNING if self.settled else logging.DEBUG,
+                    "master %s %s; now using %s (%s)", failed, why, nxt, err.message)
+            self.quiet += not self.settled
+            self.settled = False
             self.primary = nxt
         return nxt
+
+    def answered(self, url: str) -> None:
+        """``url`` answered a call: the next switch is news again."""
+        if not self.settled and self.quiet:
+            log.info("master %s answers (%d more switches were logged at DEBUG)",
+                     url, self.quiet)
+        self.settled, self.quiet = True, 0
 
     async def call(self, name: str, body: dict[str, Any] | None = None,
                    timeout: float | None = None) -> Any:
@@ -141,18 +156,22 @@ class Masters:
         resend = name in RESENDABLE or "rid" in body
         tried: set[str] = set()
         first_failure: float | None = None
-        answered = pauses = 0
+        again = pauses = 0
         while True:
             url = self.primary
             tried.add(url)
             try:
-                return await rpc.call(self.http, url, name, body, timeout)
+                reply = await rpc.call(self.http, url, name, body, timeout)
+                self.answered(url)
+                return reply
             except GFSError as exc:
+                if exc.addr is None and exc.code != Code.NOTPRIMARY:
+                    self.answered(url)          # the primary answered, with an error
                 what = verdict(exc, resend)
                 now = trio.current_time()
                 first_failure = now if first_failure is None else first_failure
-                answered += what == AGAIN
-                if (what == RAISE or answered >= self.retries
+                again += what == AGAIN
+                if (what == RAISE or again >= self.retries
                         or now - first_failure >= self.failover_timeout):
                     raise
                 nxt = self.switch(url, exc) if what == SWITCH else url

@@ -56,6 +56,24 @@ def test_switch_follows_the_named_primary_else_the_next(caplog: pytest.LogCaptur
     assert one.switch(A, unavailable(A, httpx.ConnectError("refused"))) == A
 
 
+def test_going_round_the_list_is_quiet_until_a_master_answers(
+        caplog: pytest.LogCaptureFixture) -> None:
+    m = Masters(httpx.AsyncClient(), f"{A},{B}")
+    caplog.set_level(logging.DEBUG, "gfsfs.common.masters")
+    down = GFSError(Code.UNAVAILABLE, "down")
+    m.switch(A, down)
+    m.switch(B, down)
+    m.switch(A, down)
+    m.answered(B)
+    m.switch(B, down)
+    assert [(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records] == [
+        ("WARNING", f"master {A} does not answer; now using {B}"),
+        ("DEBUG", f"master {B} does not answer; now using {A}"),
+        ("DEBUG", f"master {A} does not answer; now using {B}"),
+        ("INFO", f"master {B} answers"),
+        ("WARNING", f"master {B} does not answer; now using {A}")]
+
+
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
