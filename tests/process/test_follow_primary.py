@@ -152,3 +152,25 @@ def test_with_no_master_answering_an_operation_fails_after_the_failover_timeout(
         return took
     took = run_client(cfg, test)
     assert all(2.0 <= t < 9.0 for t in took), took
+
+
+def test_the_api_and_fsspec_take_several_masters(cluster: Cluster) -> None:
+    import fsspec
+
+    import gfsfs
+    from gfsfs.client.fsspec_gfs import GFSFileSystem
+    netlocs = f"{dead_url().split('://')[1]},{cluster.url.split('://')[1]}"
+    with gfsfs.connect(netlocs, request_timeout=5.0) as fs:
+        fs.write_bytes("/api-list", b"through the second master")
+        assert fs.read_bytes("/api-list") == b"through the second master"
+    fsspec.register_implementation("gfs", GFSFileSystem, clobber=True)
+    try:
+        with fsspec.open(f"gfs://{netlocs}/api-list", "rb") as f:
+            assert f.read() == b"through the second master"
+        gfs, path = fsspec.core.url_to_fs(f"gfs://{netlocs}/api-list")
+        assert gfs.unstrip_protocol(path) == f"gfs://{netlocs}/api-list"
+        gfs.rm(path)
+    finally:
+        for inst in list(GFSFileSystem._cache.values()):
+            inst.close()
+        GFSFileSystem.clear_instance_cache()
