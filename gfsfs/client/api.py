@@ -290,7 +290,8 @@ def connect(url: str | None = None, *, config: ClientConfig | None = None,
     the config's). ``options`` are ``[client]`` config
     keys (``request_timeout=5.0``, ``short_circuit=False``, ...) over
     ``config``. What is created belongs to ``uid``/``gid`` (default: this
-    process's). Raises ConnectionError if the master does not answer."""
+    process's). Raises ConnectionError if no master answers (within
+    ``failover_timeout``, 30 s by default)."""
     base = config or ClientConfig()
     cfg = dataclasses.replace(base, **options, master_url=master_url(url, base.master_url))
     fs = GFS(cfg, uid, gid)
