@@ -32,7 +32,6 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import IO, Any, TypeVar
-from urllib.parse import urlsplit
 
 import trio
 
@@ -40,6 +39,7 @@ from gfsfs.client.api_file import RawFile
 from gfsfs.client.api_ops import DIR_MODE, Mode, Ops, Stat
 from gfsfs.client.core import Client
 from gfsfs.common.config import ClientConfig
+from gfsfs.common import masters
 from gfsfs.common.errors import GFSError
 
 __all__ = ["GFS", "Stat", "connect", "os_error", "master_url"]
@@ -64,14 +64,12 @@ def os_error(exc: GFSError, path: str | None = None) -> OSError:
 
 def master_url(url: str | None = None, default: str | None = None) -> str:
     """``http://HOST:PORT`` of the master from ``HOST:PORT``, ``http://...`` or
-    ``gfs://HOST:PORT/...`` (a path is ignored); None: ``$GFS_MASTER``, else
-    ``default`` (the config's master_url)."""
+    ``gfs://HOST:PORT/...`` (a path is ignored); several masters
+    comma-separated (``a:5000,b:5000``: the client follows whichever is
+    primary) give ``http://a:5000,http://b:5000``. None: ``$GFS_MASTER``, else
+    ``default`` (the config's master_url). ValueError without an address."""
     url = url or os.environ.get("GFS_MASTER") or default or ClientConfig().master_url
-    parts = urlsplit(url if "://" in url else "http://" + url)
-    scheme = "http" if parts.scheme == "gfs" else parts.scheme
-    if not parts.netloc:
-        raise ValueError(f"no master address in {url!r}")
-    return f"{scheme}://{parts.netloc}"
+    return ",".join(masters.parse(url))
 
 
 class _Loop:
@@ -287,11 +285,13 @@ class GFS:
 def connect(url: str | None = None, *, config: ClientConfig | None = None,
             uid: int | None = None, gid: int | None = None, **options: Any) -> GFS:
     """A :class:`GFS` handle on the cluster whose master is at ``url``
-    (``HOST:PORT``, ``http://HOST:PORT`` or ``gfs://HOST:PORT``; None:
-    ``$GFS_MASTER``, else the config's). ``options`` are ``[client]`` config
+    (``HOST:PORT``, ``http://HOST:PORT`` or ``gfs://HOST:PORT``, or several
+    comma-separated: the primary and its shadows; None: ``$GFS_MASTER``, else
+    the config's). ``options`` are ``[client]`` config
     keys (``request_timeout=5.0``, ``short_circuit=False``, ...) over
     ``config``. What is created belongs to ``uid``/``gid`` (default: this
-    process's). Raises ConnectionError if the master does not answer."""
+    process's). Raises ConnectionError if no master answers (within
+    ``failover_timeout``, 30 s by default)."""
     base = config or ClientConfig()
     cfg = dataclasses.replace(base, **options, master_url=master_url(url, base.master_url))
     fs = GFS(cfg, uid, gid)

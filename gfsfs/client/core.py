@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -46,17 +47,25 @@ from gfsfs.client.write import Writer
 from gfsfs.common import retry, rpc
 from gfsfs.common.config import ClientConfig
 from gfsfs.common.errors import Code, GFSError
-from gfsfs.common.protocol import PROTOCOL_VERSION, check_version
+from gfsfs.common.masters import Masters
+from gfsfs.common.protocol import PROTOCOL_VERSION, check_version, client_master
 
 log = logging.getLogger(__name__)
 
-# Master RPCs that change nothing: safe to retry when the master is unreachable.
-IDEMPOTENT = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr",
-                        "listxattr", "statfs", "chunks", "lease", "append_lease", "extend"})
+# Namespace mutations that carry a request id (``rid``, the protocol's
+# ``Mutation`` fields): one per logical operation, the same on every retry, so
+# a create retried after a lost reply or a failover gets its own inode back.
+RID_RPCS = frozenset(name for name, m in client_master.MESSAGES.items()
+                     if "rid" in m.request.__required_keys__ | m.request.__optional_keys__)
 # Namespace RPCs that change nothing (others forget Client.fresh_attrs).
 READ_ONLY = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
                        "statfs", "chunks"})
 FETCH_AHEAD_CHUNKS = 16   # chunk entries asked for at once when locations are missing
+
+
+def new_rid() -> int:
+    """A fresh request id: random, 1..2**63-1."""
+    return secrets.randbits(63) or 1
 
 
 @dataclass
@@ -77,8 +86,9 @@ class Client:
     def __init__(self, cfg: ClientConfig, http: httpx.AsyncClient,
                  nursery: trio.Nursery) -> None:
         self.cfg = cfg
-        self.master = cfg.master_url.rstrip("/")
         self.http = http
+        # the masters of cfg.master_url and the one believed primary
+        self.masters = Masters(http, cfg.master_url, cfg.failover_timeout, cfg.retries)
         self.nursery = nursery
         self.inodes: dict[int, InodeState] = {}
         self.chunk_size = 0
@@ -138,16 +148,19 @@ class Client:
 
     # ------------------------------------------------------------ master RPCs
 
+    @property
+    def master(self) -> str:
+        """The URL of the master believed primary."""
+        return self.masters.primary
+
     async def call(self, name: str, body: dict[str, Any]) -> Any:
-        attempts = max(1, self.cfg.retries if name in IDEMPOTENT else 1)
-        for attempt in range(attempts):
-            try:
-                return await rpc.call(self.http, self.master, name, body)
-            except GFSError as exc:
-                if exc.code != Code.UNAVAILABLE or attempt + 1 >= attempts:
-                    raise
-                await retry.MASTER.pause(attempt, log, "master %s: %s; retrying", name, exc)
-        raise AssertionError("unreachable")
+        """Master RPC ``name``, at the believed primary, failing over
+        (:class:`gfsfs.common.masters.Masters`). A mutation of :data:`RID_RPCS`
+        gets its request id here, once for all its attempts, which also
+        makes it safe to send again."""
+        if name in RID_RPCS and "rid" not in body:
+            body = {**body, "rid": new_rid()}
+        return await self.masters.call(name, body)
 
     async def _ns(self, rpc_name: str, ctx: Ctx | None, /, **fields: Any) -> Any:
         if rpc_name not in READ_ONLY:

@@ -7,7 +7,8 @@ mount::
     pd.read_csv("gfs://127.0.0.1:5000/data/x.csv")
 
 ``gfs://HOST:PORT/PATH`` names PATH on the cluster whose master listens on
-HOST:PORT (no host: ``$GFS_MASTER``). Registered with fsspec through the
+HOST:PORT (no host: ``$GFS_MASTER``; several masters, the primary and its
+shadows: ``gfs://HOST:PORT,HOST:PORT/PATH``). Registered with fsspec through the
 ``fsspec.specs`` entry point (setup.cfg). Each instance (fsspec caches one per
 host, port and options) holds one :func:`gfsfs.connect` handle, made at first
 use; files are the API's own file objects (:mod:`gfsfs.client.api_file`), so fsspec
@@ -41,6 +42,8 @@ class GFSFileSystem(AbstractFileSystem):
         super().__init__(host=host, port=port, **client_options)
         if host is None:
             self.master = api.master_url(None)
+        elif "," in host:               # several masters: gfs://a:5000,b:5000/path
+            self.master = api.master_url(host)
         else:
             self.master = api.master_url(f"{host}:{port or 5000}")
         self.client_options = client_options
@@ -79,7 +82,9 @@ class GFSFileSystem(AbstractFileSystem):
     def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
         parts = urlsplit(stringify_path(path))
         out: dict[str, Any] = {}
-        if parts.scheme == "gfs" and parts.hostname:
+        if parts.scheme == "gfs" and "," in parts.netloc:
+            out["host"] = parts.netloc          # several masters, each HOST:PORT
+        elif parts.scheme == "gfs" and parts.hostname:
             out["host"] = parts.hostname
             if parts.port:
                 out["port"] = parts.port
@@ -88,7 +93,8 @@ class GFSFileSystem(AbstractFileSystem):
     def unstrip_protocol(self, name: str) -> str:
         if name.startswith("gfs://"):
             return name
-        return f"gfs://{self.master.split('://', 1)[1]}{self._strip_protocol(name)}"
+        netlocs = ",".join(u.split("://", 1)[1] for u in self.master.split(","))
+        return f"gfs://{netlocs}{self._strip_protocol(name)}"
 
     # ------------------------------------------------------------ listing
 

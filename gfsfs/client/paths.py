@@ -21,10 +21,8 @@ import posixpath
 import stat
 from typing import Any, Protocol
 
-import httpx
-
 from gfsfs.common.errors import Code, GFSError
-from gfsfs.common.rpc import call
+from gfsfs.common.masters import Masters
 
 ROOT_INO = 1
 MAX_SYMLINKS = 40
@@ -39,20 +37,20 @@ class Lookups(Protocol):
 
 
 class MasterLookups:
-    """:class:`Lookups` as bare master RPCs (no client caches)."""
+    """:class:`Lookups` as bare master RPCs (no client caches), at the
+    primary of ``masters`` (:class:`gfsfs.common.masters.Masters`)."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
-        self.http = http
-        self.url = url
+    def __init__(self, masters: Masters) -> None:
+        self.masters = masters
 
     async def getattr(self, ino: int) -> Attr:
-        return dict(await call(self.http, self.url, "getattr", {"ino": ino}))
+        return dict(await self.masters.call("getattr", {"ino": ino}))
 
     async def lookup(self, parent: int, name: bytes) -> Attr:
-        return dict(await call(self.http, self.url, "lookup", {"parent": parent, "name": name}))
+        return dict(await self.masters.call("lookup", {"parent": parent, "name": name}))
 
     async def readlink(self, ino: int) -> bytes:
-        return bytes((await call(self.http, self.url, "readlink", {"ino": ino}))["target"])
+        return bytes((await self.masters.call("readlink", {"ino": ino}))["target"])
 
 
 def components(path: str | bytes) -> list[bytes]:

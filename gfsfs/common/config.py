@@ -89,7 +89,7 @@ class ClientConfig:
     readahead_bytes: int = 8 * MIB     # bytes read ahead of a sequential reader
     readahead_pieces: int = 4          # ranges in flight while reading ahead
     request_timeout: float = 30.0      # seconds before a chunkd/master request fails over
-    retries: int = 5                   # attempts before an operation gives EIO
+    retries: int = 5                   # attempts at the chunkds (and at a master answering UNAVAILABLE) before EIO
     chunkd_timeout: float = 10.0       # seconds a chunkd read/push/commit may stall before failing over
     source_address: str = ""           # local address to connect from ("" = the OS picks)
     short_circuit: bool = True         # read replicas on this host from their files, not over HTTP

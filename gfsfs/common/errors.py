@@ -106,6 +106,9 @@ class GFSError(Exception):
         # the server this process could not reach (set by gfsfs.common.retry.unavailable
         # for transport errors only; never sent on the wire)
         self.addr: str | None = None
+        # with ``addr``: the request never left this process (the connection
+        # was not made), so sending it again anywhere cannot apply it twice
+        self.unsent = False
         # NOTPRIMARY: the URL of the primary master, when the refusing one knows it
         self.primary = primary
 

@@ -5,7 +5,9 @@ timeout) become :class:`GFSError` UNAVAILABLE in one place, :func:`unavailable`
 (or the :func:`reaching` block around a request). The error names the address
 in its message and in ``err.addr``: *this process* could not reach that
 server -- as opposed to an UNAVAILABLE a server answered (a peer of its
-failed), whose ``addr`` is None on this side of the wire.
+failed), whose ``addr`` is None on this side of the wire. ``err.unsent``
+says the connection was never made, so the request cannot have been applied
+(a retry of even a non-idempotent request is safe).
 
 Every retry loop in the client and the chunkd waits with :class:`Backoff`:
 exponential, with a cap and +-25 % jitter (so clients cut off together do not
@@ -26,18 +28,24 @@ import httpx
 import trio
 
 from gfsfs.common.errors import Code, GFSError
+from gfsfs.common.rpcclient import NotSent
 
 # what httpx and httpcore raise when a server cannot be reached or does not answer
 HTTPCORE_ERRORS: tuple[type[Exception], ...] = (
     httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
     httpcore.UnsupportedProtocol)
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, *HTTPCORE_ERRORS)
+# those raised before a request was sent: no connection was made
+UNSENT_ERRORS: tuple[type[Exception], ...] = (
+    httpx.ConnectError, httpx.ConnectTimeout, httpcore.ConnectError, httpcore.ConnectTimeout,
+    NotSent)
 
 
 def unavailable(addr: str, exc: BaseException) -> GFSError:
     """The transport error ``exc`` met talking to ``addr``, as UNAVAILABLE."""
     err = GFSError(Code.UNAVAILABLE, f"{addr}: {type(exc).__name__}: {exc}")
     err.addr = addr
+    err.unsent = isinstance(exc, UNSENT_ERRORS)
     return err
 
 

@@ -38,6 +38,10 @@ class TransportError(Exception):
     """The call could not be made or its reply not read: no reply to decode."""
 
 
+class NotSent(TransportError):
+    """No connection could be made: the request was never sent."""
+
+
 @dataclass
 class _Conn:
     stream: trio.SocketStream
@@ -78,7 +82,7 @@ class RpcPool:
         """``POST base_url + path``: (status, reply body). Raises
         :class:`TransportError` when no complete reply came within ``timeout``."""
         if self.closed:
-            raise TransportError("the RPC pool is closed")
+            raise NotSent("the RPC pool is closed")
         with trio.move_on_after(timeout) as scope:
             conn = await self._take(base_url, min(CONNECT_TIMEOUT, timeout))
             try:
@@ -107,7 +111,7 @@ class RpcPool:
             with trio.fail_after(connect_timeout):
                 stream = await trio.open_tcp_stream(host, port, local_address=self.local_address)
         except (OSError, trio.TooSlowError) as exc:
-            raise TransportError(f"connect to {base_url}: {type(exc).__name__}: {exc}") from None
+            raise NotSent(f"connect to {base_url}: {type(exc).__name__}: {exc}") from None
         return _Conn(stream)
 
     def _host(self, base_url: str) -> tuple[str, int, bytes]:

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 from contextlib import ExitStack
@@ -22,6 +23,7 @@ import pyfuse3
 import trio
 
 from gfsfs.common import config as gconfig
+from gfsfs.common import masters
 from gfsfs.fuse import ext as fuse_ext
 from gfsfs.common import logs
 from gfsfs.client.core import Client
@@ -39,7 +41,9 @@ READ_AHEAD_KB = 1024     # kernel read-ahead of the mount's bdi (FUSE's default 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="gfs-mount", description="Mount a gfsfs (GFS) file system through FUSE.")
-    parser.add_argument("master_url", metavar="MASTER_URL", help="e.g. http://127.0.0.1:5000")
+    parser.add_argument("master_url", metavar="MASTER_URL",
+                        help="e.g. http://127.0.0.1:5000; several masters (the primary and "
+                             "its shadows) comma-separated: the mount follows the primary")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT", help="an empty directory")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT]",
                         help="mount options: ro, allow_other, debug, attr_timeout=S, "
@@ -52,9 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def split_options(raw: list[str]) -> dict[str, str | None]:
+    """``-o`` groups as {key: value or None}, split at commas not escaped
+    with a backslash (``fsname=http://a:5000\\,http://b:5000``); escapes are
+    kept for libfuse, which removes them."""
     out: dict[str, str | None] = {}
     for group in raw:
-        for opt in group.split(","):
+        for opt in re.split(r"(?<!\\),", group):
             opt = opt.strip()
             if opt:
                 key, _, value = opt.partition("=")
@@ -64,7 +71,11 @@ def split_options(raw: list[str]) -> dict[str, str | None]:
 
 def client_config(args: argparse.Namespace, opts: dict[str, str | None]) -> ClientConfig:
     cfg = gconfig.from_args(args).client
-    changes: dict[str, object] = {"master_url": args.master_url.rstrip("/")}
+    try:
+        urls = masters.parse(args.master_url)
+    except ValueError as exc:
+        raise gconfig.ConfigError(f"MASTER_URL: {exc}") from None
+    changes: dict[str, object] = {"master_url": ",".join(urls)}
     for key in ("attr_timeout", "entry_timeout"):
         if opts.get(key) is not None:
             try:
@@ -90,9 +101,12 @@ def fuse_options(opts: dict[str, str | None]) -> set[str]:
     return fuse_opts
 
 
-async def check_master(cfg: ClientConfig) -> dict[str, object]:
+async def check_master(cfg: ClientConfig) -> tuple[dict[str, object], str]:
+    """The master's ``statfs`` (the protocol check), and ``cfg.master_url``
+    with the master that answered it first (the mount starts there)."""
     async with Client.open(cfg) as client:
-        return await client.statfs()
+        info = await client.statfs()
+        return info, client.masters.spec()
 
 
 def daemonize() -> int:
@@ -169,15 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gfs-mount: {mountpoint} is not a directory", file=sys.stderr)
         return 1
     try:
-        info = trio.run(check_master, cfg)
+        info, spec = trio.run(check_master, cfg)
     except GFSError as exc:
         if exc.code == Code.PROTOCOL:       # logged: the console and the log file
             log.error("cannot mount: %s; upgrade the client or the master", exc.message)
         else:
             print(f"gfs-mount: master {cfg.master_url} does not answer: {exc}", file=sys.stderr)
         return 1
-    log.info("master %s: %s chunkds, chunk size %s", cfg.master_url,
+    log.info("master %s: %s chunkds, chunk size %s", spec.split(",")[0],
              info.get("chunkds"), info.get("chunk_size"))
+    cfg = dataclasses.replace(cfg, master_url=spec)
     with ExitStack() as stack:
         ready_fd = None if args.foreground else daemonize()
         if ready_fd is not None:

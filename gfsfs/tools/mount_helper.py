@@ -86,8 +86,10 @@ def translate(source: str, mountpoint: str, options: list[str]) -> list[str]:
         elif opt not in keep:
             keep.append(opt)
     if not any(o.startswith("fsname=") for o in keep):
-        # /proc/mounts shows the fstab source, so `mount -a` and findmnt match it
-        keep.append(f"fsname={source}")
+        # /proc/mounts shows the fstab source, so `mount -a` and findmnt match it;
+        # the commas of several masters are escaped (libfuse unescapes them)
+        escaped = source.replace(",", "\\,")
+        keep.append(f"fsname={escaped}")
     argv = [source, mountpoint]
     if keep:
         argv += ["-o", ",".join(keep)]

@@ -14,8 +14,12 @@ from conftest import needs_fuse
 from faultkit import read_uncached, rpc, running, wait_for
 from gfsfs.tools.localcluster import Mount
 
+# failover_timeout: restarting the master forks this process while the
+# appenders hold files open on the mounts, and the child's closing of those
+# descriptors sends FUSE flushes that wait for the master being restarted:
+# each waits until the mount gives up on it
 OPTS = ["--set", "client.request_timeout=3", "--set", "client.retries=8",
-        "--set", "client.chunkd_timeout=3"]
+        "--set", "client.chunkd_timeout=3", "--set", "client.failover_timeout=10"]
 
 
 @needs_fuse

@@ -155,7 +155,8 @@ def test_client_cut_from_one_chunkd(tmp_path: Path, request: pytest.FixtureReque
 def test_master_unreachable_then_back(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     with running(tmp_path, request, 3,
                  mount_opts=["--set", "client.request_timeout=2", "--set", "client.retries=3",
-                             "--set", "client.chunkd_timeout=2"]) as (c, m), \
+                             "--set", "client.chunkd_timeout=2",
+                             "--set", "client.failover_timeout=6"]) as (c, m), \
             Partition("c") as part:
         assert m is not None
         mnt = m.mountpoint
@@ -166,7 +167,7 @@ def test_master_unreachable_then_back(tmp_path: Path, request: pytest.FixtureReq
                   f"ip saddr {MASTER_HOST} tcp sport {mport}"])
         try:
             # a lookup the kernel has not cached, a create: each returns, with
-            # an error, within the bound (retries x request_timeout + backoff)
+            # an error, within the bound (failover_timeout + request_timeout + backoff)
             res, took = bounded("stat while the master is unreachable",
                                 lambda: os.stat(mnt / "nothere"), 20)
             print(f"stat with the master unreachable: {res!r} after {took:.2f}s")

@@ -109,8 +109,8 @@ def test_mount_accepts_a_master_that_sends_no_version(tmp_path: Path) -> None:
 
     with ServedApp(fake_master(statfs)) as url:
         cfg = ClientConfig(master_url=url, log_dir=str(tmp_path))
-        info = trio.run(mount.check_master, cfg)
-    assert info["chunkds"] == 3
+        info, spec = trio.run(mount.check_master, cfg)
+    assert info["chunkds"] == 3 and spec == url
 
 
 # ---------------------------------------------------------------- served = documented

@@ -205,7 +205,7 @@ def test_chunkd_list_df_checkpoint_and_errors(cluster: Cluster, tmp_path: Path) 
     assert r.returncode == 1 and "/missing" in r.stderr and "ENOENT" in r.stderr
     r = gfs("setgoal", "-r", "2", "/missing", master=cluster.url)
     assert r.returncode == 1 and "/missing" in r.stderr
-    r = gfs("status", master="http://127.0.0.1:1")
+    r = gfs("status", "--set", "client.failover_timeout=1", master="http://127.0.0.1:1")
     assert r.returncode == 1 and "cannot reach the master" in r.stderr
     for args in ([], ["setgoal", "0", "/"], ["setgoal", "x", "/"], ["frobnicate"],
                  ["fileinfo"], ["chunkd", "remove"], ["--set", "nope.x=1", "status"]):

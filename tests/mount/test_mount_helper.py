@@ -46,6 +46,13 @@ def test_translate_config_option() -> None:
                     "--config", "/etc/g.toml"]
 
 
+def test_translate_escapes_the_commas_of_several_masters() -> None:
+    from gfsfs.fuse.mount import split_options
+    argv = translate("http://a:1,http://b:2", "/mnt/x", ["ro", "config=/etc/g.toml"])
+    assert argv[:4] == ["http://a:1,http://b:2", "/mnt/x", "-o", "ro,fsname=http://a:1\\,http://b:2"]
+    assert split_options([argv[3]]) == {"ro": None, "fsname": "http://a:1\\,http://b:2"}
+
+
 def test_parse_joined_forms() -> None:
     pos, opts, flags = parse(["-sv", "src", "dir", "-oro,debug", "-tfuse.gfsfs"])
     assert pos == ["src", "dir"] and opts == ["ro", "debug"] and flags == {"s", "v"}

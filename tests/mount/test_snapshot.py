@@ -224,8 +224,9 @@ def test_kill_master_in_the_middle_of_a_snapshot(cluster: Cluster, mounted: Path
             p.write_bytes(data)
             contents[str(p.relative_to(big))] = data
         name = f"snap{attempt}"
+        # the master is restarted only after the CLI is done: it need not wait long
         argv = [sys.executable, "-m", "gfsfs.tools.cli", "--master", cluster.url, "--json",
-                "snapshot", "/big", f"/{name}"]
+                "--set", "client.failover_timeout=2", "snapshot", "/big", f"/{name}"]
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)

@@ -54,6 +54,7 @@ def test_error_mapping_and_urls() -> None:
     assert master_url("127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert master_url("gfs://h:1/a/b.csv") == "http://h:1"
     assert master_url("http://h:2/") == "http://h:2"
+    assert master_url("h:1, gfs://h:2/x,http://h:1") == "http://h:1,http://h:2"
 
 
 def test_connect_to_nothing_is_connection_error() -> None:
@@ -61,7 +62,7 @@ def test_connect_to_nothing_is_connection_error() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ConnectionError):
-        gfsfs.connect(f"127.0.0.1:{port}", retries=1, request_timeout=2.0)
+        gfsfs.connect(f"127.0.0.1:{port}", failover_timeout=1.0, request_timeout=2.0)
 
 
 def test_namespace(fs: GFS) -> None:

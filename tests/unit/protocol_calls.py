@@ -4,7 +4,8 @@ test_protocol_types.py).
 :func:`find_stubs`: the functions that send an RPC whose name they get as a
 parameter -- those that build ``/rpc/{name}``, then (to a fixpoint) those that
 pass their own parameter on as the name to one they certainly call (an
-imported function, ``module.function``, ``self.method``). :func:`call_sites`:
+imported function, ``module.function``, ``self.method``, or
+``self.attr.method`` where ``self.attr = ImportedClass(...)``). :func:`call_sites`:
 every call of a stub with a constant RPC name, and the fields of its body
 where they can be seen (a dict display, a local dict's keys, keyword
 arguments, what the stub adds itself). :func:`route_paths`: the raw paths
@@ -152,6 +153,24 @@ def imports(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
 
 
 @functools.cache
+def scope_names(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
+    """:func:`imports`, plus ``self.<attr>`` -> (module, class) for each
+    attribute the file sets from an imported class (``self.x = Class(...)``),
+    so that ``self.x.method(...)`` resolves to that class's method."""
+    names = dict(imports(tree))
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name)):
+            continue
+        module, name = names.get(node.value.func.id, ("", None))
+        for t in node.targets:
+            if (name and isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+                    and t.value.id == "self"):
+                names[f"self.{t.attr}"] = (module, name)
+    return names
+
+
+@functools.cache
 def local_names(tree: ast.Module) -> set[str]:
     """A file's functions by name, and its methods as ``.name``."""
     return {f".{n.name}" if m else n.name for n, m in functions(tree)}
@@ -166,8 +185,13 @@ def resolve_exact(rel: str, node: ast.Call, names: dict[str, tuple[str, str | No
                   local: set[str]) -> tuple[str, str] | None:
     """(file, def name) of what a call certainly runs: a function of this file
     (``local``: its functions, and its methods as ``.name``) or imported by
-    name, ``module.function`` or ``self.method``; else None."""
+    name, ``module.function``, ``self.method`` or ``self.attr.method`` of an
+    attribute made from an imported class (:func:`scope_names`); else None."""
     f = node.func
+    if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Attribute)
+            and isinstance(f.value.value, ast.Name) and f.value.value.id == "self"):
+        module, _cls = names.get(f"self.{f.value.attr}", ("", None))
+        return (module_rel(module), f.attr) if module else None
     if isinstance(f, ast.Name):
         if f.id in local:
             return rel, f.id
@@ -217,7 +241,7 @@ def find_stubs(trees: dict[str, ast.Module]) -> dict[tuple[str, str], Stub]:
     for rel, fn, method in todo:
         if (s := root_stub(rel, fn, method)) is not None:
             known[(rel, s.name)] = s
-    scopes = {rel: (imports(tree), local_names(tree)) for rel, tree in trees.items()}
+    scopes = {rel: (scope_names(tree), local_names(tree)) for rel, tree in trees.items()}
     # only a def that takes a parameter and makes a call can pass a name on
     todo = [(rel, fn, method) for rel, fn, method in todo
             if call_params(fn, method) and calls_of(fn)]
@@ -283,7 +307,7 @@ def call_sites(trees: dict[str, ast.Module],
     """Every call of a stub with a constant RPC name."""
     out = []
     for rel, tree in trees.items():
-        names, local = imports(tree), local_names(tree)
+        names, local = scope_names(tree), local_names(tree)
         for fn, node in calls_in(tree):
             for stub in pick(stubs, node, rel, names, local):
                 name = positional(node, stub.name_index)

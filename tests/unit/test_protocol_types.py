@@ -252,6 +252,26 @@ class Client:
         await self.call("lease", body)
         await self.http.get(f"{addr}/chunks/{1}")
 ''',
+    "gfsfs/common/group.py": '''
+from gfsfs.common import rpc
+
+class Group:
+    async def call(self, name, body):
+        return await rpc.call(self.http, self.primary, name, body)
+''',
+    "gfsfs/client/held.py": '''
+from gfsfs.common.group import Group
+
+class Client:
+    def __init__(self, http):
+        self.group = Group(http)
+
+    async def call(self, name, body):
+        return await self.group.call(name, body)
+
+    async def go(self):
+        await self.call("getattr", {"inoo": 1})
+''',
     "chunkd/fake.py": '''
 from gfsfs.common.rpc import call
 
@@ -276,6 +296,8 @@ def test_the_call_site_check_catches_wrong_calls() -> None:
         "gfsfs/client/fake.py:17: getattr without its field 'ino'",
         "gfsfs/client/fake.py:20: lease has no field 'idnex'",
         "gfsfs/client/fake.py:21: client builds a URL to '/chunks/', no route it may use",
+        "gfsfs/client/held.py:12: getattr has no field 'inoo'",
+        "gfsfs/client/held.py:12: getattr without its field 'ino'",
         "chunkd/fake.py:5: a chunkd sends 'lookup', a message of another peer pair",
         "chunkd/fake.py:6: heartbeat has no field 'chunk_cuont'",
         "chunkd/fake.py:8: chunkd builds a URL to '/web/api/list', no route it may use",

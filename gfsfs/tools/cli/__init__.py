@@ -1,6 +1,7 @@
 """``gfs``: the gfsfs admin command line.
 
-Talks to the master (``--master URL``; else ``--set client.master_url=...``;
+Talks to the master (``--master URL``, or several comma-separated: the
+primary is followed; else ``--set client.master_url=...``;
 else the ``GFS_MASTER`` environment variable; else ``[client] master_url`` from
 the config file) with the msgpack RPCs of :mod:`gfsfs.common.protocol.client_master`::
 

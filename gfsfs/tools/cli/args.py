@@ -17,7 +17,8 @@ def add_common_options(parser: argparse.ArgumentParser, top: bool) -> None:
     """Options accepted before and after the subcommand."""
     default = None if top else argparse.SUPPRESS
     parser.add_argument("--master", metavar="URL", default=default,
-                        help="master URL (default: $GFS_MASTER, else [client] master_url)")
+                        help="master URL, or several comma-separated (the primary is "
+                             "followed; default: $GFS_MASTER, else [client] master_url)")
     parser.add_argument("--json", action="store_true",
                         default=False if top else argparse.SUPPRESS,
                         help="machine-readable JSON on stdout")

@@ -11,7 +11,7 @@ import httpx
 
 from gfsfs.client import paths
 from gfsfs.common.errors import Code, GFSError
-from gfsfs.common.rpc import call
+from gfsfs.common.masters import Masters
 
 PROG = "gfs"
 
@@ -21,16 +21,25 @@ class Failure(Exception):
 
 
 class Master:
-    """The master's RPCs, with errors turned into :class:`Failure`."""
+    """The master's RPCs, with errors turned into :class:`Failure`: at the
+    primary among the masters of ``spec`` (one URL or several, comma-separated;
+    :class:`gfsfs.common.masters.Masters` follows NOTPRIMARY answers and
+    skips masters that do not answer, for up to ``failover_timeout`` s)."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, spec: str,
+                 failover_timeout: float = 30.0) -> None:
         self.http = http
-        self.url = url
+        self.masters = Masters(http, spec, failover_timeout)
+
+    @property
+    def url(self) -> str:
+        """The master believed primary."""
+        return self.masters.primary
 
     async def call(self, name: str, body: dict[str, Any] | None = None,
                    what: str | None = None) -> Any:
         try:
-            return await call(self.http, self.url, name, body or {})
+            return await self.masters.call(name, body or {})
         except GFSError as exc:
             raise Failure(describe(exc, what, self.url)) from None
 
@@ -38,7 +47,7 @@ class Master:
         """The Attr of ``path`` (an absolute path inside the file system);
         ``follow``: a symlink in the last component is followed too."""
         try:
-            return await paths.resolve(paths.MasterLookups(self.http, self.url), path, follow)
+            return await paths.resolve(paths.MasterLookups(self.masters), path, follow)
         except GFSError as exc:
             raise Failure(describe(exc, path, self.url)) from None
         except OSError as exc:       # ELOOP: too many symbolic links

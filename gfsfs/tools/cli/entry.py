@@ -9,8 +9,8 @@ import sys
 
 import trio
 
-from gfsfs.common import config
-from gfsfs.common.config import ConfigError
+from gfsfs.common import config, masters
+from gfsfs.common.config import ClientConfig, ConfigError
 from gfsfs.common.rpc import make_http
 from gfsfs.tools.cli import admin, chunkd, files, ha, snapshot, status, trash
 from gfsfs.tools.cli.args import add_common_options
@@ -32,34 +32,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def master_url(args: argparse.Namespace) -> tuple[str, float]:
-    """(master URL, request timeout) from --master, --set, $GFS_MASTER, config."""
+def master_url(args: argparse.Namespace) -> tuple[str, ClientConfig]:
+    """(the master URLs, comma-separated, normalized; the client config) from
+    --master, --set, $GFS_MASTER, config. ConfigError without an address."""
     cfg = config.load(args.config, list(args.overrides)).client
     url = args.master
     if url is None and not any(o.split("=", 1)[0].strip() == "client.master_url"
                                for o in args.overrides):
         url = os.environ.get("GFS_MASTER") or None
-    url = url or cfg.master_url
-    if "://" not in url:
-        url = "http://" + url
-    return url.rstrip("/"), cfg.request_timeout
+    try:
+        return ",".join(masters.parse(url or cfg.master_url)), cfg
+    except ValueError as exc:
+        raise ConfigError(f"master URL: {exc}") from None
 
 
-async def run(args: argparse.Namespace, url: str, timeout: float) -> int:
-    async with make_http(timeout=timeout, connections=16) as http:
-        return int(await args.func(Master(http, url), args))
+async def run(args: argparse.Namespace, url: str, cfg: ClientConfig) -> int:
+    async with make_http(timeout=cfg.request_timeout, connections=16) as http:
+        return int(await args.func(Master(http, url, cfg.failover_timeout), args))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        url, timeout = master_url(args)
+        url, cfg = master_url(args)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     try:
-        return trio.run(run, args, url, timeout)
+        return trio.run(run, args, url, cfg)
     except Failure as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

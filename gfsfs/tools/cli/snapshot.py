@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from gfsfs.common.errors import Code, GFSError
-from gfsfs.common.rpc import call
 from gfsfs.tools.cli.args import add_command
 from gfsfs.tools.cli.common import Failure, Master
 from gfsfs.tools.cli.output import emit
@@ -18,8 +17,8 @@ async def cmd_snapshot(m: Master, args: argparse.Namespace) -> int:
     attr = await m.resolve(src)
     parent, name = await target_dir(m, dst)
     try:
-        reply = await call(m.http, m.url, "snapshot",
-                           {"src": attr["ino"], "parent": parent, "name": name})
+        reply = await m.masters.call("snapshot",
+                                     {"src": attr["ino"], "parent": parent, "name": name})
     except GFSError as exc:
         if exc.code == Code.EEXIST:
             raise Failure(f"{dst}: exists") from None

@@ -14,7 +14,6 @@ import os
 from typing import Any
 
 from gfsfs.common.errors import Code, GFSError
-from gfsfs.common.rpc import call
 from gfsfs.tools.cli.args import parse_seconds
 from gfsfs.tools.cli.common import Failure, Master
 from gfsfs.tools.cli.output import emit, human, table, when
@@ -57,7 +56,7 @@ async def cmd_trash_restore(m: Master, args: argparse.Namespace) -> int:
         target = fs_path(args.to)
         body["parent"], body["name"] = await target_dir(m, target)
     try:
-        reply = await call(m.http, m.url, "trash_restore", body)
+        reply = await m.masters.call("trash_restore", body)
     except GFSError as exc:
         if exc.code == Code.EEXIST:
             raise Failure(f"{target}: exists; restore it elsewhere with --to NEWPATH") from None
