@@ -444,8 +444,10 @@ class Master:
     # ------------------------------------------------------------ statfs
 
     def statfs(self) -> dict[str, Any]:
+        primary = self.role.rules()
         return {**self.registry.totals(), "files": len(self.ns.inodes),
-                "chunk_size": self.ns.chunk_size}
+                "chunk_size": self.ns.chunk_size, "primary": primary,
+                "primary_url": self.role.url if primary else self.role.primary_url}
 
 
 class CheckpointLoop:

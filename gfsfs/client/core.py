@@ -326,11 +326,15 @@ class Client:
         self.absent_xattrs.pop(ino, None)
         await self._ns("removexattr", ctx, ino=ino, name=name)
 
-    async def statfs(self) -> dict[str, Any]:
-        """The master's figures; also the protocol check (the mount's first call)."""
+    async def statfs(self, find_primary: bool = False) -> dict[str, Any]:
+        """The master's figures; also the protocol check (the mount's first
+        call). ``find_primary``: a shadow that answers and names the primary
+        makes the client use the primary from now on (reads included)."""
         reply = await self.call("statfs", {"protocol": PROTOCOL_VERSION})
         check_version(reply.get("protocol"), f"master {self.master}", "this client")
         self.chunk_size = int(reply.get("chunk_size") or self.chunk_size)
+        if find_primary and reply.get("primary") is False and reply.get("primary_url"):
+            self.masters.prefer(reply["primary_url"])
         return reply
 
     async def get_chunk_size(self) -> int:

@@ -140,6 +140,19 @@ class Masters:
             self.primary = nxt
         return nxt
 
+    def prefer(self, url: str) -> None:
+        """Believe ``url`` is the primary (a shadow said so: the mount's first
+        ``statfs`` went to a shadow listed first)."""
+        try:
+            url = normalize(url)
+        except ValueError:
+            return
+        if url not in self.urls:
+            self.urls.append(url)
+        if url != self.primary:
+            log.info("master %s is a shadow; the primary is %s", self.primary, url)
+            self.primary = url
+
     def answered(self, url: str) -> None:
         """``url`` answered a call: the next switch is news again."""
         if not self.settled and self.quiet:

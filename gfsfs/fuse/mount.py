@@ -101,11 +101,13 @@ def fuse_options(opts: dict[str, str | None]) -> set[str]:
     return fuse_opts
 
 
-async def check_master(cfg: ClientConfig) -> tuple[dict[str, object], str]:
+async def check_master(cfg: ClientConfig,
+                       read_only: bool = False) -> tuple[dict[str, object], str]:
     """The master's ``statfs`` (the protocol check), and ``cfg.master_url``
-    with the master that answered it first (the mount starts there)."""
+    with the master to start at first: the one that answered -- or, unless
+    the mount is read-only (which may stay on a shadow), the primary it names."""
     async with Client.open(cfg) as client:
-        info = await client.statfs()
+        info = await client.statfs(find_primary=not read_only)
         return info, client.masters.spec()
 
 
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gfs-mount: {mountpoint} is not a directory", file=sys.stderr)
         return 1
     try:
-        info, spec = trio.run(check_master, cfg)
+        info, spec = trio.run(check_master, cfg, "ro" in opts)
     except GFSError as exc:
         if exc.code == Code.PROTOCOL:       # logged: the console and the log file
             log.error("cannot mount: %s; upgrade the client or the master", exc.message)

@@ -104,6 +104,12 @@ def test_a_shadows_notprimary_moves_a_client_to_the_primary(
             await client.unlink(1, b"renamed")
         run_client(config(f"{shadow.url},{cluster.url}"), test)
         trio.run(refuses, shadow.url, cluster.url)
+
+        async def finds(client: Client) -> None:    # the mount's first statfs
+            reply = await client.statfs(find_primary=True)
+            assert reply["primary"] is False and reply["primary_url"] == cluster.url
+            assert client.master == cluster.url     # reads too go to the primary now
+        run_client(config(f"{shadow.url},{cluster.url}"), finds)
     switches = [r.getMessage() for r in caplog.records if "now using" in r.getMessage()]
     assert len(switches) == 1, switches
     assert switches[0].startswith(f"master {shadow.url} is not primary; now using {cluster.url}")

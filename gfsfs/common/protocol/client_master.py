@@ -325,6 +325,8 @@ class StatfsReply(TypedDict):
     files: int                      # inodes
     chunk_size: int
     protocol: int
+    primary: bool                   # whether this master is the primary (docs/ha.md)
+    primary_url: str                # the primary's URL, if known ("" if not)
 
 
 # ---------------------------------------------------------------- data path
