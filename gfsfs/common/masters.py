@@ -20,7 +20,7 @@ that fails (:func:`verdict`):
 - anything else is the answer: raised.
 
 A switch to a master not yet asked in this call is tried at once; otherwise
-each retry waits :data:`gfsfs.common.retry.MASTER` (0.2 s doubling to 5 s).
+each retry waits :data:`gfsfs.common.retry.MASTER` (0.2 s doubling to 1 s).
 Once ``failover_timeout`` seconds have passed since the call's first failure
 the last error is raised (UNAVAILABLE: EIO; NOTPRIMARY: EROFS), so a call
 takes at most about that plus one ``request_timeout``.

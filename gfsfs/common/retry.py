@@ -90,8 +90,10 @@ class Backoff:
         await trio.sleep(self.delay(retry))
 
 
-# master RPCs the client retries when the master cannot be reached
-MASTER = Backoff(0.2, 5.0)
+# master RPCs the client retries when the master cannot be reached: at most a
+# second apart, so a mount notices a new primary within a second of its election
+# (bench/failover.py: with a 5 s cap, 10-11 s from kill -9 to the next create)
+MASTER = Backoff(0.2, 1.0)
 # a read round that found no replica answering, before locations are refetched
 READ = Backoff(0.1, 2.0)
 # a write, append, truncate or fsync at the chunkds, with a fresh lease

@@ -151,7 +151,7 @@ def ha_metrics(master: Master) -> Iterator[Metric]:
     lag = master.follower_lag() if master.follower_lag is not None and not role.primary else None
     yield gauge("gfs_master_records_behind_primary",
                 "on a shadow: records the primary has that this master has not applied",
-                lag["records_behind"] if lag else 0)
+                (lag["records_behind"] or 0) if lag else 0)
     yield gauge("gfs_master_seconds_since_primary",
                 "on a shadow: seconds since it last heard from its primary",
                 (lag["seconds_behind"] or 0.0) if lag else 0.0)

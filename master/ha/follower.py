@@ -55,7 +55,8 @@ class Follower:
         return self.m.role.primary_url
 
     def lag(self) -> dict[str, Any]:
-        behind = max(0, self.primary_durable - self.m.oplog.last_seq)
+        # unknown (None) until the primary was heard from since we followed it
+        behind = max(0, self.primary_durable - self.m.oplog.last_seq) if self.heard else None
         return {"primary": self.url, "records_behind": behind,
                 "seconds_behind": round(time.monotonic() - self.heard, 3) if self.heard else None,
                 "applied": self.applied, "resyncs": self.resyncs}

@@ -8,9 +8,10 @@ streamed response of msgpack items, :func:`follow_stream` --
 
 - a header ``{"epoch", "primary", "from", "chunk_size", "durable"}`` (a
   shadow takes the primary's chunk size, whatever its own config says);
-- ``[seq, record]`` for every durable record from ``N`` on, as each group
-  commit makes them durable here (so a shadow never holds a record its
-  primary could still lose to a failed write);
+- ``[seq, record]`` for every record from ``N`` on as soon as it is
+  appended: the shadow's fsync overlaps the primary's. A failed write here
+  (records undone, their numbers never reused) ends every stream; the
+  shadow, whose last record is no longer the primary's, resyncs;
 - ``{"durable": seq, "time": t}`` after a second without records, so the
   shadow knows its lag and that the primary lives.
 
@@ -142,13 +143,13 @@ class Shipper:
         self.role.check_primary()
         if start < 1:
             raise GFSError(Code.BADREQ, "from must be at least 1")
-        if start > self.oplog.durable_seq + 1:
+        if start > self.oplog.last_seq + 1:
             raise GFSError(Code.STALE, f"resync: the shadow is at {start - 1}, past this "
-                                       f"master's {self.oplog.durable_seq}")
+                                       f"master's {self.oplog.last_seq}")
         if start > 1 and (crc is None or self.oplog.crc_at(start - 1) != crc):
             raise GFSError(Code.STALE, f"resync: record {start - 1} is not this master's "
                                        "(or no longer in memory)")
-        if start <= self.oplog.durable_seq and self.oplog.records_from(start, 1) is None:
+        if start <= self.oplog.last_seq and self.oplog.records_from(start, 1) is None:
             raise GFSError(Code.STALE, f"resync: record {start} is no longer in memory")
         shadow = self.shadows.setdefault(url, Shadow(url))
         shadow.streams += 1
@@ -165,8 +166,8 @@ class Shipper:
             yield pack({"epoch": self.role.epoch, "primary": self.role.url, "from": start,
                         "chunk_size": self.role.ns.chunk_size,
                         "durable": self.oplog.durable_seq})
-            seq = start
-            while self.role.rules():
+            seq, failures = start, self.oplog.failures
+            while self.role.rules() and self.oplog.failures == failures:
                 found = self.oplog.records_from(seq)
                 if found is None:
                     log.warning("shadow %s: record %d no longer in memory; it must resync",
@@ -176,7 +177,7 @@ class Shipper:
                     yield b"".join(pack([s, r]) for s, r in found)
                     seq = found[-1][0] + 1
                     continue
-                changed = self.oplog.durable_changed
+                changed = self.oplog.appended
                 with trio.move_on_after(IDLE) as idle:
                     await changed.wait()
                 if idle.cancelled_caught:

@@ -144,11 +144,11 @@ class OpLog:
         self._lost: list[tuple[int, int, GFSError]] = []   # (after, upto, error)
         self._after: list[tuple[int, Callable[[], None]]] = []
         self._buf: list[bytes] = []
-        self._pending: list[tuple[int, Record]] = []    # appended, not yet durable
-        # the newest durable records, oldest first (seq numbers rise, may skip)
+        # the newest records appended, oldest first (seq numbers rise, may skip
+        # over records a failed write lost): what shadows follow from
         self.recent: list[tuple[int, Record]] = []
         self.last_crc: int | None = None      # record_crc of the last record appended
-        self.durable_changed = trio.Event()   # set (and replaced) as durable_seq rises
+        self.appended = trio.Event()          # set (and replaced) by every append
         # awaited by commit() once a record is durable here: the wait for the
         # synchronous shadows (master.ha.shipping.Shipper.wait)
         self.remote: Callable[[int], Awaitable[None]] | None = None
@@ -215,7 +215,11 @@ class OpLog:
         self.last_seq += 1
         data = frame(self.last_seq, rec)
         self._buf.append(data)
-        self._pending.append((self.last_seq, rec))
+        self.recent.append((self.last_seq, rec))
+        if len(self.recent) > 2 * RECENT:
+            del self.recent[:len(self.recent) - RECENT]
+        self.appended.set()
+        self.appended = trio.Event()
         self.last_crc = HEADER.unpack_from(data)[1]     # the frame's CRC: record_crc
         return self.last_seq
 
@@ -260,13 +264,6 @@ class OpLog:
 
     def _durable(self, upto: int) -> None:
         self.durable_seq = upto
-        if self._pending:
-            self.recent.extend(self._pending)
-            self._pending = []
-            if len(self.recent) > 2 * RECENT:
-                del self.recent[:len(self.recent) - RECENT]
-        self.durable_changed.set()
-        self.durable_changed = trio.Event()
         if self._after and self._after[0][0] <= upto:
             ready = [a for s, a in self._after if s <= upto]
             self._after = [(s, a) for s, a in self._after if s > upto]
@@ -300,7 +297,9 @@ class OpLog:
         self.failed = err
         self.failures += 1
         lost = (self.durable_seq, self.last_seq, err)
-        self._buf, self._after, self._pending = [], [], []
+        self._buf, self._after = [], []
+        # a shadow that has any of them must resync (the numbers are never reused)
+        self.recent = [r for r in self.recent if r[0] <= self.durable_seq]
         self.last_crc = None
         log.critical("op log %s: write failed (%s); records %d..%d undone, refusing mutations "
                      "until the log can be written again", self._path(), exc,
@@ -359,10 +358,11 @@ class OpLog:
     # ------------------------------------------------------------ shadows
 
     def records_from(self, seq: int, limit: int = 2048) -> list[tuple[int, Record]] | None:
-        """Up to ``limit`` durable records from ``seq`` on ([] if there are none
-        yet), or None if record ``seq`` is no longer in memory (or was lost)."""
+        """Up to ``limit`` records from ``seq`` on, durable or still in the
+        group commit ([] if there are none yet), or None if record ``seq`` is
+        no longer in memory (or was lost to a failed write)."""
         recent = self.recent
-        if seq > self.durable_seq:
+        if seq > self.last_seq:
             return []
         if not recent or seq < recent[0][0]:
             return None
@@ -375,7 +375,7 @@ class OpLog:
         return self.dir / f"{CKPT_PREFIX}{seq:016d}"
 
     def crc_at(self, seq: int) -> int | None:
-        """record_crc of durable record ``seq``, if it is still in memory."""
+        """record_crc of record ``seq``, if it is still in memory."""
         found = self.records_from(seq, 1)
         return record_crc(*found[0]) if found else None
 
@@ -387,7 +387,7 @@ class OpLog:
             async with self._io_lock:
                 await trio.to_thread.run_sync(self._restart_sync, seq, checkpoint)
                 self.last_seq = self.durable_seq = self.checkpoint_seq = seq
-                self._buf, self._pending, self.recent, self._after = [], [], [], []
+                self._buf, self.recent, self._after = [], [], []
                 self.last_crc = crc
                 self.failed = None
 

@@ -166,7 +166,8 @@ def test_promotion_raises_the_epoch_and_the_old_primary_rejoins_as_a_shadow(pair
     # told to step down, the old primary restarts (same process, same port) as a shadow
     old = wait_for("the old primary to follow the new one",
                    lambda: (st := call(p, "ha_status")) and not st["primary"]
-                   and st.get("following", {}).get("records_behind") == 0 and st)
+                   and st.get("following", {}).get("records_behind") == 0
+                   and st["epoch"] == 1 and st)
     assert old["primary_url"] == s and old["epoch"] == 1
     assert pair.cluster.master is not None and pair.cluster.master.alive()
     with pytest.raises(GFSError) as e:

@@ -378,3 +378,50 @@ def test_failed_write_keeps_the_chunk_registry_consistent(tmp_path: Path) -> Non
         os.close(full)
     assert trio.run(m.reopen_log)
     m.close()
+
+
+def test_a_failed_write_ends_the_shadows_streams_and_forgets_the_lost_records(
+        tmp_path: Path) -> None:
+    """Records are streamed to shadows as they are appended (their fsync
+    overlaps ours). Records a failed write undoes are no longer offered
+    (records_from, crc_at), and every follow stream ends, so a shadow that
+    got one of them reconnects, finds its last record is not ours and resyncs."""
+    import msgpack
+    m = open_master(tmp_path)
+    trio.run(make_tree, m, 3)
+    good = m.oplog.durable_seq
+    got: list[Any] = []
+
+    async def main() -> None:
+        shadow = m.shipper.open_stream("http://127.0.0.2:5000", 1, None)
+        stream = m.shipper.follow_stream(shadow, 1)
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        ended = trio.Event()
+
+        async def follow() -> None:
+            async for piece in stream:
+                unpacker.feed(piece)
+                got.extend(unpacker)
+            ended.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.sleep(0.05)
+            assert got[-1][0] == good             # everything so far, streamed
+            fd = m.oplog._fd
+            saved, full = os.dup(fd), os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, fd)
+            os.close(full)
+            try:
+                with pytest.raises(GFSError):
+                    await _create(m, b"lost")
+            finally:
+                os.dup2(saved, fd)
+                os.close(saved)
+            with trio.fail_after(3):                 # the stream ends by itself
+                await ended.wait()
+    trio.run(main)
+    lost = good + 1
+    assert [x[0] for x in got if isinstance(x, list)][-1] == lost    # it was sent at once
+    assert m.oplog.records_from(lost) is None and m.oplog.crc_at(lost) is None
+    assert m.oplog.crc_at(good) is not None
+    m.close()

@@ -637,7 +637,7 @@ class ShadowState(TypedDict):
 
 class Following(TypedDict):
     primary: str
-    records_behind: int
+    records_behind: int | None      # None until the primary was heard from
     seconds_behind: float | None    # since the primary was last heard from
     applied: int
     resyncs: int

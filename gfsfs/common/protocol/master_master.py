@@ -4,8 +4,9 @@ shadow -> primary
 -----------------
 ``GET /ha/follow?from=N&crc=C&shadow=URL``: one long-lived streamed response
 (``application/x-msgpack-stream``: msgpack items back to back) -- a header
-``{"epoch", "primary", "from", "chunk_size", "durable"}``, then ``[seq, record]`` for every durable
-record from ``N`` on as the primary's group commits make them durable, and
+``{"epoch", "primary", "from", "chunk_size", "durable"}``, then ``[seq, record]`` for every record
+from ``N`` on as it is appended (a failed write on the primary ends the
+stream: the shadow resyncs), and
 ``{"durable": seq, "time": t}`` after each second without records. ``C`` is
 the CRC of the shadow's record ``N - 1`` (its op-log frame's CRC); STALE
 ("resync") when that record is not the primary's, is no longer in the

@@ -19,10 +19,10 @@ def describe_ha(st: dict[str, Any]) -> str:
     lines = [f"{st['url']}: {role}, epoch {st['epoch']}, op log at {st['durable_seq']}"]
     follow = st.get("following")
     if follow:
-        secs = follow["seconds_behind"]
-        lines.append(f"  {follow['records_behind']} records behind the primary, heard from "
-                     f"{'never' if secs is None else f'{secs:.1f} s ago'}; "
-                     f"{follow['resyncs']} checkpoints taken")
+        secs, behind = follow["seconds_behind"], follow["records_behind"]
+        heard = "never" if secs is None else f"{secs:.1f} s ago"
+        lines.append(f"  {'?' if behind is None else behind} records behind the primary, "
+                     f"heard from {heard}; {follow['resyncs']} checkpoints taken")
     if st["shadows"]:
         rows = [[s["url"], "yes" if s["synchronous"] else "no",
                  "yes" if s["following"] else "no", s["behind"],
