@@ -35,13 +35,17 @@ SOAK_SEEDS ?= 1,2,3
 # a cluster of its own; fails on any 5xx other than UNAVAILABLE, or a traceback
 FUZZ_COUNT ?= 100000
 soak: bootstrap
+	@bash .ci/bootstrap test
 	$(PY) -m gfsfs.tools.fuzz --seed 1 --count $(FUZZ_COUNT) --progress 10000
 	$(PY) -m gfsfs.tools.fsx --cluster --seeds $(SOAK_SEEDS) --ops $(SOAK_OPS) --both-modes \
 		--remount-every 50000 --progress 10000
+	# kill -9 of the elected primary during a 1 GiB cp and two mounts' creates
+	GFS_HA_CP_BYTES=1073741824 $(PY) -m pytest -q -s tests/ha/test_failover_mount.py
 
 bench: bootstrap
 	$(PY) bench/bench.py
 	$(PY) bench/fuse_floor.py
+	$(PY) bench/failover.py
 
 clean-data:
 	@if grep -q " $(CURDIR)/mnt " /proc/mounts; then echo "unmount ./mnt first (stop make run)"; exit 1; fi
