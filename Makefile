@@ -42,7 +42,8 @@ soak: bootstrap
 	# kill -9 of the elected primary during a 1 GiB cp and two mounts' creates
 	GFS_HA_CP_BYTES=1073741824 $(PY) -m pytest -q -s tests/ha/test_failover_mount.py
 
-bench: bootstrap
+bench:
+	@bash .ci/bootstrap ha
 	$(PY) bench/bench.py
 	$(PY) bench/fuse_floor.py
 	$(PY) bench/failover.py
