@@ -73,12 +73,17 @@ def primary_of(*ds: Daemon) -> Daemon | None:
     return None
 
 
+def elected(a: Daemon) -> None:
+    """Wait until ``a`` leads and has a synchronous shadow."""
+    wait_for("master a to be elected", lambda: primary_of(a) is a)
+    wait_for("a synchronous shadow",
+             lambda: any(s["synchronous"] for s in call(a.url, "ha_status")["shadows"]))
+
+
 @pytest.mark.allow_errors
 def test_kill9_of_the_elected_primary_fails_over_within_failover_seconds(masters: Masters) -> None:
     a, b = masters.a, masters.b
-    wait_for("master a to be elected", lambda: primary_of(a) is a)
-    wait_for("master b to follow a",
-             lambda: any(s["synchronous"] for s in call(a.url, "ha_status")["shadows"]))
+    elected(a)
     acked = [mkdir(a.url, f"d{i}")["ino"] for i in range(20)]
     assert len(acked) == 20 and call(a.url, "ha_status")["epoch"] > 0
     a.kill()
@@ -99,9 +104,7 @@ def test_kill9_of_the_elected_primary_fails_over_within_failover_seconds(masters
 @pytest.mark.allow_errors
 def test_a_stopped_primary_refuses_mutations_when_it_wakes_and_steps_down(masters: Masters) -> None:
     a, b = masters.a, masters.b
-    wait_for("master a to be elected", lambda: primary_of(a) is a)
-    wait_for("master b to follow a",
-             lambda: any(s["synchronous"] for s in call(a.url, "ha_status")["shadows"]))
+    elected(a)
     mkdir(a.url, "before")
     a.signal(signal.SIGSTOP)
     wait_for("master b to take over", lambda: primary_of(b) is b, timeout=4 * TTL)
@@ -123,9 +126,7 @@ def test_a_partitioned_primary_is_replaced_and_rejoins_when_healed(masters: Mast
     takes over; healed, the old primary refuses to mutate, becomes the new
     one's shadow and converges to the same metadata."""
     a, b = masters.a, masters.b
-    wait_for("master a to be elected", lambda: primary_of(a) is a)
-    wait_for("master b to follow a",
-             lambda: any(s["synchronous"] for s in call(a.url, "ha_status")["shadows"]))
+    elected(a)
     mkdir(a.url, "before")
     with Partition("ha") as part:
         part.cut(["ip saddr 127.0.0.2", "ip daddr 127.0.0.2"])
