@@ -8,9 +8,10 @@ shadows and follow the URL the key holds. The rules:
   still valid (``Role.lease`` = the election: ``held_until`` on the monotonic
   clock). One that was stopped or cut off refuses mutations before etcd can
   elect another.
-- A shadow campaigns only once it has caught up with a primary (the
-  synchronous set has every acknowledged record), or after ``3 × ttl`` with
-  no leader at all (every master restarted; the configured primary is gone).
+- A shadow campaigns only if its primary last said it was in the
+  synchronous set (so it holds every record that primary acknowledged), or
+  after ``3 × ttl`` with no leader at all (every master restarted; the
+  configured primary is gone).
 - Every master starts as a shadow (:func:`start_as_candidate`); the
   configured primary campaigns as soon as the key is free. Winning makes a
   master primary (:meth:`HA.promote`) in the key's ``create_revision`` as
@@ -98,7 +99,7 @@ async def _until_may_campaign(ha: HA, election: Election, configured_primary: bo
                 log.info("following %s, the holder of the election key (epoch %d)", *holder)
                 role.become_shadow(holder[0])
                 ha.restart_following()
-        elif holder is None and (configured_primary or follower.caught_up.is_set()):
+        elif holder is None and (configured_primary or follower.synchronous):
             return                           # free, and we have the last primary's records
         elif holder is None and trio.current_time() - vacant_since > 3 * election.ttl:
             log.warning("no primary for %.0f s and never caught up with one: campaigning",

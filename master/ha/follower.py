@@ -49,6 +49,9 @@ class Follower:
         self.caught_up = trio.Event()   # set once the shadow was within reach of the primary
         self.resyncs = 0
         self.applied = 0
+        # whether the primary last said we are in its synchronous set: only
+        # then do we hold every record it acknowledged (and may campaign)
+        self.synchronous = False
 
     @property
     def url(self) -> str:
@@ -137,6 +140,7 @@ class Follower:
         reply = await rpc.call(self.http, self.url, "shadow_ack",
                                {"shadow": self.m.role.url, "seq": last})
         self.primary_durable = max(self.primary_durable, reply.get("durable", 0))
+        self.synchronous = bool(reply.get("synchronous"))
         self._note_caught_up()
 
     def _note_caught_up(self) -> None:

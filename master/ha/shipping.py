@@ -133,7 +133,7 @@ class Shipper:
             shadow.in_sync = True
             log.info("shadow %s is caught up (record %d): synchronous", url, shadow.acked)
         self._wake()
-        return {"durable": self.oplog.durable_seq}
+        return {"durable": self.oplog.durable_seq, "synchronous": shadow.in_sync}
 
     # ------------------------------------------------------------ streams
 

@@ -16,7 +16,7 @@ primary's memory, or ``N`` is past the primary's log; NOTPRIMARY from a shadow.
 (``application/octet-stream``); headers ``x-gfs-seq`` (its last record) and
 ``x-gfs-last-crc`` (that record's CRC, when known).
 
-``shadow_ack {shadow: URL, seq}`` -> ``{"durable": seq}``: the shadow has
+``shadow_ack {shadow: URL, seq}`` -> ``{"durable": seq, "synchronous": bool}``: the shadow has
 every record up to ``seq`` on disk. The primary's mutation replies wait for
 ``[master] sync_shadows`` synchronous shadows' acknowledgements.
 
@@ -46,6 +46,7 @@ class ShadowAckReq(TypedDict):
 
 class ShadowAckReply(TypedDict):
     durable: int                    # the primary's last durable record
+    synchronous: bool               # whether the shadow is in the synchronous set
 
 
 class StepDownReq(TypedDict):
