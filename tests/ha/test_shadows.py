@@ -19,6 +19,7 @@ import msgpack
 import pytest
 
 from conftest import make_cluster, needs_fuse
+from test_cli import gfs
 from gfsfs.common.errors import GFSError
 from gfsfs.tools.etcd import free_port
 from gfsfs.tools.localcluster import Cluster, Daemon, Mount, python
@@ -160,7 +161,12 @@ def test_promotion_raises_the_epoch_and_the_old_primary_rejoins_as_a_shadow(pair
     p, s = pair.primary_url, pair.shadow.url
     for i in range(20):
         mkdir(p, f"d{i}")
-    promoted = call(s, "promote")
+    shown = gfs("ha", master=p)
+    assert shown.returncode == 0 and f"{p}: primary, epoch 0" in shown.stdout
+    assert s in shown.stdout and "yes" in shown.stdout          # the shadow, synchronous
+    out = gfs("promote", s, "--json")
+    assert out.returncode == 0, out.stderr
+    promoted = json.loads(out.stdout)
     assert promoted["primary"] and promoted["epoch"] == 1
     mkdir(s, "on-the-new-primary")
     # told to step down, the old primary restarts (same process, same port) as a shadow
@@ -175,6 +181,8 @@ def test_promotion_raises_the_epoch_and_the_old_primary_rejoins_as_a_shadow(pair
     assert e.value.code == "NOTPRIMARY" and e.value.primary == s
     wait_for("the metadata to converge", lambda: same_metadata(p, s))
     assert "on-the-new-primary" in names(p)
+    status = gfs("status", master=p)
+    assert f"shadow of {s} (epoch 1), 0 records behind" in status.stdout, status.stdout
     # the chunkd follows the epoch: it registered with the new primary again
     wait_for("the chunkd to serve the new primary",
              lambda: call(s, "cluster_status")["chunkds_alive"] == 1)

@@ -383,3 +383,35 @@ def test_a_retried_mutation_with_its_request_id_answers_as_the_first(tmp_path: P
         assert e.value.code == "NOTPRIMARY" and e.value.primary == "http://127.0.0.9:5000"
         assert (await h.call("getattr", ino=1))["ino"] == 1      # reads still served
     run(tmp_path, body)
+
+
+def test_alone_refuse_refuses_mutations_without_a_synchronous_shadow(tmp_path: Path) -> None:
+    """``[master] alone = "refuse"``: with no shadow in the synchronous set a
+    mutation is refused before it is applied; a caught-up shadow lets
+    mutations through (each waits for its acknowledgement); when its stream
+    ends, mutations are refused again."""
+    async def body(h: Harness) -> None:
+        await h.fails("UNAVAILABLE", "mkdir", parent=1, name=b"a", mode=0o755, uid=0, gid=0)
+        with pytest.raises(GFSError):
+            h.master.ns.lookup(1, b"a")                 # nothing was applied
+        shipper, url = h.master.shipper, "http://127.0.0.2:5000"
+        shadow = shipper.open_stream(url, h.master.oplog.last_seq + 1,
+                                     h.master.oplog.last_crc)
+        await h.call("shadow_ack", shadow=url, seq=h.master.oplog.durable_seq)
+        assert shadow.in_sync
+
+        before = h.master.oplog.last_seq
+
+        async def ack_soon() -> None:               # as the shadow would
+            while h.master.oplog.last_seq == before:
+                await trio.sleep(0.01)
+            await trio.sleep(0.05)
+            await h.call("shadow_ack", shadow=url, seq=h.master.oplog.last_seq)
+        async with trio.open_nursery() as n:
+            n.start_soon(ack_soon)
+            with trio.fail_after(3):                # well before shadow_timeout (5 s)
+                await h.call("mkdir", parent=1, name=b"b", mode=0o755, uid=0, gid=0)
+        assert shipper.waits == 1 and shadow.in_sync
+        shipper.close_stream(shadow)
+        await h.fails("UNAVAILABLE", "mkdir", parent=1, name=b"c", mode=0o755, uid=0, gid=0)
+    run(tmp_path, body, alone="refuse")
