@@ -89,7 +89,7 @@ def record_crc(seq: int, rec: Record) -> int:
 
 # durable records kept in memory for shadows to catch up from (master.ha.shipping);
 # a shadow further behind takes a checkpoint
-RECENT = 65536
+RECENT = 16384
 
 
 def fsync_dir(path: Path) -> None:
