@@ -257,3 +257,29 @@ def test_a_read_only_mount_on_a_shadow_reads_what_the_primary_writes(pair: Pair,
     finally:
         ro.stop()
         rw.stop()
+
+
+def test_a_shadow_whose_log_went_its_own_way_takes_a_checkpoint(pair: Pair) -> None:
+    """A master that logged a record nobody else has (it was primary once and
+    its last record was never acknowledged): restarted as a shadow, its last
+    record's CRC is not the primary's, so it takes the primary's checkpoint
+    (resync), drops its own record and converges."""
+    from master.state import records
+    from master.state.logread import LOG_PREFIX, read_log
+    from master.state.oplog import frame
+    p = pair.primary_url
+    for i in range(5):
+        mkdir(p, f"d{i}")
+    pair.shadow.stop()
+    data = Path(pair.shadow.argv[pair.shadow.argv.index("--data-dir") + 1])
+    newest = sorted(data.glob(f"{LOG_PREFIX}*"))[-1]
+    last = read_log(newest)[-1][0]
+    with open(newest, "ab") as f:                 # a record of its own, never shipped
+        f.write(frame(last + 1, records.mkdir(1, b"only-here", 0o755, 0, 0, 999)))
+    mkdir(p, "while-away")
+    pair.shadow.argv[pair.shadow.argv.index("--port") + 1] = pair.shadow.url.rsplit(":", 1)[1]
+    pair.shadow.start()
+    wait_for("the shadow to converge", lambda: same_metadata(p, pair.shadow.url))
+    assert "only-here" not in names(pair.shadow.url)
+    assert call(pair.shadow.url, "ha_status")["following"]["resyncs"] == 1
+    assert "took" in pair.shadow.log_tail(20000) and "checkpoint" in pair.shadow.log_tail(20000)
