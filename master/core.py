@@ -83,6 +83,10 @@ class Master:
         # whether the namespace still holds undone records (rebuild failed)
         self.readopt: dict[int, int] = {}
         self.undo_pending = False
+        # the next chunk handle to hand out; every handle below ns.next_handle
+        # is reserved by a durable record (new_handle), so none handed out
+        # before a crash -- to chunkds, maybe, with its record lost -- is reused
+        self.handle_next = ns.next_handle
         oplog.on_failure = self._undo
 
     def fenced(self, caller: ChunkdCaller) -> ChunkdCaller:
@@ -345,10 +349,30 @@ class Master:
         return {**reply, "index": index, "chunk_size": cs,
                 "min_offset": min(cs, max(0, size - index * cs))}
 
+    HANDLE_BATCH = 1024     # chunk handles reserved per op-log record
+
+    async def new_handle(self) -> int:
+        """A chunk handle never handed out before, reserved on disk first:
+        a chunkd may make the chunk before its own record is durable, and a
+        crash then must not let the next master give the number to another
+        chunk (the orphan's deletion racing with it, or a late chunkd's
+        orphan taken for a replica). One ``reserve_handles`` record per
+        :data:`HANDLE_BATCH` handles."""
+        while self.handle_next >= self.ns.next_handle:
+            await self.mutate(records.reserve_handles(self.handle_next + self.HANDLE_BATCH))
+        handle = self.handle_next
+        self.handle_next += 1
+        return handle
+
+    def skip_reserved_handles(self) -> None:
+        """Hand out nothing below ns.next_handle (after a promotion: the old
+        primary may have handed out any handle it had reserved)."""
+        self.handle_next = self.ns.next_handle
+
     async def _allocate(self, ino: int, index: int, first: FirstWrite | None = None) -> int:
         goal = self.ns.get_file(ino).goal
         targets = self.registry.place(goal)
-        handle = self.ns.next_handle
+        handle = await self.new_handle()
         _, seq = self.stage(records.add_chunk(ino, index, handle, 1))
         extra = {} if first is None else {"offset": first.offset, "data": first.data,
                                           "sync": first.sync}

@@ -71,10 +71,10 @@ class SnapshotService:
         if not srvs:
             raise GFSError(Code.UNAVAILABLE, f"no live replica of shared chunk {old} to copy")
         version = ns.chunks[old][0]
-        new = ns.next_handle
-        # the handle is taken before any chunkd makes it: a crash before the cow
-        # record leaves only orphan copies, deleted when their chunkds report them
-        await master.mutate(records.reserve_handles(new + 1))
+        # the handle is reserved on disk before any chunkd makes it: a crash
+        # before the cow record leaves only orphan copies, deleted when their
+        # chunkds report them, and the number is never handed out again
+        new = await master.new_handle()
         ok = await self._copy(srvs, old, new, version)
         if not ok:
             raise GFSError(Code.UNAVAILABLE, f"no replica of chunk {old} could copy it")
