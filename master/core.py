@@ -71,6 +71,7 @@ class Master:
         self.registry = ChunkRegistry(cfg.chunk_size, cfg.heartbeat_interval,
                                       cfg.dead_after_heartbeats,
                                       LeaseTable(int(cfg.lease_seconds * 1e9)), clock)
+        self.registry.following = not self.role.primary
         self.leases = LeaseManager(cfg, ns, self.registry, caller, self.mutate)
         self.snapshots = snapshot.SnapshotService(self)
         # (ino, chunk index) -> [Lock, users]: held by a lease grant, an

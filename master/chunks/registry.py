@@ -94,6 +94,9 @@ class ChunkRegistry:
         # chunkds asked to register again at their next heartbeat (a shadow
         # just promoted: their full chunk lists, not what it pieced together)
         self.resync: set[str] = set()
+        # on a shadow: a replica of a chunk its namespace does not know yet
+        # (the chunkd's report overtook the record) is kept, not deleted
+        self.following = False
 
     # ------------------------------------------------------------ membership
 
@@ -125,6 +128,10 @@ class ChunkRegistry:
                 # an old report (e.g. "created at v1") overtaken by a version
                 # change this chunkd already took (set_version succeeded there,
                 # which is how it is a known holder): not a stale replica
+                continue
+            if entry is None and self.following:
+                self.locations.setdefault(handle, set()).add(srv.id)
+                srv.handles.add(handle)     # its record is on its way (a shadow)
                 continue
             if entry is None or version < entry[0]:
                 delete.append(handle)       # garbage, or a stale replica

@@ -13,7 +13,8 @@ shadows and follow the URL the key holds. The rules:
   after ``3 × ttl`` with no leader at all (every master restarted; the
   configured primary is gone).
 - Every master starts as a shadow (:func:`start_as_candidate`); the
-  configured primary campaigns as soon as the key is free. Winning makes a
+  configured primary of a new cluster (epoch 0: no election held yet)
+  campaigns as soon as the key is free. Winning makes a
   master primary (:meth:`HA.promote`) in the key's ``create_revision`` as
   epoch -- strictly above every earlier holder's.
 - Losing the key (lease expired, key taken) makes the master step down: it
@@ -52,7 +53,10 @@ def start_as_candidate(ha: HA, election: Election) -> bool:
     configured = role.primary
     role.lease = election
     role.await_election()
-    return configured
+    ha.m.registry.following = True
+    # only a new cluster's configured primary campaigns at once: once an
+    # election was held, its log may lack what a later primary acknowledged
+    return configured and ha.m.ns.epoch == 0
 
 
 async def run(ha: HA, election: Election, configured_primary: bool) -> None:

@@ -64,6 +64,7 @@ class HA:
             await oplog.commit(oplog.last_seq)      # what we received, durable
             role.become_primary()
             self.m.skip_reserved_handles()        # the old primary's batch may be in use
+            self.m.registry.following = False
             new_epoch = max(self.m.ns.epoch + 1, epoch)
             await self.m.mutate(records.epoch(new_epoch, role.url))
             self.m.registry.resync_all()

@@ -458,3 +458,22 @@ def test_a_chunk_handle_is_reserved_on_disk_before_any_chunkd_makes_it(tmp_path:
             again.close()
         h.master = Master.open(h.cfg, h.chunkds, clock=h.clock)   # for aclose
     run(tmp_path, body)
+
+
+def test_a_shadow_keeps_a_replica_reported_before_its_chunk_record(tmp_path: Path) -> None:
+    """The chunkd's report of a new chunk can overtake the add_chunk record
+    on its way to a shadow: the shadow keeps the location (a read-only mount
+    of it found no replica before) and never asks for a deletion; the
+    primary deletes a replica it knows no chunk of."""
+    async def body(h: Harness) -> None:
+        await h.register("a")
+        h.master.role.become_shadow("http://127.0.0.9:5000")
+        h.master.registry.following = True
+        reply = await h.call("report_chunks", id="a", added=[[77, 1]])
+        assert reply["delete"] == [] and reply["primary"] is False
+        assert h.master.registry.locations[77] == {"a"}
+        h.master.role.become_primary()
+        h.master.registry.following = False
+        reply = await h.call("report_chunks", id="a", added=[[78, 1]])
+        assert reply["delete"] == [78] and 78 not in h.master.registry.locations
+    run(tmp_path, body)
