@@ -7,6 +7,7 @@ return only after their op-log record is fsync'd (``Master.mutate``).
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -359,6 +360,23 @@ RPCS = (
 )
 
 
+# what only the primary may do: a shadow (or a primary whose lease lapsed)
+# answers NOTPRIMARY before looking at anything -- not EACCES from its copy
+# of the namespace, nor UNAVAILABLE for replicas it has not heard of
+PRIMARY_ONLY = frozenset({
+    "setattr", "create", "mkdir", "symlink", "link", "unlink", "rmdir", "rename",
+    "setxattr", "removexattr", "lease", "append_lease", "extend", "setgoal", "drain",
+    "snapshot", "trash_restore", "trash_purge"})
+
+
+def primary_only(master: Master, handler: Any) -> Any:
+    @functools.wraps(handler)
+    async def gated(req: Req) -> Req:
+        master.role.check_primary()
+        return await handler(req)
+    return gated
+
+
 def build_app(master: Master, ha: HA | None = None) -> App:
     """``ha``: the master's HA duties (a primary without shadows-to-be needs
     none: one that cannot follow or tell anyone to step down is made)."""
@@ -366,7 +384,8 @@ def build_app(master: Master, ha: HA | None = None) -> App:
               body_timeout=master.cfg.body_timeout)
     handlers = Handlers(master)
     for name in RPCS:
-        app.rpc(name, getattr(handlers, name))
+        handler = getattr(handlers, name)
+        app.rpc(name, primary_only(master, handler) if name in PRIMARY_ONLY else handler)
     app.route("GET", "/status", handlers.status)
     ha_api.install(master, ha or HA(master, None), app)   # /rpc/promote, /ha/follow, ...
     metrics.install(master, app)            # GET /metrics (Prometheus)

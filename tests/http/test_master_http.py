@@ -382,6 +382,13 @@ def test_a_retried_mutation_with_its_request_id_answers_as_the_first(tmp_path: P
             await h.call("mkdir", parent=1, name=b"d", mode=0o755, uid=0, gid=0, rid=46)
         assert e.value.code == "NOTPRIMARY" and e.value.primary == "http://127.0.0.9:5000"
         assert (await h.call("getattr", ino=1))["ino"] == 1      # reads still served
+        # NOTPRIMARY before anything else: not UNAVAILABLE for replicas a
+        # shadow never heard of, not ENOENT from its copy of the namespace
+        for rpc_name, body in (("lease", {"ino": first["ino"], "index": 0}),
+                               ("append_lease", {"ino": first["ino"]}),
+                               ("unlink", {"parent": 1, "name": b"nothere"}),
+                               ("trash_purge", {})):
+            await h.fails("NOTPRIMARY", rpc_name, **body)
     run(tmp_path, body)
 
 

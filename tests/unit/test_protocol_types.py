@@ -122,9 +122,14 @@ def handler_source(handler: Callable[..., Any]) -> tuple[Path, str]:
 
 def handler_parts(handler: Callable[..., Any]) -> list[Callable[..., Any]]:
     """What reads a handler's request: the handler, or for a fenced master
-    order (chunkd.api.server.Fenced) its fence and then the handler behind it."""
+    order (chunkd.api.server.Fenced) its fence and then the handler behind it;
+    behind a gate that reads nothing (master.api.server.primary_only), the
+    handler it wraps."""
     inner = getattr(handler, "__wrapped__", None)
-    return [handler] if inner is None else [handler.fence, *handler_parts(inner)]
+    if inner is None:
+        return [handler]
+    fence = getattr(handler, "fence", None)
+    return [*([fence] if fence is not None else []), *handler_parts(inner)]
 
 
 def reads_of(handler: Callable[..., Any]) -> pr.Reads:
