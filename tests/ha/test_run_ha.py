@@ -8,7 +8,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,25 +15,17 @@ import pytest
 
 from conftest import needs_fuse
 from gfsfs.tools.etcd import etcd_binary
-from gfsfs.tools.localcluster import ROOT, is_mounted
-from test_make_run import cleanup, free_ports, interrupt, launcher_ports
+from gfsfs.tools.localcluster import is_mounted
+from test_make_run import cleanup, free_ports, interrupt, launch, launcher_ports
 from test_shadows import call, wait_for
 
 pytestmark = [needs_fuse, pytest.mark.skipif(etcd_binary() is None, reason="needs etcd")]
 
 
 def start_ha(base: Path, mnt: Path, masters: list[int], chunk_base: int) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "gfsfs.tools.localha", "--base", str(base),
-            "--mountpoint", str(mnt), "--master-ports", ",".join(map(str, masters)),
-            "--chunk-base-port", str(chunk_base)]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while not is_mounted(mnt):
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() < deadline, "not mounted within 90 s"
-        time.sleep(0.1)
-    return proc
+    return launch(["gfsfs.tools.localha", "--base", str(base), "--mountpoint", str(mnt),
+                   "--master-ports", ",".join(map(str, masters)),
+                   "--chunk-base-port", str(chunk_base)], mnt, timeout=90)
 
 
 @pytest.mark.allow_errors

@@ -33,15 +33,19 @@ def free_ports(n: int) -> list[int]:
 
 
 def start(base: Path, mnt: Path, ports: list[int], *extra: str) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "gfsfs.tools.localcluster", "--base", str(base),
-            "--mountpoint", str(mnt), "--master-port", str(ports[0]),
-            "--chunk-base-port", str(ports[1]), *extra]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
+    return launch(["gfsfs.tools.localcluster", "--base", str(base), "--mountpoint", str(mnt),
+                   "--master-port", str(ports[0]), "--chunk-base-port", str(ports[1]), *extra],
+                  mnt)
+
+
+def launch(args: list[str], mnt: Path, timeout: float = 60) -> subprocess.Popen[str]:
+    """``python -m ARGS`` in a session of its own, once ``mnt`` is mounted."""
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout
     while not is_mounted(mnt):
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() < deadline, "not mounted within 60 s"
+        assert time.monotonic() < deadline, f"not mounted within {timeout:g} s"
         time.sleep(0.1)
     return proc
 
