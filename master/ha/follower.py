@@ -123,6 +123,7 @@ class Follower:
             seq, rec = item
             if seq != oplog.last_seq + 1:
                 raise Resync(f"record {seq} does not follow our {oplog.last_seq}")
+            oplog.check_writable()              # before applying: memory = the log
             try:
                 ns.apply(rec)
             except GFSError as exc:
