@@ -101,11 +101,17 @@ def fuse_options(opts: dict[str, str | None]) -> set[str]:
     return fuse_opts
 
 
+MOUNT_WAIT = 5.0     # seconds the mount waits for any master to answer at start
+
+
 async def check_master(cfg: ClientConfig,
                        read_only: bool = False) -> tuple[dict[str, object], str]:
     """The master's ``statfs`` (the protocol check), and ``cfg.master_url``
     with the master to start at first: the one that answered -- or, unless
-    the mount is read-only (which may stay on a shadow), the primary it names."""
+    the mount is read-only (which may stay on a shadow), the primary it names.
+    A shadow answers this too, so waiting here means no master answers at
+    all: give up after :data:`MOUNT_WAIT` seconds, not ``failover_timeout``."""
+    cfg = dataclasses.replace(cfg, failover_timeout=min(cfg.failover_timeout, MOUNT_WAIT))
     async with Client.open(cfg) as client:
         info = await client.statfs(find_primary=not read_only)
         return info, client.masters.spec()
