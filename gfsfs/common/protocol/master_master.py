@@ -4,9 +4,9 @@ shadow -> primary
 -----------------
 ``GET /ha/follow?from=N&crc=C&shadow=URL``: one long-lived streamed response
 (``application/x-msgpack-stream``: msgpack items back to back) -- a header
-``{"epoch", "primary", "from", "chunk_size", "durable"}``, then ``[seq, record]`` for every record
-from ``N`` on as it is appended (a failed write on the primary ends the
-stream: the shadow resyncs), and
+``{"epoch", "primary", "from", "chunk_size", "durable"}``, then
+``[seq, record]`` for every record from ``N`` on as it is appended (a failed
+write on the primary ends the stream: the shadow resyncs), and
 ``{"durable": seq, "time": t}`` after each second without records. ``C`` is
 the CRC of the shadow's record ``N - 1`` (its op-log frame's CRC); STALE
 ("resync") when that record is not the primary's, is no longer in the
@@ -16,9 +16,11 @@ primary's memory, or ``N`` is past the primary's log; NOTPRIMARY from a shadow.
 (``application/octet-stream``); headers ``x-gfs-seq`` (its last record) and
 ``x-gfs-last-crc`` (that record's CRC, when known).
 
-``shadow_ack {shadow: URL, seq}`` -> ``{"durable": seq, "synchronous": bool}``: the shadow has
-every record up to ``seq`` on disk. The primary's mutation replies wait for
-``[master] sync_shadows`` synchronous shadows' acknowledgements.
+``shadow_ack {shadow: URL, seq}`` -> ``{"durable": seq, "synchronous": bool}``:
+the shadow has every record up to ``seq`` on disk. The primary's mutation
+replies wait for ``[master] sync_shadows`` synchronous shadows'
+acknowledgements; ``synchronous`` says whether this shadow is one of them
+(under etcd, only such a shadow campaigns).
 
 new primary -> old primary
 --------------------------
