@@ -45,7 +45,6 @@ class Follower:
         self.http = http
         self.primary_durable = 0        # the primary's last durable record, as last told
         self.heard = 0.0                # monotonic time we last heard from the primary
-        self.primary_time = 0.0         # the primary's wall clock then
         self.caught_up = trio.Event()   # set once the shadow was within reach of the primary
         self.resyncs = 0
         self.applied = 0
@@ -118,7 +117,6 @@ class Follower:
                     log.warning("shadow: chunk size %d, as the primary's", item["chunk_size"])
                     ns.chunk_size = item["chunk_size"]
                 self.primary_durable = max(self.primary_durable, item.get("durable", 0))
-                self.primary_time = item.get("time", self.primary_time)
                 continue
             seq, rec = item
             if seq != oplog.last_seq + 1:

@@ -38,23 +38,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import trio
 
 from gfsfs.common.config import MasterConfig
 from gfsfs.common.errors import Code, GFSError
 
 from master.ha.role import Role
-from master.state.oplog import OpLog
+from master.state.oplog import OpLog, pack
 
 log = logging.getLogger(__name__)
 
 CAUGHT_UP = 1000          # records behind at most, to join the synchronous set
 IDLE = 1.0                # seconds without records before a liveness item
-
-
-def pack(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
 
 
 @dataclass
