@@ -27,6 +27,8 @@ import trio
 from gfsfs.common import config, logs, rpc
 from gfsfs.common.httpserver import ListenError, run_reporting
 from gfsfs.common.config import ConfigError, HAConfig, MasterConfig
+from gfsfs.common.auth.secret import SecretError
+from gfsfs.common.auth.security import OPEN, Security
 
 from master.chunks.registry import LivenessMonitor
 from master.core import CheckpointLoop, Master
@@ -70,15 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         whole = config.from_args(args, extra)
         cfg, ha_cfg = whole.master, whole.ha
+        security = Security.from_config(whole.cluster)
         if cfg.role == "shadow" and not cfg.primary_url and not ha_cfg.etcd:
             raise ConfigError("[master] primary_url: a shadow needs its primary's URL "
                               "(or [ha] etcd, to learn it)")
-    except ConfigError as exc:
+    except (ConfigError, SecretError) as exc:
         print(f"gfs-master: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.setup("master", cfg.log_dir, cfg.log_level)
     try:
-        _run_master(cfg, ha_cfg, args.recover_log)
+        _run_master(cfg, ha_cfg, args.recover_log, security)
     except ListenError as exc:
         log.error("%s", exc)
         print(f"gfs-master: {exc}", file=sys.stderr)
@@ -93,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_master(cfg: MasterConfig, ha_cfg: HAConfig, recover_log: bool) -> None:
+def _run_master(cfg: MasterConfig, ha_cfg: HAConfig, recover_log: bool,
+                security: Security = OPEN) -> None:
     result: list[tuple[str, int] | None] = []
-    failure = run_reporting(lambda: result.append(trio.run(serve, cfg, recover_log, ha_cfg)))
+    failure = run_reporting(lambda: result.append(trio.run(serve, cfg, recover_log, ha_cfg,
+                                                           security)))
     if failure is not None:
         raise failure
     if result and result[0] is not None:
@@ -123,13 +128,16 @@ def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
 
 
 async def serve(cfg: MasterConfig, recover_log: bool = False,
-                ha_cfg: HAConfig | None = None) -> tuple[str, int] | None:
+                ha_cfg: HAConfig | None = None,
+                security: Security = OPEN) -> tuple[str, int] | None:
     """Serve until stopped; if this master stepped down, the new primary's URL
     and our port (``main`` then restarts it as that primary's shadow)."""
     # from our own address: a host with several (127.0.0.N in tests) is then
     # one host to its peers and to a firewall rule
-    async with rpc.make_http(local_address=rpc.source_address_for(cfg.host)) as http:
+    async with rpc.make_http(local_address=rpc.source_address_for(cfg.host),
+                             secret=security.secret) as http:
         master = Master.open(cfg, make_caller(http), recover_log=recover_log)
+        master.security = security
         try:
             # a target answers `replicate` once it has the whole chunk
             replicator = Replicator(master, master.fenced(make_caller(http, COPY_TIMEOUT)))
@@ -146,6 +154,7 @@ async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None 
     shutdown = trio.Event()
     ha = ha or HA(master, None)
     app = build_app(master, ha)
+    app.verifier = master.security.verifier()
     role = master.role
     election = None
     if ha_cfg is not None and ha_cfg.etcd:

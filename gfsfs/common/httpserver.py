@@ -260,7 +260,9 @@ class Exchange:
             self.keep_alive = False
             resp = app.answer_error("POST", path, exc)
         else:
-            resp = await app.answer_rpc(path, raw)
+            resp = await app.answer_rpc(path, raw, self.req.target.decode("latin-1"),
+                                        _header(self.req, b"authorization"),
+                                        _header(self.req, b"x-gfs-token"))
         headers = [(b"content-type", resp.content_type.encode()),
                    (b"content-length", str(len(resp.body)).encode())]
         headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
@@ -364,6 +366,11 @@ class Exchange:
             headers.append((b"connection", b"close"))
         self.framer = BodyFramer(length, chunked, head_only=self.head or status in (204, 304))
         return response_head(status, headers)
+
+
+def _header(req: Head, name: bytes) -> str | None:
+    value = req.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def _addr(sockaddr: Any) -> tuple[str, int]:
