@@ -14,6 +14,7 @@ INTERNAL, and the daemon keeps serving.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -342,11 +343,13 @@ async def _lifespan(receive: Any, send: Any) -> None:
 
 
 async def serve_forever(app: Any, host: str, port: int, shutdown: trio.Event, *,
+                        tls: ssl.SSLContext | None = None,
                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until ``shutdown`` is set; ``task_status`` gets the bound port
-    (:mod:`gfsfs.common.httpserver`)."""
+    (:mod:`gfsfs.common.httpserver`); HTTPS with ``tls``, a server context of
+    :func:`gfsfs.common.tls.server_context`."""
     tune_io_sizes()
-    await serve(app, host, port, shutdown, Limits(), task_status=task_status)
+    await serve(app, host, port, shutdown, Limits(), tls=tls, task_status=task_status)
 
 
 def tune_io_sizes(size: int = 1 << 20) -> None:
@@ -369,14 +372,17 @@ class RpcHTTP(httpx.AsyncClient):
     was more than half of each round trip. Streams (chunk pushes and reads)
     keep using httpx."""
 
-    def __init__(self, timeout: float, connections: int, local_address: str | None) -> None:
+    def __init__(self, timeout: float, connections: int, local_address: str | None,
+                 tls: ssl.SSLContext | None = None) -> None:
         limits = httpx.Limits(max_connections=connections,
                               max_keepalive_connections=connections, keepalive_expiry=KEEPALIVE)
-        transport = httpx.AsyncHTTPTransport(limits=limits, local_address=local_address)
+        verify: ssl.SSLContext | bool = tls if tls is not None else True
+        transport = httpx.AsyncHTTPTransport(limits=limits, local_address=local_address,
+                                             verify=verify)
         super().__init__(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits,
-                         transport=transport)
+                         transport=transport, verify=verify)
         self.rpc_timeout = timeout
-        self.rpc_pool = RpcPool(connections, local_address)
+        self.rpc_pool = RpcPool(connections, local_address, tls)
 
     async def aclose(self) -> None:
         try:
@@ -386,11 +392,13 @@ class RpcHTTP(httpx.AsyncClient):
 
 
 def make_http(timeout: float = 30.0, connections: int = 64,
-              local_address: str | None = None) -> RpcHTTP:
+              local_address: str | None = None, tls: ssl.SSLContext | None = None) -> RpcHTTP:
     """``local_address``: connect from this address (a daemon on a machine with
-    several addresses is then seen as one host, e.g. by a firewall rule)."""
+    several addresses is then seen as one host, e.g. by a firewall rule).
+    ``tls``: how ``https://`` peers are verified and what cert we show them
+    (:func:`gfsfs.common.tls.client_context`; None: the system's CAs)."""
     tune_io_sizes()
-    return RpcHTTP(timeout, connections, local_address)
+    return RpcHTTP(timeout, connections, local_address, tls)
 
 
 def source_address_for(host: str) -> str | None:
