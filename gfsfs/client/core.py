@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import ssl
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -109,10 +110,14 @@ class Client:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, cfg: ClientConfig) -> AsyncIterator[Client]:
+    async def open(cls, cfg: ClientConfig,
+                   tls: ssl.SSLContext | None = None) -> AsyncIterator[Client]:
+        """``tls``: how ``https://`` masters and chunkds are verified and the
+        cert shown to them (:func:`gfsfs.common.tls.client_context`)."""
         try:
             async with rpc.make_http(cfg.request_timeout,
-                                     local_address=cfg.source_address or None) as http, \
+                                     local_address=cfg.source_address or None,
+                                     tls=tls) as http, \
                     trio.open_nursery() as nursery:
                 client = cls(cfg, http, nursery)
                 try:

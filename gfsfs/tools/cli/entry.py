@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 
 import trio
 
-from gfsfs.common import config, masters
+from gfsfs.common import config, masters, tls
 from gfsfs.common.config import ClientConfig, ConfigError
 from gfsfs.common.rpc import make_http
 from gfsfs.tools.cli import admin, chunkd, files, ha, snapshot, status, trash
@@ -46,8 +47,9 @@ def master_url(args: argparse.Namespace) -> tuple[str, ClientConfig]:
         raise ConfigError(f"master URL: {exc}") from None
 
 
-async def run(args: argparse.Namespace, url: str, cfg: ClientConfig) -> int:
-    async with make_http(timeout=cfg.request_timeout, connections=16) as http:
+async def run(args: argparse.Namespace, url: str, cfg: ClientConfig,
+              tls_ctx: ssl.SSLContext | None = None) -> int:
+    async with make_http(timeout=cfg.request_timeout, connections=16, tls=tls_ctx) as http:
         return int(await args.func(Master(http, url, cfg.failover_timeout), args))
 
 
@@ -56,11 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         url, cfg = master_url(args)
+        tls_ctx = tls.client_context(config.load(args.config, list(args.overrides)).tls)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     try:
-        return trio.run(run, args, url, cfg)
+        return trio.run(run, args, url, cfg, tls_ctx)
     except Failure as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
