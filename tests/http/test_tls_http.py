@@ -78,9 +78,11 @@ def test_rpcs_and_streams_over_tls(pki: PKI) -> None:
 
     async def test(url: str) -> None:
         async with rpc.make_http(timeout=5.0, tls=tls.client_context(cfg)) as http:
+            seen = set()
             for i in range(3):           # one pooled connection, reused
                 assert await rpc.call(http, url, "echo", {"i": i}) == {"echo": {"i": i}}
-            assert sum(len(c) for c in http.rpc_pool.idle.values()) == 1
+                seen |= {id(c) for idle in http.rpc_pool.idle.values() for c in idle}
+            assert len(seen) == 1 and sum(len(c) for c in http.rpc_pool.idle.values()) == 1
             resp = await http.get(f"{url}/data")
             assert resp.status_code == 200 and resp.content == b"x" * 1_200_000
     _served(tls.server_context(cfg), test)

@@ -8,9 +8,11 @@ refused; garbage handshakes leave the daemons serving."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,6 @@ class TLSCluster:
 
 
 def _wait(what: str, check: Any, timeout: float = 15.0) -> Any:
-    import time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -146,7 +147,6 @@ def test_strangers_are_refused(tc: TLSCluster, who: str) -> None:
 
 
 def test_garbage_handshakes_leave_the_daemons_serving(tc: TLSCluster) -> None:
-    import socket
     for url in (tc.url, tc.cluster.servers[0].url):
         host, port = url.split("//")[1].rsplit(":", 1)
         for junk in (b"\x16\x03\x01\x02\x00" + b"\xff" * 512, b"\x00" * 64, b"\x16\x03"):
@@ -156,8 +156,7 @@ def test_garbage_handshakes_leave_the_daemons_serving(tc: TLSCluster) -> None:
                     s.settimeout(15)
                     while s.recv(4096):
                         pass
-        assert tc.call(url, "statfs") if url == tc.url else httpx.get(
-            f"{url}/metrics", verify=tc.ctx()).status_code == 200
+        assert httpx.get(f"{url}/metrics", verify=tc.ctx(), timeout=10).status_code == 200
 
 
 def test_a_daemon_with_a_broken_cert_says_so(tmp_path: Path, tc: TLSCluster) -> None:
