@@ -29,6 +29,8 @@ from typing import Any
 
 import trio
 
+from gfsfs.common.auth.secret import SecretError
+from gfsfs.common.auth.security import OPEN, Security
 from gfsfs.common import logs, tls
 from gfsfs.common.config import ChunkServerConfig, ConfigError, add_arguments, from_args
 from gfsfs.common.httpserver import run_reporting
@@ -149,7 +151,7 @@ def url_host(host: str) -> str:
 
 
 async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int,
-              urls: list[str], fence: Fence,
+              urls: list[str], fence: Fence, security: Security = OPEN,
               tls_use: tuple[ssl.SSLContext | None, ssl.SSLContext | None] = (None, None)
               ) -> None:
     """Serve until SIGINT/SIGTERM, talking to the masters at ``urls``;
@@ -161,9 +163,11 @@ async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int,
         # connections to the master and to other chunkds leave from our own
         # address, so the rest of the cluster sees this chunkd as one host
         async with make_http(local_address=source_address_for(cfg.host),
-                             tls=client_tls) as http:
+                             secret=security.secret, tls=client_tls) as http:
             reports = ChunkReports()
             server = ChunkServer(store, cfg, http, sid, reports=reports, fence=fence)
+            server.app.verifier = security.verifier()
+            server.tokens = security.tokens()
             shutdown = trio.Event()
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(functools.partial(
@@ -195,7 +199,7 @@ async def _background(nursery: trio.Nursery, server: ChunkServer, cfg: ChunkServ
     """The short-circuit socket, one heartbeat loop per master, the push
     buffers' expiry and the scrubber."""
     if cfg.short_circuit:
-        local = ShortCircuitServer(server.store, sid)
+        local = ShortCircuitServer(server.store, sid, server.tokens)
         server.local_opens = lambda: local.opens
         await nursery.start(local.serve, server.addr)
     for heartbeat in server.masters:
@@ -210,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         whole = from_args(args, overrides(args))
         cfg = whole.chunk_server
+        security = Security.from_config(whole.cluster)
         sid = server_id(args)
         server_dir = Path(cfg.data_dir) / sid
         server_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         urls = master_urls(cfg.master_url)
         fence = Fence.load(server_dir / fencing.FILE)
         tls_use = tls.contexts(whole.tls)
-    except ConfigError as exc:
+    except (ConfigError, SecretError) as exc:
         print(f"gfs-chunkd: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
@@ -227,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     port = choose_port(cfg, info)
     try:
         failure = run_reporting(lambda: trio.run(run, cfg, sid, server_dir, port, urls,
-                                                 fence, tls_use))
+                                                 fence, security, tls_use))
     except KeyboardInterrupt:
         return 0
     if failure is not None:

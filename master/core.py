@@ -23,6 +23,8 @@ from typing import Any, AsyncIterator
 
 import trio
 
+from gfsfs.common.auth.security import OPEN, Security
+from gfsfs.common.auth.tokens import READ, WRITE
 from gfsfs.common.config import MasterConfig
 from gfsfs.common.errors import Code, GFSError
 
@@ -61,6 +63,8 @@ class Master:
         self.ns = ns
         self.oplog = oplog
         self.role = Role(cfg, ns)
+        # the cluster secret's objects (master.main sets it; OPEN: no secret)
+        self.security: Security = OPEN
         self.shipper = Shipper(cfg, oplog, self.role)
         oplog.remote = self.shipper.wait
         # a shadow's lag behind its primary (master.ha.service.HA sets it)
@@ -278,9 +282,17 @@ class Master:
             replicas = self.registry.replicas(handle)
             if len(replicas) < inode.goal:
                 self.note_wanted(handle)
-            out.append({"index": index, "handle": handle, "version": self.ns.chunks[handle][0],
-                        "replicas": [s.replica() for s in replicas]})
+            version = self.ns.chunks[handle][0]
+            out.append({"index": index, "handle": handle, "version": version,
+                        "replicas": [s.replica() for s in replicas],
+                        **self.chunk_token(handle, version, READ)})
         return {"size": inode.size, "chunk_size": self.ns.chunk_size, "chunks": out}
+
+    def chunk_token(self, handle: int, version: int, access: str) -> dict[str, str]:
+        """``{"token": ...}``: the chunk token a client shows the chunkds
+        (:mod:`gfsfs.common.auth.tokens`); nothing in an open cluster."""
+        keys = self.security.tokens()
+        return {} if keys is None else {"token": keys.issue(handle, version, access)}
 
     WANTED_FOR = 60.0      # seconds a client's interest keeps a chunk's boost
 
@@ -329,7 +341,8 @@ class Master:
                 written = first is not None
             else:
                 await self.leases.acquire(handle, avoid)
-            return written, self.leases.reply(handle)
+            reply = self.leases.reply(handle)
+            return written, {**reply, **self.chunk_token(handle, reply["version"], WRITE)}
 
     async def append_lease(self, ino: int, min_index: int = 0) -> dict[str, Any]:
         """The lease of the chunk a record append goes to (GFS §3.3): the last

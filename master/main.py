@@ -31,6 +31,8 @@ import trio
 from gfsfs.common import config, logs, rpc, tls
 from gfsfs.common.httpserver import ListenError, run_reporting
 from gfsfs.common.config import ConfigError, HAConfig, MasterConfig, TLSConfig
+from gfsfs.common.auth.secret import SecretError
+from gfsfs.common.auth.security import OPEN, Security
 
 from master.chunks.registry import LivenessMonitor
 from master.core import CheckpointLoop, Master
@@ -87,16 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         whole = config.from_args(args, extra)
         cfg, ha_cfg = whole.master, whole.ha
+        security = Security.from_config(whole.cluster)
         if cfg.role == "shadow" and not cfg.primary_url and not ha_cfg.etcd:
             raise ConfigError("[master] primary_url: a shadow needs its primary's URL "
                               "(or [ha] etcd, to learn it)")
         tls_use = TLS.of(whole.tls)
-    except ConfigError as exc:
+    except (ConfigError, SecretError) as exc:
         print(f"gfs-master: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.setup("master", cfg.log_dir, cfg.log_level)
     try:
-        _run_master(cfg, ha_cfg, args.recover_log, tls_use)
+        _run_master(cfg, ha_cfg, args.recover_log, security, tls_use)
     except ListenError as exc:
         log.error("%s", exc)
         print(f"gfs-master: {exc}", file=sys.stderr)
@@ -112,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_master(cfg: MasterConfig, ha_cfg: HAConfig, recover_log: bool,
-                tls_use: TLS = TLS()) -> None:
+                security: Security = OPEN, tls_use: TLS = TLS()) -> None:
     result: list[tuple[str, int] | None] = []
     failure = run_reporting(lambda: result.append(trio.run(serve, cfg, recover_log, ha_cfg,
-                                                           tls_use)))
+                                                           security, tls_use)))
     if failure is not None:
         raise failure
     if result and result[0] is not None:
@@ -143,14 +146,16 @@ def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
 
 
 async def serve(cfg: MasterConfig, recover_log: bool = False,
-                ha_cfg: HAConfig | None = None, tls_use: TLS = TLS()) -> tuple[str, int] | None:
+                ha_cfg: HAConfig | None = None,
+                security: Security = OPEN, tls_use: TLS = TLS()) -> tuple[str, int] | None:
     """Serve until stopped; if this master stepped down, the new primary's URL
     and our port (``main`` then restarts it as that primary's shadow)."""
     # from our own address: a host with several (127.0.0.N in tests) is then
     # one host to its peers and to a firewall rule
     async with rpc.make_http(local_address=rpc.source_address_for(cfg.host),
-                             tls=tls_use.client) as http:
+                             secret=security.secret, tls=tls_use.client) as http:
         master = Master.open(cfg, make_caller(http), recover_log=recover_log)
+        master.security = security
         try:
             # a target answers `replicate` once it has the whole chunk
             replicator = Replicator(master, master.fenced(make_caller(http, COPY_TIMEOUT)))
@@ -168,6 +173,7 @@ async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None 
     shutdown = trio.Event()
     ha = ha or HA(master, None)
     app = build_app(master, ha)
+    app.verifier = master.security.verifier()
     role = master.role
     election = None
     if ha_cfg is not None and ha_cfg.etcd:

@@ -31,7 +31,9 @@ import trio
 from gfsfs.common.config import ChunkServerConfig
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import CHAIN_HEADER, PROTOCOL_VERSION
-from gfsfs.common.rpc import OCTETS, App, Request, Response, RpcHandler, opt
+from gfsfs.common.auth.tokens import READ, WRITE, TokenKeys
+from gfsfs.common.rpc import (CHUNK, OCTETS, App, Request, Response, RpcHandler, need, opt,
+                              require_chunk, require_writer)
 
 from chunkd.api import metrics as chunkd_metrics
 from chunkd.mutations.order import Mutations
@@ -88,14 +90,17 @@ class ChunkServer:
         self.reads = 0                # GET /chunk requests answered (for /status)
         self.local_opens = lambda: 0  # chunk files handed to short-circuit readers
         self.app = App("chunkd", max_raw_body=MAX_READ, body_timeout=cfg.body_timeout)
-        self.app.route("PUT", "/data/", self.push)
-        self.app.route("GET", "/chunk/", self.read)
+        # the cluster secret's chunk tokens (chunkd.main sets them; None: open cluster)
+        self.tokens: TokenKeys | None = None
+        self.app.route("PUT", "/data/", self.push, CHUNK)
+        self.app.route("GET", "/chunk/", self.read, CHUNK)
         self.app.route("GET", "/status", self.status)
         chunkd_metrics.install(self)            # GET /metrics (Prometheus)
         m = self.mutations
-        for name, handler in (("commit", m.commit), ("apply", m.apply), ("append", m.append),
+        self.app.rpc("apply", m.apply)          # from the primary chunkd: signed
+        for name, handler in (("commit", m.commit), ("append", m.append),
                               ("truncate", m.truncate), ("sync", m.sync)):
-            self.app.rpc(name, handler)
+            self.app.rpc(name, self._token_gate(name, handler), CHUNK)
         orders: dict[str, RpcHandler] = {
             "set_version": m.set_version, "delete": m.delete,
             "replicate": lambda req: replicate(self.replicas, self.http, req),
@@ -103,6 +108,20 @@ class ChunkServer:
             "set_versions": lambda req: set_versions(self.store, req)}     # snapshot
         for name in ORDERS:
             self.app.rpc(name, Fenced(name, self.admit, orders[name]))
+
+    def _token_gate(self, name: str, handler: RpcHandler) -> RpcHandler:
+        """A client's mutation RPC behind its chunk token: a write token for
+        the request's chunk, at least at the version it writes (sync, which
+        only flushes, takes any write token); a signed caller needs none."""
+        async def gated(req: dict[str, Any]) -> dict[str, Any]:
+            if name == "sync":
+                require_writer(self.tokens)
+            else:
+                handle = check_handle(need(req, "handle", int))
+                require_chunk(self.tokens, handle, WRITE, opt(req, "version", int))
+            return await handler(req)
+        gated.__wrapped__ = handler      # type: ignore[attr-defined]
+        return gated
 
     async def admit(self, order: str, req: dict[str, Any]) -> None:
         """The epoch fence of every master order (absent epoch: 0): STALE
@@ -126,6 +145,7 @@ class ChunkServer:
     async def push(self, req: Request) -> Response:
         """Reserve room for the body (waiting while the push buffers are full;
         EAGAIN after push_buffer_wait), then receive and forward it."""
+        require_writer(self.tokens)
         data_id = check_data_id(req.path[len("/data/"):])
         chain = parse_chain(req.headers.get(CHAIN_HEADER, ""))
         length = req.content_length()
@@ -164,6 +184,7 @@ class ChunkServer:
             raise GFSError(Code.BADREQ, "offset and length must not be negative")
         if length > MAX_READ:
             raise GFSError(Code.TOOBIG, f"read of {length} bytes; at most {MAX_READ} at once")
+        require_chunk(self.tokens, handle, READ)
         have = self.store.version(handle)
         if have is None:
             raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")

@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from gfsfs.common.auth.tokens import READ, TokenKeys
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.shortcircuit import FRAME, MAX_MESSAGE, pack, socket_name, unpack
 
@@ -34,8 +35,10 @@ REQUEST_TIMEOUT = 5.0
 
 
 class ShortCircuitServer:
-    def __init__(self, store: DiskChunkStore, server_id: str) -> None:
+    def __init__(self, store: DiskChunkStore, server_id: str,
+                 tokens: TokenKeys | None = None) -> None:
         self.store = store
+        self.tokens = tokens        # a read token for the chunk is required (None: open cluster)
         self.server_id = server_id
         self.opens = 0              # descriptors handed out (status, metrics)
         self.holders: dict[int, set[trio.CancelScope]] = {}   # handle -> open connections
@@ -99,8 +102,13 @@ class ShortCircuitServer:
             raw = await _receive_message(conn)    # first, so a refusal is not a broken pipe
             self._check_peer(conn)
             req = unpack(raw)
+            if not isinstance(req, dict):
+                raise GFSError(Code.BADREQ, "a short-circuit request is a map")
             handle = check_handle(req.get("handle"))
             version = check_version(req.get("version"))
+            if self.tokens is not None:
+                token = req.get("token")
+                self.tokens.check(token if isinstance(token, str) else None, handle, READ)
             have = self.store.version(handle)
             if have is None:
                 raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")

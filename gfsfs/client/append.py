@@ -158,7 +158,7 @@ class Appender:
                     body["data_id"] = secrets.token_hex(16)
                     await client.writer.push(lease, body["data_id"], payload)
                 reply = await rpc.call(client.http, lease.primary.addr, "append", body,
-                                       timeout=self.client.chunkd_timeout)
+                                       timeout=self.client.chunkd_timeout, token=lease.token)
             except GFSError as exc:
                 if exc.code not in RETRYABLE:
                     raise
@@ -291,7 +291,7 @@ class Appender:
         r: dict[str, Any] = await self.client.call("append_lease", {"ino": ino, "index": min_index})
         lease = Lease(int(r["handle"]), int(r["version"]), replica(r["primary"]),
                       tuple(replica(s) for s in r.get("secondaries", [])),
-                      int(r["expires_ns"]))
+                      int(r["expires_ns"]), r.get("token"))
         target = AppendTarget(int(r["index"]), lease, int(r.get("min_offset", 0)))
         current = self.targets.get(ino)
         if current is None or current.index <= target.index:
@@ -299,8 +299,9 @@ class Appender:
         st = self.client.state(ino)
         st.gen += 1
         st.leases[target.index] = lease
+        st.write_token = lease.token
         st.locs[target.index] = (ChunkLoc(lease.handle, lease.version,
-                                          (lease.primary, *lease.secondaries)),
+                                          (lease.primary, *lease.secondaries), lease.token),
                                  time.monotonic() + self.cfg.location_timeout)
         return target
 

@@ -45,6 +45,8 @@ from gfsfs.client.chunkio import AheadPiece, ReadAhead, overlay, split_range
 from gfsfs.client.local import LocalReads
 from gfsfs.client.types import Attr, ChunkLoc, Ctx, InodeState, Replica, replica
 from gfsfs.client.write import Writer
+from gfsfs.common.auth import tokens
+from gfsfs.common.auth.secret import Secret
 from gfsfs.common import retry, rpc
 from gfsfs.common.config import ClientConfig
 from gfsfs.common.errors import Code, GFSError
@@ -111,13 +113,16 @@ class Client:
     @classmethod
     @asynccontextmanager
     async def open(cls, cfg: ClientConfig,
+                   secret: Secret | None = None,
                    tls: ssl.SSLContext | None = None) -> AsyncIterator[Client]:
-        """``tls``: how ``https://`` masters and chunkds are verified and the
+        """``secret``: the cluster secret, to sign the requests to the masters
+        with (the chunkds are shown the chunk tokens the master hands out).
+        ``tls``: how ``https://`` masters and chunkds are verified and the
         cert shown to them (:func:`gfsfs.common.tls.client_context`)."""
         try:
             async with rpc.make_http(cfg.request_timeout,
                                      local_address=cfg.source_address or None,
-                                     tls=tls) as http, \
+                                     secret=secret, tls=tls) as http, \
                     trio.open_nursery() as nursery:
                 client = cls(cfg, http, nursery)
                 try:
@@ -360,7 +365,8 @@ class Client:
         found: dict[int, ChunkLoc] = {}
         for c in reply["chunks"]:
             reps = tuple(replica(r) for r in c.get("replicas", []))
-            found[int(c["index"])] = ChunkLoc(int(c["handle"]), int(c["version"]), reps)
+            found[int(c["index"])] = ChunkLoc(int(c["handle"]), int(c["version"]), reps,
+                                              c.get("token"))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("locations of inode %d from %d: size %s, %s%s", ino, first, reply["size"],
                       {i: (c.handle, c.version) for i, c in found.items()},
@@ -520,10 +526,12 @@ class Client:
     async def _get(self, rep: Replica, loc: ChunkLoc, offset: int, length: int) -> bytes:
         url = f"{rep.addr}/chunk/{loc.handle}"
         params = {"offset": offset, "length": length, "version": loc.version}
+        headers = {tokens.HEADER: loc.token} if loc.token else None
         self.busy_addrs[rep.addr] = self.busy_addrs.get(rep.addr, 0) + 1
         try:
             with retry.reaching(rep.addr):
-                resp = await self.http.get(url, params=params, timeout=self.chunkd_timeout)
+                resp = await self.http.get(url, params=params, headers=headers,
+                                           timeout=self.chunkd_timeout)
         finally:
             self.busy_addrs[rep.addr] -= 1
         if resp.status_code >= 400:

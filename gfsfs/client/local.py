@@ -140,7 +140,10 @@ class LocalReads:
         try:
             try:
                 sock.connect(socket_name(rep.addr))
-                sock.sendall(pack({"handle": loc.handle, "version": loc.version}))
+                request: dict[str, object] = {"handle": loc.handle, "version": loc.version}
+                if loc.token:
+                    request["token"] = loc.token
+                sock.sendall(pack(request))
                 msg, fds, _flags, _ = socket.recv_fds(sock, FRAME.size + MAX_MESSAGE, 2,
                                                       socket.MSG_CMSG_CLOEXEC)
             except OSError as exc:

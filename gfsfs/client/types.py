@@ -40,6 +40,7 @@ class ChunkLoc:
     handle: int
     version: int
     replicas: tuple[Replica, ...]
+    token: str | None = None     # the master's chunk token (None: an open cluster)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Lease:
     primary: Replica
     secondaries: tuple[Replica, ...]
     expires_ns: int
+    token: str | None = None     # the master's write token for the chunk (None: open cluster)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class InodeState:
     error: GFSError | None = None     # a failed background write, reported once
     # handle -> (chunk index, replica addrs not yet fsync'd)
     unsynced: dict[int, tuple[int, set[str]]] = field(default_factory=dict)
+    write_token: str | None = None    # the newest lease's chunk token: what a sync shows
     # bumped by every local change of the data or its layout: a buffered
     # write, a lease (new chunk locations), an extend, an append, a truncate
     # (at its start and at its end). What is fetched from the cluster is

@@ -27,6 +27,7 @@ import trio
 from gfsfs.common import retry, rpc
 from gfsfs.client.chunkio import Batch, Extent, split_range
 from gfsfs.client.types import RETRYABLE, Attr, ChunkLoc, Ctx, InodeState, Lease, replica
+from gfsfs.common.auth import tokens
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import CHAIN_HEADER, INLINE_MAX
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from gfsfs.client.core import Client
 
 log = logging.getLogger(__name__)
+TOKEN_MARGIN = 30.0     # seconds before its token expires that a sync asks for a fresh one
 
 MIB = 1 << 20
 PIECE = 8 * MIB             # largest piece pushed to a chunkd at once
@@ -203,12 +205,13 @@ class Writer:
                   r["version"], " (written)" if r.get("written") else "")
         lease = Lease(int(r["handle"]), int(r["version"]), replica(r["primary"]),
                       tuple(replica(s) for s in r.get("secondaries", [])),
-                      int(r["expires_ns"]))
+                      int(r["expires_ns"]), r.get("token"))
         st = self.client.state(ino)
         st.gen += 1
         st.leases[index] = lease
+        st.write_token = lease.token
         st.locs[index] = (ChunkLoc(lease.handle, lease.version,
-                                   (lease.primary, *lease.secondaries)),
+                                   (lease.primary, *lease.secondaries), lease.token),
                           time.monotonic() + self.cfg.location_timeout)
         return lease, r
 
@@ -259,7 +262,7 @@ class Writer:
                     body["data_id"] = secrets.token_hex(16)
                     await self.push(lease, body["data_id"], payload)
                 await rpc.call(self.client.http, lease.primary.addr, "commit", body,
-                               timeout=self.client.chunkd_timeout)
+                               timeout=self.client.chunkd_timeout, token=lease.token)
             except GFSError as exc:
                 if exc.code not in RETRYABLE:
                     raise
@@ -286,11 +289,12 @@ class Writer:
         """Send the bytes once: to the primary, which forwards down the chain."""
         chain = ",".join(s.addr for s in lease.secondaries)
         url = f"{lease.primary.addr}/data/{data_id}"
+        headers = {CHAIN_HEADER: chain, "content-type": rpc.OCTETS}
+        if lease.token:
+            headers[tokens.HEADER] = lease.token
         with retry.reaching(lease.primary.addr):
-            resp = await self.client.http.put(
-                url, content=payload,
-                headers={CHAIN_HEADER: chain, "content-type": rpc.OCTETS},
-                timeout=self.client.chunkd_timeout)
+            resp = await self.client.http.put(url, content=payload, headers=headers,
+                                              timeout=self.client.chunkd_timeout)
         reply = rpc.decode_reply(resp.status_code, resp.content)
         if reply.get("length") != len(payload):
             raise GFSError(Code.EIO, f"push of {len(payload)} bytes stored {reply.get('length')}")
@@ -301,6 +305,7 @@ class Writer:
         the master no longer names it (dead, or stale after a new lease); until
         then the sync is retried, and gives EIO after ``retries`` attempts."""
         for attempt in range(max(1, self.cfg.retries)):
+            await self._fresh_write_token(ino, st)
             failed = await self._sync_once(st)
             if not failed:
                 st.unsynced.clear()
@@ -309,6 +314,18 @@ class Writer:
                                        ino, ", ".join(failed), attempt + 1)
             await self._forget_departed(ino, st, set(failed))
         raise GFSError(Code.EIO, f"fsync of inode {ino} failed at {', '.join(failed)}")
+
+    async def _fresh_write_token(self, ino: int, st: InodeState) -> None:
+        """A sync shows the newest lease's token; if it is (nearly) expired,
+        a lease on one of the chunks to sync brings a fresh one."""
+        if st.write_token is None or not st.unsynced \
+                or tokens.expires(st.write_token) > time.time() + TOKEN_MARGIN:
+            return
+        index = next(iter(st.unsynced.values()))[0]
+        try:
+            await self.lease(ino, index)
+        except GFSError as exc:         # the sync then fails on its own, and says why
+            log.info("no fresh token for the fsync of inode %d: %s", ino, exc)
 
     async def _sync_once(self, st: InodeState) -> list[str]:
         by_addr: dict[str, list[int]] = {}
@@ -321,7 +338,7 @@ class Writer:
         async def one(addr: str, handles: list[int]) -> None:
             try:
                 await rpc.call(self.client.http, addr, "sync", {"handles": handles},
-                               timeout=self.client.chunkd_timeout)
+                               timeout=self.client.chunkd_timeout, token=st.write_token)
                 done.add(addr)
             except GFSError as exc:
                 log.warning("sync at %s failed: %s", addr, exc)
@@ -337,7 +354,8 @@ class Writer:
                 try:
                     await rpc.call(self.client.http, relay, "sync",
                                    {"handles": by_addr[addr], "relay": addr},
-                                   timeout=self.client.chunkd_timeout * 2)
+                                   timeout=self.client.chunkd_timeout * 2,
+                                   token=st.write_token)
                 except GFSError as exc:
                     log.info("sync of %s relayed by %s failed: %s", addr, relay, exc)
                     continue
@@ -435,7 +453,7 @@ class Writer:
                 await rpc.call(self.client.http, lease.primary.addr, "truncate", {
                     "handle": lease.handle, "version": lease.version, "length": length,
                     "secondaries": [s.addr for s in lease.secondaries]},
-                    timeout=self.client.chunkd_timeout)
+                    timeout=self.client.chunkd_timeout, token=lease.token)
                 return
             except GFSError as exc:
                 if exc.code not in RETRYABLE:

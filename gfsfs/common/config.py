@@ -1,6 +1,6 @@
 """Configuration as data: ``configs/config.toml`` parsed into frozen dataclasses.
 
-Sections ``[master]``, ``[chunk_server]``, ``[client]``, ``[ha]``, ``[tls]``. Every key has a default
+Sections ``[master]``, ``[chunk_server]``, ``[client]``, ``[ha]``, ``[cluster]``, ``[tls]``. Every key has a default
 (documented beside it here and in configs/config.toml); every key can be
 overridden on the command line with ``--set SECTION.KEY=VALUE`` (VALUE is read as
 a TOML value, falling back to a string). An unknown section or key, or a value
@@ -104,6 +104,12 @@ class HAConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    secret_file: str = ""              # the cluster secret (gfs secret init); "" = no authentication
+    token_seconds: float = 600.0       # lifetime of the chunk access tokens the master hands out
+
+
+@dataclass(frozen=True)
 class TLSConfig:
     # docs/security.md#tls; every daemon and client of a host reads the same section
     cert: str = ""                     # PEM certificate (chain): served, and shown to peers that ask; "" = plain HTTP
@@ -117,6 +123,7 @@ SECTIONS: dict[str, type] = {
     "chunk_server": ChunkServerConfig,
     "client": ClientConfig,
     "ha": HAConfig,
+    "cluster": ClusterConfig,
     "tls": TLSConfig,
 }
 
@@ -127,6 +134,7 @@ class Config:
     chunk_server: ChunkServerConfig = dataclasses.field(default_factory=ChunkServerConfig)
     client: ClientConfig = dataclasses.field(default_factory=ClientConfig)
     ha: HAConfig = dataclasses.field(default_factory=HAConfig)
+    cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
     tls: TLSConfig = dataclasses.field(default_factory=TLSConfig)
 
 
@@ -171,6 +179,8 @@ def _validate(name: str, obj: Any) -> None:
             raise ConfigError(f"[master] alone: must be \"continue\" or \"refuse\", got {obj.alone!r}")
     if name == "ha" and obj.etcd and obj.failover_seconds < 2:
         raise ConfigError(f"[ha] failover_seconds: must be at least 2, got {obj.failover_seconds}")
+    if name == "cluster" and not 10 <= obj.token_seconds <= 3000:
+        raise ConfigError(f"[cluster] token_seconds: must be 10..3000, got {obj.token_seconds}")
     if name == "chunk_server":
         if obj.push_buffer_ttl <= 0:
             raise ConfigError(f"[chunk_server] push_buffer_ttl: must be positive, "

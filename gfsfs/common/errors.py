@@ -18,6 +18,8 @@ Exception tree::
     ├── UNAVAILABLE     a server could not be reached or timed out (EIO)
     ├── NOCHUNK         chunk handle unknown to this chunkd (ENOENT)
     ├── PROTOCOL        the peer speaks another PROTOCOL_VERSION (EPROTO)
+    ├── UNAUTHORIZED    no valid credential: the request's signature, or the
+    │                   chunk token it needs, is missing or wrong (EACCES)
     ├── NOTPRIMARY      a shadow master (or a fenced old primary) refused a
     │                   mutation; ``primary`` names the primary if known (EROFS)
     └── INTERNAL        bug or unexpected failure; logged with a traceback (EIO)
@@ -73,6 +75,7 @@ class Code(StrEnum):
     PROTOCOL = "PROTOCOL", 400, _errno.EPROTO
     NOCHUNK = "NOCHUNK", 404, _errno.ENOENT
     NOTPRIMARY = "NOTPRIMARY", 421, _errno.EROFS
+    UNAUTHORIZED = "UNAUTHORIZED", 401, _errno.EACCES
     INTERNAL = "INTERNAL", 500, _errno.EIO
 
 
@@ -140,7 +143,7 @@ def code_for_status(status: int) -> Code:
     """The code for a peer's error reply that carries none of ours (a proxy,
     a server that is not gfsfs): the client-error statuses we use keep their
     meaning; anything else means the peer did not serve us (UNAVAILABLE)."""
-    return {400: Code.BADREQ, 404: Code.NOROUTE, 408: Code.TIMEOUT,
+    return {400: Code.BADREQ, 401: Code.UNAUTHORIZED, 404: Code.NOROUTE, 408: Code.TIMEOUT,
             413: Code.TOOBIG}.get(status, Code.UNAVAILABLE)
 
 

@@ -303,7 +303,9 @@ class Exchange:
             self.keep_alive = False
             resp = app.answer_error("POST", path, exc)
         else:
-            resp = await app.answer_rpc(path, raw)
+            resp = await app.answer_rpc(path, raw, self.req.target.decode("latin-1"),
+                                        _header(self.req, b"authorization"),
+                                        _header(self.req, b"x-gfs-token"))
         headers = [(b"content-type", resp.content_type.encode()),
                    (b"content-length", str(len(resp.body)).encode())]
         headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
@@ -436,6 +438,11 @@ class _Replay(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+def _header(req: Head, name: bytes) -> str | None:
+    value = req.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def _addr(sockaddr: Any) -> tuple[str, int]:

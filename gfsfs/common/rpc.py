@@ -13,6 +13,7 @@ INTERNAL, and the daemon keeps serving.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import ssl
 import time
@@ -25,6 +26,9 @@ import httpx
 import msgpack
 import trio
 
+from gfsfs.common.auth import hmac as auth_hmac
+from gfsfs.common.auth import tokens as auth_tokens
+from gfsfs.common.auth.secret import Secret
 from gfsfs.common.errors import Code, GFSError, code_for_status
 # MIN_BODY_RATE: bytes/s a request body must average (beyond body_timeout)
 from gfsfs.common.httpserver import MIN_BODY_RATE, AbortResponse, Limits, serve
@@ -41,6 +45,56 @@ OCTETS = "application/octet-stream"
 KEEPALIVE = 20.0
 
 RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+# Who may call a route or RPC (App.rpc, App.route; docs/security.md). With no
+# cluster secret configured (App.verifier None) every request is let in.
+CLUSTER = "cluster"     # signed with the cluster secret (daemons, mounts, the CLI)
+CHUNK = "chunk"         # signed, or holding a chunk token the handler checks (require_chunk)
+WEB = "web"             # signed, or a web session (App.web_session)
+OPEN = "open"           # anyone (the login page)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """How the request being served proved itself: ``signed`` with the
+    cluster secret, or only ``token`` (a chunk token, not yet checked against
+    a chunk), or a web ``session`` (its role)."""
+    signed: bool = False
+    token: str | None = None
+    session: str | None = None
+
+
+TRUSTED = Caller(signed=True)
+CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("gfsfs_caller", default=TRUSTED)
+
+
+def caller() -> Caller:
+    """The credentials of the request this task is serving."""
+    return CALLER.get()
+
+
+def require_chunk(keys: auth_tokens.TokenKeys | None, handle: int, access: str,
+                  version: int | None = None) -> None:
+    """A CHUNK handler's check: a signed caller may do anything; anyone else
+    needs a token for ``handle`` with ``access`` (UNAUTHORIZED, or STALE when
+    it expired). With no secret configured (``keys`` None), nothing is checked."""
+    who = CALLER.get()
+    if keys is None or who.signed:
+        return
+    keys.check(who.token, handle, access, version)
+
+
+def require_writer(keys: auth_tokens.TokenKeys | None) -> None:
+    """A push's or a sync's check, which name no one chunk: a signed caller,
+    or one with an unexpired write token for some chunk."""
+    who = CALLER.get()
+    if keys is None or who.signed:
+        return
+    token = keys.parse(who.token)
+    if token.access != auth_tokens.WRITE:
+        raise GFSError(Code.UNAUTHORIZED, "a write token is required")
+    if token.expires_ms < keys.clock() * 1000:
+        raise GFSError(Code.STALE, "the chunk token expired: ask the master again")
 
 
 def pack(obj: object) -> bytes:
@@ -90,6 +144,7 @@ class Request:
     _receive: Callable[[], Awaitable[dict[str, Any]]]
     max_body: int
     body_timeout: float = 30.0
+    target: str = ""            # as sent: the raw path and query (what a signature covers)
     _done: bool = False
     _deadline: float = 0.0
 
@@ -184,17 +239,47 @@ class App:
         self.name = name
         self.body_timeout = body_timeout
         self.rpcs: dict[str, RpcHandler] = {}
-        self.routes: list[tuple[str, str, RouteHandler]] = []
+        self.rpc_access: dict[str, str] = {}
+        self.routes: list[tuple[str, str, RouteHandler, str]] = []
+        # the cluster secret's checks (None: no secret configured, all let in)
+        self.verifier: auth_hmac.Verifier | None = None
+        # a WEB route's caller without a signature: the session's role, or None
+        self.web_session: Callable[[Request], str | None] | None = None
         self.max_rpc_body = max_rpc_body
         self.max_raw_body = max_raw_body
         self.observers: list[Callable[[str, int, float], None]] = []
 
-    def rpc(self, name: str, handler: RpcHandler) -> None:
+    def rpc(self, name: str, handler: RpcHandler, access: str = CLUSTER) -> None:
         self.rpcs[name] = handler
+        self.rpc_access[name] = access
 
-    def route(self, method: str, prefix: str, handler: RouteHandler) -> None:
+    def route(self, method: str, prefix: str, handler: RouteHandler,
+              access: str = CLUSTER) -> None:
         """``handler`` serves ``method`` on every path starting with ``prefix``."""
-        self.routes.append((method, prefix, handler))
+        self.routes.append((method, prefix, handler, access))
+
+    def admit(self, access: str, method: str, target: str, header: str | None,
+              token: str | None, body: bytes | None, req: Request | None = None) -> None:
+        """Let the request in under ``access`` (setting :data:`CALLER` for its
+        handler), or raise UNAUTHORIZED. ``body`` None: streamed, not covered."""
+        verifier = self.verifier
+        if verifier is None or access == OPEN:
+            CALLER.set(TRUSTED)
+            return
+        if header or access == CLUSTER:
+            verifier.check(method, target, header, body)
+            CALLER.set(TRUSTED)
+            return
+        if access == CHUNK and token:
+            CALLER.set(Caller(token=token))
+            return
+        if access == WEB and req is not None and self.web_session is not None:
+            role = self.web_session(req)
+            if role is not None:
+                CALLER.set(Caller(session=role))
+                return
+        verifier.refused += 1
+        raise GFSError(Code.UNAUTHORIZED, "authentication required")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -224,11 +309,20 @@ class App:
             if req.path.startswith("/rpc/") and req.method == "POST":
                 route_name = req.path
                 req.max_body = self.max_rpc_body
-                return route_name, await self._rpc_reply(req.path[5:], await req.body())
-            for method, prefix, handler in self.routes:
-                if req.method == method and req.path.startswith(prefix):
-                    route_name = prefix
-                    return route_name, await handler(req)
+                raw = await req.body()
+                self.admit(self.rpc_access.get(req.path[5:], CLUSTER), "POST", req.target,
+                           req.headers.get(auth_hmac.HEADER),
+                           req.headers.get(auth_tokens.HEADER), raw)
+                return route_name, await self._rpc_reply(req.path[5:], raw)
+            route = self._route(req.method, req.path)
+            if route is not None:
+                prefix, handler, access = route
+                route_name = prefix
+                self.admit(access, req.method, req.target, req.headers.get(auth_hmac.HEADER),
+                           req.headers.get(auth_tokens.HEADER), None, req)
+                return route_name, await handler(req)
+            self.admit(CLUSTER, req.method, req.target, req.headers.get(auth_hmac.HEADER),
+                       None, None)     # no route: say so only to those who may know
             raise GFSError(Code.NOROUTE, f"no route {req.method} {req.path}")
         except GFSError as exc:
             if exc.code == Code.TOOBIG:
@@ -241,12 +335,25 @@ class App:
         except Exception as exc:  # the one catch-all: log, answer 500, keep serving
             return route_name, self._crash_reply(req.method, req.path, exc)
 
-    async def answer_rpc(self, path: str, raw: bytes) -> Response:
+    def _route(self, method: str, path: str) -> tuple[str, RouteHandler, str] | None:
+        """The route of the longest prefix of ``path`` for ``method``."""
+        best: tuple[str, RouteHandler, str] | None = None
+        for m, prefix, handler, access in self.routes:
+            if m == method and path.startswith(prefix) and (best is None
+                                                            or len(prefix) > len(best[0])):
+                best = (prefix, handler, access)
+        return best
+
+    async def answer_rpc(self, path: str, raw: bytes, target: str = "",
+                         header: str | None = None, token: str | None = None) -> Response:
         """``POST /rpc/<name>`` whose whole body the server already read: the
         server's fast path for small RPCs (:mod:`gfsfs.common.httpserver`),
-        with the same replies, errors and observers as :meth:`__call__`."""
+        with the same replies, errors and observers as :meth:`__call__`.
+        ``target``, ``header``, ``token``: as sent, for :meth:`admit`."""
         start = time.monotonic()
         try:
+            self.admit(self.rpc_access.get(path[5:], CLUSTER), "POST", target or path,
+                       header, token, raw)
             resp = await self._rpc_reply(path[5:], raw)
         except GFSError as exc:
             resp = self._error_reply("POST", path, exc)
@@ -293,8 +400,11 @@ def _make_request(scope: dict[str, Any], receive: Any, max_body: int,
     query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     client = scope.get("client") or ("", 0)
+    target = scope.get("raw_path", b"").decode("latin-1")
+    if scope.get("query_string"):
+        target += "?" + scope["query_string"].decode("latin-1")
     return Request(scope["method"], scope["path"], query, headers, str(client[0]),
-                   receive, max_body, body_timeout)
+                   receive, max_body, body_timeout, target=target)
 
 
 async def _refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -365,14 +475,35 @@ def tune_io_sizes(size: int = 1 << 20) -> None:
 
 # ---------------------------------------------------------------- client side
 
+class Signing(httpx.Auth):
+    """Signs each httpx request with the cluster secret
+    (:mod:`gfsfs.common.auth.hmac`), except one that carries a chunk token:
+    that one proves itself with the token alone. A body given as bytes is
+    covered by the signature; a streamed one is sent UNSIGNED."""
+
+    def __init__(self, signer: auth_hmac.Signer) -> None:
+        self.signer = signer
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        if auth_tokens.HEADER not in request.headers and auth_hmac.HEADER not in request.headers:
+            try:
+                body: bytes | None = request.content
+            except httpx.RequestNotRead:
+                body = None
+            request.headers[auth_hmac.HEADER] = self.signer.header(
+                request.method, request.url.raw_path.decode("latin-1"), body)
+        yield request
+
+
 class RpcHTTP(httpx.AsyncClient):
     """The httpx client every component uses, plus a lean pool of its own for
     msgpack RPCs (:func:`call`, :class:`gfsfs.common.rpcclient.RpcPool`):
     metadata operations are chains of small calls, and httpcore's machinery
     was more than half of each round trip. Streams (chunk pushes and reads)
-    keep using httpx."""
+    keep using httpx. With a ``signer`` every request is signed."""
 
     def __init__(self, timeout: float, connections: int, local_address: str | None,
+                 signer: auth_hmac.Signer | None = None,
                  tls: ssl.SSLContext | None = None) -> None:
         limits = httpx.Limits(max_connections=connections,
                               max_keepalive_connections=connections, keepalive_expiry=KEEPALIVE)
@@ -380,9 +511,10 @@ class RpcHTTP(httpx.AsyncClient):
         transport = httpx.AsyncHTTPTransport(limits=limits, local_address=local_address,
                                              verify=verify)
         super().__init__(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits,
-                         transport=transport, verify=verify)
+                         transport=transport, verify=verify,
+                         auth=Signing(signer) if signer else None)
         self.rpc_timeout = timeout
-        self.rpc_pool = RpcPool(connections, local_address, tls)
+        self.rpc_pool = RpcPool(connections, local_address, signer, tls)
 
     async def aclose(self) -> None:
         try:
@@ -392,13 +524,16 @@ class RpcHTTP(httpx.AsyncClient):
 
 
 def make_http(timeout: float = 30.0, connections: int = 64,
-              local_address: str | None = None, tls: ssl.SSLContext | None = None) -> RpcHTTP:
+              local_address: str | None = None, secret: Secret | None = None,
+              tls: ssl.SSLContext | None = None) -> RpcHTTP:
     """``local_address``: connect from this address (a daemon on a machine with
     several addresses is then seen as one host, e.g. by a firewall rule).
-    ``tls``: how ``https://`` peers are verified and what cert we show them
+    ``secret``: sign every request with the cluster secret. ``tls``: how
+    ``https://`` peers are verified and what cert we show them
     (:func:`gfsfs.common.tls.client_context`; None: the system's CAs)."""
     tune_io_sizes()
-    return RpcHTTP(timeout, connections, local_address, tls)
+    return RpcHTTP(timeout, connections, local_address,
+                   auth_hmac.Signer(secret) if secret is not None else None, tls)
 
 
 def source_address_for(host: str) -> str | None:
@@ -412,8 +547,10 @@ def source_address_for(host: str) -> str | None:
 
 
 async def call(http: httpx.AsyncClient, base_url: str, name: str,
-               body: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+               body: dict[str, Any] | None = None, timeout: float | None = None,
+               token: str | None = None) -> Any:
     """``POST base_url/rpc/name`` with a msgpack body; the decoded reply.
+    ``token``: a chunk token to show (the call is then not signed).
 
     Raises :class:`GFSError` with the server's code, or UNAVAILABLE when the
     server cannot be reached or does not answer in time
@@ -424,16 +561,19 @@ async def call(http: httpx.AsyncClient, base_url: str, name: str,
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = timeout
+        headers = {"content-type": MSGPACK}
+        if token:
+            headers[auth_tokens.HEADER] = token
         try:
             resp = await http.post(f"{base_url}/rpc/{name}", content=pack(body or {}),
-                                   headers={"content-type": MSGPACK}, **kwargs)
+                                   headers=headers, **kwargs)
         except TRANSPORT_ERRORS as exc:
             raise unavailable(base_url, exc) from None
         return decode_reply(resp.status_code, resp.content)
     t = timeout if timeout is not None else http.rpc_timeout
     try:
         status, content = await pool.post(base_url, f"/rpc/{name}", pack(body or {}),
-                                          MSGPACK_BYTES, t)
+                                          MSGPACK_BYTES, t, token)
     except TransportError as exc:
         raise unavailable(base_url, exc) from None
     return decode_reply(status, content)

@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 
+from gfsfs.common.auth.hmac import Signer
 from gfsfs.common.http1 import BadMessage, Data, End, Head, Parser, request_head
 
 KEEPALIVE = 20.0        # seconds an idle connection is reused (the server keeps them 30 s)
@@ -86,24 +87,28 @@ class RpcPool:
     """Idle connections per address, at most ``connections`` kept per address."""
 
     def __init__(self, connections: int = 64, local_address: str | None = None,
+                 signer: Signer | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.connections = connections
         self.local_address = local_address
+        self.signer = signer
         self.ssl_context = ssl_context
         self.idle: dict[str, deque[_Conn]] = {}
         self.hosts: dict[str, tuple[str, int, bytes, bool]] = {}
         self.closed = False
 
     async def post(self, base_url: str, path: str, body: bytes, content_type: bytes,
-                   timeout: float) -> tuple[int, bytes]:
+                   timeout: float, token: str | None = None) -> tuple[int, bytes]:
         """``POST base_url + path``: (status, reply body). Raises
-        :class:`TransportError` when no complete reply came within ``timeout``."""
+        :class:`TransportError` when no complete reply came within ``timeout``.
+        Signed if the pool has a signer, unless it shows a chunk ``token``."""
         if self.closed:
             raise NotSent("the RPC pool is closed")
         with trio.move_on_after(timeout) as scope:
             conn = await self._take(base_url, min(CONNECT_TIMEOUT, timeout))
             try:
-                status, reply, keep = await self._exchange(conn, base_url, path, body, content_type)
+                status, reply, keep = await self._exchange(conn, base_url, path, body,
+                                                           content_type, token)
             except BaseException:
                 await _close(conn)
                 raise
@@ -155,10 +160,15 @@ class RpcPool:
         return host
 
     async def _exchange(self, conn: _Conn, base_url: str, path: str, body: bytes,
-                        content_type: bytes) -> tuple[int, bytes, bool]:
-        head = request_head(b"POST", path.encode(), [
-            (b"host", self._host(base_url)[2]), (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode())])
+                        content_type: bytes, token: str | None) -> tuple[int, bytes, bool]:
+        headers = [(b"host", self._host(base_url)[2]), (b"content-type", content_type),
+                   (b"content-length", str(len(body)).encode())]
+        if token:
+            headers.append((b"x-gfs-token", token.encode("latin-1")))
+        elif self.signer is not None:
+            headers.append((b"authorization",
+                            self.signer.header("POST", path, body).encode("latin-1")))
+        head = request_head(b"POST", path.encode(), headers)
         try:
             await conn.stream.send_all(head + body)
             status, reply, keep = await _read_reply(conn)

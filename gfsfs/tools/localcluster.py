@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gfsfs.common.auth import secret as secrets
+from gfsfs.common.auth.secret import Secret
+
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"listening on (https?://\S+)")
 
@@ -125,6 +128,9 @@ class Cluster:
     chunk_sets: list[list[str]] = field(default_factory=list)
     # more masters (shadows) the chunkds register with, after this cluster's own
     also_masters: list[str] = field(default_factory=list)
+    # a cluster secret (data/secret, made at start): every daemon and mount signs
+    # its requests and the chunkds want chunk tokens (docs/security.md)
+    secure: bool = False
     master: Daemon | None = None
     servers: list[Daemon] = field(default_factory=list)
 
@@ -141,14 +147,30 @@ class Cluster:
         assert self.master is not None
         return self.master.url
 
+    @property
+    def secret_file(self) -> Path | None:
+        return self.data / "secret" if self.secure else None
+
+    def secret(self) -> Secret | None:
+        """The cluster secret (made if it does not exist yet); None if not secure."""
+        return secrets.ensure(self.secret_file) if self.secret_file is not None else None
+
+    def secret_sets(self) -> list[str]:
+        """The ``--set`` a mount or tool needs to talk to this cluster."""
+        if self.secret_file is None:
+            return []
+        self.secret()
+        return ["--set", f"cluster.secret_file={str(self.secret_file)!r}"]
+
     def sets(self) -> list[str]:
-        out: list[str] = []
+        out: list[str] = self.secret_sets()
         for item in self.extra:
             out += ["--set", item]
         return out
 
     def start(self) -> Cluster:
         try:
+            self.secret()
             self.start_master()
             for i in range(self.chunkds):
                 self.add_chunkd(i)
@@ -469,6 +491,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "N times within --death-window (default %(default)s)")
     p.add_argument("--death-window", type=float, default=Policy.window, metavar="SECS",
                    help="(default %(default)s)")
+    p.add_argument("--insecure", action="store_true",
+                   help="no cluster secret: anyone who reaches the ports may do anything")
     return p.parse_args(argv)
 
 
@@ -476,10 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     """``make run``: master + 3 chunkds + a mount, in the foreground, supervised."""
     args = parse_args(argv)
     base = Path(args.base).resolve()
-    cluster = Cluster(base, args.chunkds, host="127.0.0.1", master_port=args.master_port,
-                      chunk_ports=[args.chunk_base_port + i for i in range(args.chunkds)])
+    cluster = Cluster(base, args.chunkds, host="127.0.0.1",
+                      master_port=args.master_port,
+                      chunk_ports=[args.chunk_base_port + i for i in range(args.chunkds)],
+                      secure=not args.insecure)
     mnt = Path(args.mountpoint).resolve()
-    mount = Mount("", mnt, cluster.logs / "mount.out")
+    mount = Mount("", mnt, cluster.logs / "mount.out", options=cluster.secret_sets())
     policy = Policy(backoff=args.restart_backoff, max_deaths=args.max_deaths,
                     window=args.death_window)
     stop = {"now": False}

@@ -63,14 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         extra = HA_SETTINGS + [f"ha.etcd={json.dumps(etcd.url)}"]
         cluster = Cluster(base, 3, host=host, master_port=ports[0], extra=extra,
                           chunk_ports=[args.chunk_base_port + i for i in range(3)],
-                          also_masters=urls[1:])
+                          also_masters=urls[1:], secure=True)
         cluster.start_master()
         shadows = [shadow_master(cluster, i + 2, port) for i, port in enumerate(ports[1:])]
         for d in shadows:
             d.start()
         for i in range(3):
             cluster.add_chunkd(i)
-        mount = Mount(",".join(urls), Path(args.mountpoint).resolve(), cluster.logs / "mount.out")
+        mount = Mount(",".join(urls), Path(args.mountpoint).resolve(), cluster.logs / "mount.out",
+                      options=cluster.secret_sets())
         mount.start()
         sup = Supervisor(cluster, mount, Policy(), lambda: stop["now"] or not etcd.alive(),
                          cluster.logs, more=shadows)

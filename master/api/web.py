@@ -292,7 +292,7 @@ class WebUI:
             await self._wanted.wait()
             try:
                 cfg = ClientConfig(master_url=url, upload_chunk_size=UPLOAD_BUFFER)
-                async with Client.open(cfg, tls=tls) as client:
+                async with Client.open(cfg, self.m.security.secret, tls=tls) as client:
                     self.client = client
                     self._ready.set()
                     await trio.sleep_forever()
@@ -385,11 +385,6 @@ class WebUI:
     async def index(self, req: Request) -> Response:
         if req.path in ("/", "/index.html"):
             return self._file("index.html")
-        # a prefix route registered after this one still gets its paths
-        for method, prefix, handler in self.app.routes:
-            if (handler is not self.index and prefix != "/" and req.method == method
-                    and req.path.startswith(prefix)):
-                return await handler(req)
         if req.path.startswith("/web/"):       # the page's own namespace answers JSON
             return _error(GFSError(Code.NOROUTE, f"no route {req.method} {req.path}"))
         raise GFSError(Code.NOROUTE, f"no route {req.method} {req.path}")

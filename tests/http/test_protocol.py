@@ -154,7 +154,7 @@ def served_apps(tmp: Path) -> dict[str, Any]:
 
 def served(tmp: Path) -> dict[str, tuple[set[str], set[str]]]:
     """The RPC names and raw routes the master and a chunkd register."""
-    return {name: (set(app.rpcs), {f"{meth} {prefix}" for meth, prefix, _ in app.routes})
+    return {name: (set(app.rpcs), {f"{meth} {prefix}" for meth, prefix, *_ in app.routes})
             for name, app in served_apps(tmp).items()}
 
 

@@ -3,7 +3,8 @@
 Talks to the master (``--master URL``, or several comma-separated: the
 primary is followed; else ``--set client.master_url=...``;
 else the ``GFS_MASTER`` environment variable; else ``[client] master_url`` from
-the config file) with the msgpack RPCs of :mod:`gfsfs.common.protocol.client_master`::
+the config file; requests are signed with ``[cluster] secret_file``, else
+``$GFS_SECRET_FILE``) with the msgpack RPCs of :mod:`gfsfs.common.protocol.client_master`::
 
     gfs status                      cluster summary
     gfs df                          capacity, per chunkd and in total
@@ -19,6 +20,8 @@ the config file) with the msgpack RPCs of :mod:`gfsfs.common.protocol.client_mas
     gfs trash ls                    deleted files: path, size, deletion/purge time
     gfs trash restore PATH [--to NEWPATH]   undelete (also --ino N)
     gfs trash purge [--older-than SECONDS]  purge now; unshared chunks are freed
+    gfs secret init FILE            a new cluster secret (mode 0600; no cluster needed)
+    gfs secret add FILE             a new key in it, for a rotation (docs/security.md)
 
 Every subcommand takes ``--json`` (machine-readable output on stdout). Exit
 status: 0 on success, 1 on a failure (message on stderr), 2 on a usage error.

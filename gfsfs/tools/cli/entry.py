@@ -10,15 +10,17 @@ import sys
 
 import trio
 
+from gfsfs.common.auth import secret as secrets
+from gfsfs.common.auth.secret import Secret
 from gfsfs.common import config, masters, tls
 from gfsfs.common.config import ClientConfig, ConfigError
 from gfsfs.common.rpc import make_http
-from gfsfs.tools.cli import admin, chunkd, files, ha, snapshot, status, trash
+from gfsfs.tools.cli import admin, chunkd, files, ha, secret, snapshot, status, trash
 from gfsfs.tools.cli.args import add_common_options
 from gfsfs.tools.cli.common import PROG, Failure, Master
 
 # the order of ``gfs --help``
-GROUPS = (status, files, chunkd, admin, snapshot, trash, ha)
+GROUPS = (status, files, chunkd, admin, snapshot, trash, ha, secret)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,23 +49,38 @@ def master_url(args: argparse.Namespace) -> tuple[str, ClientConfig]:
         raise ConfigError(f"master URL: {exc}") from None
 
 
+def secret_of(args: argparse.Namespace) -> Secret | None:
+    """The cluster secret: ``[cluster] secret_file`` (--config, --set), else
+    $GFS_SECRET_FILE; None if neither names one. SecretError if unusable."""
+    path = config.load(args.config, list(args.overrides)).cluster.secret_file
+    return secrets.from_config(path or os.environ.get("GFS_SECRET_FILE", ""))
+
+
 async def run(args: argparse.Namespace, url: str, cfg: ClientConfig,
-              tls_ctx: ssl.SSLContext | None = None) -> int:
-    async with make_http(timeout=cfg.request_timeout, connections=16, tls=tls_ctx) as http:
+              secret: Secret | None = None, tls_ctx: ssl.SSLContext | None = None) -> int:
+    async with make_http(timeout=cfg.request_timeout, connections=16, secret=secret,
+                         tls=tls_ctx) as http:
         return int(await args.func(Master(http, url, cfg.failover_timeout), args))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "local", False):          # runs here, needs no cluster (gfs secret init)
+        try:
+            return int(args.func(None, args))
+        except Failure as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
     try:
         url, cfg = master_url(args)
+        secret = secret_of(args)
         tls_ctx = tls.client_context(config.load(args.config, list(args.overrides)).tls)
-    except ConfigError as exc:
+    except (ConfigError, secrets.SecretError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     try:
-        return trio.run(run, args, url, cfg, tls_ctx)
+        return trio.run(run, args, url, cfg, secret, tls_ctx)
     except Failure as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
