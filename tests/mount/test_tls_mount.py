@@ -1,5 +1,6 @@
-"""A real FUSE mount of a cluster under mutual TLS: the mount verifies the
-master and chunkds against [tls] ca and shows its cert; cp in, read back."""
+"""A real FUSE mount of a secured cluster under mutual TLS: the mount
+verifies the master and chunkds against [tls] ca and shows its cert, and
+signs its requests with the cluster secret; write, read back."""
 from __future__ import annotations
 
 import os
@@ -14,12 +15,13 @@ from tlskit import make_pki
 def test_a_mount_over_mutual_tls(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki")
     cluster = make_cluster(tmp_path, 2, extra=pki.sets(mutual=True)
-                           + ["master.replication_factor=2"])
+                           + ["master.replication_factor=2"], secure=True)
     mount = None
     try:
         cluster.start()
         assert cluster.url.startswith("https://")
-        sets = sum((["--set", s] for s in pki.sets()), [])
+        # TLS and the cluster secret (signed requests, chunk tokens) together
+        sets = sum((["--set", s] for s in pki.sets()), cluster.secret_sets())
         mount = Mount(cluster.url, tmp_path / "mnt", cluster.logs / "mount.out",
                       options=sets + ["--set", "client.short_circuit=false"])
         mount.start()
