@@ -6,14 +6,17 @@ through the client's RPC pool (gfsfs.common.rpc.call), then M sequential 1 MiB
 ``PUT /data`` pushes to the chunkd (no chain). Printed: median and p99 per
 call, beside a bare trio TCP echo of the same size measured in the same run
 (the floor any server on this machine has). Ratios, not absolute times: these
-machines are shared and noisy.
+machines are shared and noisy. ``--tls``: the same with both daemons under
+TLS (throwaway certs, gfsfs.tools.devcerts), so the two runs' ratios to the
+floor show what TLS costs a round trip (docs/benchmarks.md).
 
-    .venv/bin/python bench/rpc.py [--calls 3000] [--pushes 200]
+    .venv/bin/python bench/rpc.py [--calls 3000] [--pushes 200] [--tls]
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import ssl
 import statistics
 import sys
 import tempfile
@@ -24,7 +27,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gfsfs.common import rpc
+from gfsfs.common import rpc, tls
+from gfsfs.common.config import TLSConfig
+from gfsfs.tools import devcerts
 from gfsfs.tools.localcluster import Cluster
 
 
@@ -62,8 +67,9 @@ async def echo_floor(n: int, size: int) -> list[float]:
     return out
 
 
-async def measure(master: str, chunkd: str, calls: int, pushes: int) -> None:
-    http = rpc.make_http()
+async def measure(master: str, chunkd: str, calls: int, pushes: int,
+                  ctx: ssl.SSLContext | None = None) -> None:
+    http = rpc.make_http(tls=ctx)
     try:
         for _ in range(50):
             await rpc.call(http, master, "getattr", {"ino": 1})
@@ -93,12 +99,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=3000)
     p.add_argument("--pushes", type=int, default=200)
+    p.add_argument("--tls", action="store_true", help="both daemons and the client under TLS")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="gfs-bench-rpc-") as tmp:
-        c = Cluster(Path(tmp), 1)
+        extra: list[str] = []
+        ctx = None
+        if args.tls:
+            pki = devcerts.make(Path(tmp) / "pki")
+            extra = pki.sets()
+            ctx = tls.client_context(TLSConfig(cert=str(pki.cert), key=str(pki.key),
+                                               ca=str(pki.ca)))
+        c = Cluster(Path(tmp), 1, extra=extra)
         try:
             c.start()
-            trio.run(measure, c.url, c.servers[0].url, args.calls, args.pushes)
+            print(f"master {c.url}, chunkd {c.servers[0].url}")
+            trio.run(measure, c.url, c.servers[0].url, args.calls, args.pushes, ctx)
         finally:
             c.stop()
 

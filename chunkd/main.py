@@ -9,18 +9,20 @@ in ``<data_dir>/<id>/``. It registers and heartbeats with every master of
 the same id and no ``--port`` (or ``--port 0``) binds the port it had before, so
 it comes back as the same server with its chunks; port 0 otherwise means "pick
 a free one". Prints one line ``gfs-chunkd ID listening on http://HOST:PORT``
-once it serves; SIGINT/SIGTERM stop it cleanly (exit 0); a bad configuration
+(https with ``[tls]`` cert: the address it registers) once it serves; SIGINT/SIGTERM stop it cleanly (exit 0); a bad configuration
 exits 2 with the reason on stderr.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import secrets
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ import trio
 
 from gfsfs.common.auth.secret import SecretError
 from gfsfs.common.auth.security import OPEN, Security
-from gfsfs.common import logs
+from gfsfs.common import logs, tls
 from gfsfs.common.config import ChunkServerConfig, ConfigError, add_arguments, from_args
 from gfsfs.common.httpserver import run_reporting
 from gfsfs.common.rpc import make_http, serve_forever, source_address_for
@@ -149,23 +151,29 @@ def url_host(host: str) -> str:
 
 
 async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int,
-              urls: list[str], fence: Fence, security: Security = OPEN) -> None:
-    """Serve until SIGINT/SIGTERM, talking to the masters at ``urls``."""
+              urls: list[str], fence: Fence, security: Security = OPEN,
+              tls_use: tuple[ssl.SSLContext | None, ssl.SSLContext | None] = (None, None)
+              ) -> None:
+    """Serve until SIGINT/SIGTERM, talking to the masters at ``urls``;
+    ``tls_use``: the (server, client) contexts of ``[tls]``."""
+    server_tls, client_tls = tls_use
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         store = DiskChunkStore(server_dir, cfg.capacity_bytes, cfg.reserve_bytes)
         await store.open()
         # connections to the master and to other chunkds leave from our own
         # address, so the rest of the cluster sees this chunkd as one host
         async with make_http(local_address=source_address_for(cfg.host),
-                             secret=security.secret) as http:
+                             secret=security.secret, tls=client_tls) as http:
             reports = ChunkReports()
             server = ChunkServer(store, cfg, http, sid, reports=reports, fence=fence)
             server.app.verifier = security.verifier()
             server.tokens = security.tokens()
             shutdown = trio.Event()
             async with trio.open_nursery() as nursery:
-                bound = await nursery.start(serve_forever, server.app, cfg.host, port, shutdown)
-                server.addr = f"http://{url_host(cfg.host)}:{bound}"
+                bound = await nursery.start(functools.partial(
+                    serve_forever, server.app, cfg.host, port, shutdown, tls=server_tls))
+                scheme = "http" if server_tls is None else "https"
+                server.addr = f"{scheme}://{url_host(cfg.host)}:{bound}"
                 save_server_info(server_dir / cfg.server_info_file,
                                  {"id": sid, "host": cfg.host, "port": bound,
                                   "master_url": cfg.master_url, "master_urls": urls,
@@ -213,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         info = load_server_info(server_dir / cfg.server_info_file)
         urls = master_urls(cfg.master_url)
         fence = Fence.load(server_dir / fencing.FILE)
+        tls_use = tls.contexts(whole.tls)
     except (ConfigError, SecretError) as exc:
         print(f"gfs-chunkd: {exc}", file=sys.stderr)
         return 2
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     port = choose_port(cfg, info)
     try:
         failure = run_reporting(lambda: trio.run(run, cfg, sid, server_dir, port, urls,
-                                                 fence, security))
+                                                 fence, security, tls_use))
     except KeyboardInterrupt:
         return 0
     if failure is not None:

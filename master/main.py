@@ -1,7 +1,8 @@
 """``gfs-master``: recover the namespace, serve RPCs, run the background loops.
 
 Start-up: config -> logs -> op log recovery -> bind -> one readiness line on
-stdout (``gfs-master listening on http://HOST:PORT``). SIGINT/SIGTERM stop it
+stdout (``gfs-master listening on http://HOST:PORT``, https with ``[tls]``
+cert). SIGINT/SIGTERM stop it
 gracefully (the op log is already durable; no checkpoint needed) with exit 0.
 
 A damaged op log (a bad record before the torn tail, a gap in sequence
@@ -14,19 +15,22 @@ it at the damage -- every record from there is lost -- and starts.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from gfsfs.common import config, logs, rpc
+from gfsfs.common import config, logs, rpc, tls
 from gfsfs.common.httpserver import ListenError, run_reporting
-from gfsfs.common.config import ConfigError, HAConfig, MasterConfig
+from gfsfs.common.config import ConfigError, HAConfig, MasterConfig, TLSConfig
 from gfsfs.common.auth.secret import SecretError
 from gfsfs.common.auth.security import OPEN, Security
 
@@ -43,6 +47,19 @@ from master.ha.role import Role
 from master.ha.service import HA
 
 log = logging.getLogger("master")
+
+
+@dataclass(frozen=True)
+class TLS:
+    """``[tls]`` as this master uses it: the contexts it serves and calls with."""
+    server: ssl.SSLContext | None = None
+    client: ssl.SSLContext | None = None
+    scheme: str = "http"
+
+    @classmethod
+    def of(cls, cfg: TLSConfig) -> TLS:
+        server, client = tls.contexts(cfg)
+        return cls(server, client, tls.scheme(cfg))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -76,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.role == "shadow" and not cfg.primary_url and not ha_cfg.etcd:
             raise ConfigError("[master] primary_url: a shadow needs its primary's URL "
                               "(or [ha] etcd, to learn it)")
+        tls_use = TLS.of(whole.tls)
     except (ConfigError, SecretError) as exc:
         print(f"gfs-master: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.setup("master", cfg.log_dir, cfg.log_level)
     try:
-        _run_master(cfg, ha_cfg, args.recover_log, security)
+        _run_master(cfg, ha_cfg, args.recover_log, security, tls_use)
     except ListenError as exc:
         log.error("%s", exc)
         print(f"gfs-master: {exc}", file=sys.stderr)
@@ -97,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_master(cfg: MasterConfig, ha_cfg: HAConfig, recover_log: bool,
-                security: Security = OPEN) -> None:
+                security: Security = OPEN, tls_use: TLS = TLS()) -> None:
     result: list[tuple[str, int] | None] = []
     failure = run_reporting(lambda: result.append(trio.run(serve, cfg, recover_log, ha_cfg,
-                                                           security)))
+                                                           security, tls_use)))
     if failure is not None:
         raise failure
     if result and result[0] is not None:
@@ -129,19 +147,19 @@ def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
 
 async def serve(cfg: MasterConfig, recover_log: bool = False,
                 ha_cfg: HAConfig | None = None,
-                security: Security = OPEN) -> tuple[str, int] | None:
+                security: Security = OPEN, tls_use: TLS = TLS()) -> tuple[str, int] | None:
     """Serve until stopped; if this master stepped down, the new primary's URL
     and our port (``main`` then restarts it as that primary's shadow)."""
     # from our own address: a host with several (127.0.0.N in tests) is then
     # one host to its peers and to a firewall rule
     async with rpc.make_http(local_address=rpc.source_address_for(cfg.host),
-                             secret=security.secret) as http:
+                             secret=security.secret, tls=tls_use.client) as http:
         master = Master.open(cfg, make_caller(http), recover_log=recover_log)
         master.security = security
         try:
             # a target answers `replicate` once it has the whole chunk
             replicator = Replicator(master, master.fenced(make_caller(http, COPY_TIMEOUT)))
-            await _run(cfg, master, replicator, HA(master, http), ha_cfg)
+            await _run(cfg, master, replicator, HA(master, http), ha_cfg, tls_use)
         finally:
             master.close()
     log.info("master stopped")
@@ -150,7 +168,8 @@ async def serve(cfg: MasterConfig, recover_log: bool = False,
 
 
 async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None = None,
-               ha: HA | None = None, ha_cfg: HAConfig | None = None) -> None:
+               ha: HA | None = None, ha_cfg: HAConfig | None = None,
+               tls_use: TLS = TLS()) -> None:
     shutdown = trio.Event()
     ha = ha or HA(master, None)
     app = build_app(master, ha)
@@ -169,16 +188,20 @@ async def _run(cfg: MasterConfig, master: Master, replicator: Replicator | None 
         loops.start_soon(_when_primary, role, TrashPurger(master).run_forever)
         loops.start_soon(_when_primary, role, (replicator or Replicator(master)).run_forever)
         async with trio.open_nursery() as server:
-            port = await server.start(rpc.serve_forever, web.wrap(app), cfg.host, cfg.port,
-                                      shutdown)
-            role.url = cfg.advertise_url.rstrip("/") or f"http://{cfg.host}:{port}"
+            port = await server.start(functools.partial(
+                rpc.serve_forever, web.wrap(app), cfg.host, cfg.port, shutdown,
+                tls=tls_use.server))
+            url = f"{tls_use.scheme}://{cfg.host}:{port}"
+            role.url = cfg.advertise_url.rstrip("/") or url
             role.port = port
             loops.start_soon(ha.run)                # follows the primary while a shadow
             if election is not None:
                 election.me = role.url
                 loops.start_soon(failover.run, ha, election, configured_primary)
-            loops.start_soon(web.run_client, app, cfg.host, port)   # the page's data client
-            print(f"gfs-master listening on http://{cfg.host}:{port}", flush=True)
+            # the page's data client
+            loops.start_soon(web.run_client, app, cfg.host, port, tls_use.client,
+                             tls_use.scheme)
+            print(f"gfs-master listening on {url}", flush=True)
             log.info("listening on %s:%d as %s, %d inodes, %d chunks", cfg.host, port,
                      "primary" if role.primary else f"shadow of {role.primary_url}",
                      len(master.ns.inodes), len(master.ns.chunks))

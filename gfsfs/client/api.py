@@ -28,6 +28,7 @@ import dataclasses
 import io
 import logging
 import os
+import ssl
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -38,8 +39,9 @@ import trio
 from gfsfs.client.api_file import RawFile
 from gfsfs.client.api_ops import DIR_MODE, Mode, Ops, Stat
 from gfsfs.client.core import Client
-from gfsfs.common.config import ClientConfig
+from gfsfs.common.config import ClientConfig, TLSConfig
 from gfsfs.common import masters
+from gfsfs.common.tls import client_context as tls_client_context
 from gfsfs.common.errors import GFSError
 
 __all__ = ["GFS", "Stat", "connect", "os_error", "master_url"]
@@ -75,8 +77,9 @@ def master_url(url: str | None = None, default: str | None = None) -> str:
 class _Loop:
     """A trio loop in a daemon thread, holding one Client open until stop()."""
 
-    def __init__(self, cfg: ClientConfig) -> None:
+    def __init__(self, cfg: ClientConfig, tls: ssl.SSLContext | None = None) -> None:
         self.cfg = cfg
+        self.tls = tls
         self.client: Client | None = None
         self.token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
@@ -99,7 +102,7 @@ class _Loop:
             self._ready.set()
 
     async def _serve(self) -> None:
-        async with Client.open(self.cfg) as client:
+        async with Client.open(self.cfg, tls=self.tls) as client:
             self.client, self._stop = client, trio.Event()
             self.token = trio.lowlevel.current_trio_token()
             self._ready.set()
@@ -130,10 +133,10 @@ class GFS:
     """A connection to one gfsfs cluster (see :func:`connect`)."""
 
     def __init__(self, cfg: ClientConfig, uid: int | None = None,
-                 gid: int | None = None) -> None:
+                 gid: int | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.url = cfg.master_url
         self._pid = os.getpid()
-        self._loop: _Loop | None = _Loop(cfg)
+        self._loop: _Loop | None = _Loop(cfg, tls)
         assert self._loop.client is not None
         self._client: Client = self._loop.client
         self._ops = Ops(self._client, uid, gid)
@@ -283,18 +286,22 @@ class GFS:
 
 
 def connect(url: str | None = None, *, config: ClientConfig | None = None,
-            uid: int | None = None, gid: int | None = None, **options: Any) -> GFS:
+            uid: int | None = None, gid: int | None = None,
+            tls: TLSConfig | ssl.SSLContext | None = None, **options: Any) -> GFS:
     """A :class:`GFS` handle on the cluster whose master is at ``url``
     (``HOST:PORT``, ``http://HOST:PORT`` or ``gfs://HOST:PORT``, or several
     comma-separated: the primary and its shadows; None: ``$GFS_MASTER``, else
     the config's). ``options`` are ``[client]`` config
     keys (``request_timeout=5.0``, ``short_circuit=False``, ...) over
     ``config``. What is created belongs to ``uid``/``gid`` (default: this
-    process's). Raises ConnectionError if no master answers (within
+    process's). ``tls``: a ``[tls]`` section (or a client SSL context) for
+    ``https://`` masters and chunkds: the CA they are verified against, the
+    cert shown to them. Raises ConnectionError if no master answers (within
     ``failover_timeout``, 30 s by default)."""
     base = config or ClientConfig()
     cfg = dataclasses.replace(base, **options, master_url=master_url(url, base.master_url))
-    fs = GFS(cfg, uid, gid)
+    ctx = tls_client_context(tls) if isinstance(tls, TLSConfig) else tls
+    fs = GFS(cfg, uid, gid, ctx)
     try:
         fs.statfs()
     except BaseException:

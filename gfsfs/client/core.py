@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import ssl
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -112,13 +113,16 @@ class Client:
     @classmethod
     @asynccontextmanager
     async def open(cls, cfg: ClientConfig,
-                   secret: Secret | None = None) -> AsyncIterator[Client]:
+                   secret: Secret | None = None,
+                   tls: ssl.SSLContext | None = None) -> AsyncIterator[Client]:
         """``secret``: the cluster secret, to sign the requests to the masters
-        with (the chunkds are shown the chunk tokens the master hands out)."""
+        with (the chunkds are shown the chunk tokens the master hands out).
+        ``tls``: how ``https://`` masters and chunkds are verified and the
+        cert shown to them (:func:`gfsfs.common.tls.client_context`)."""
         try:
             async with rpc.make_http(cfg.request_timeout,
                                      local_address=cfg.source_address or None,
-                                     secret=secret) as http, \
+                                     secret=secret, tls=tls) as http, \
                     trio.open_nursery() as nursery:
                 client = cls(cfg, http, nursery)
                 try:

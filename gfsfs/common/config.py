@@ -1,6 +1,6 @@
 """Configuration as data: ``configs/config.toml`` parsed into frozen dataclasses.
 
-Sections ``[master]``, ``[chunk_server]``, ``[client]``, ``[ha]``, ``[cluster]``. Every key has a default
+Sections ``[master]``, ``[chunk_server]``, ``[client]``, ``[ha]``, ``[cluster]``, ``[tls]``. Every key has a default
 (documented beside it here and in configs/config.toml); every key can be
 overridden on the command line with ``--set SECTION.KEY=VALUE`` (VALUE is read as
 a TOML value, falling back to a string). An unknown section or key, or a value
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -108,12 +109,22 @@ class ClusterConfig:
     token_seconds: float = 600.0       # lifetime of the chunk access tokens the master hands out
 
 
+@dataclass(frozen=True)
+class TLSConfig:
+    # docs/security.md#tls; every daemon and client of a host reads the same section
+    cert: str = ""                     # PEM certificate (chain): served, and shown to peers that ask; "" = plain HTTP
+    key: str = ""                      # PEM private key of cert (unencrypted)
+    ca: str = ""                       # PEM CA certificates peers are verified against ("" = the system's)
+    require_client_cert: bool = False  # servers refuse clients without a cert from ca (mutual TLS)
+
+
 SECTIONS: dict[str, type] = {
     "master": MasterConfig,
     "chunk_server": ChunkServerConfig,
     "client": ClientConfig,
     "ha": HAConfig,
     "cluster": ClusterConfig,
+    "tls": TLSConfig,
 }
 
 
@@ -124,6 +135,7 @@ class Config:
     client: ClientConfig = dataclasses.field(default_factory=ClientConfig)
     ha: HAConfig = dataclasses.field(default_factory=HAConfig)
     cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
+    tls: TLSConfig = dataclasses.field(default_factory=TLSConfig)
 
 
 def _coerce(where: str, typ: str, value: Any) -> Any:
@@ -176,12 +188,40 @@ def _validate(name: str, obj: Any) -> None:
         if obj.push_buffer_bytes < MIB:
             raise ConfigError(f"[chunk_server] push_buffer_bytes: must be at least {MIB}, "
                               f"got {obj.push_buffer_bytes}")
+    if name == "tls":
+        _validate_tls(obj)
     for f in fields(obj):
         if f.name == "log_level" and getattr(obj, f.name).upper() not in (
                 "DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"[{name}] log_level: must be DEBUG, INFO, WARNING or ERROR")
         if f.name.endswith("port") and getattr(obj, f.name) > 65535:
             raise ConfigError(f"[{name}] {f.name}: must be 0..65535")
+
+
+def _validate_tls(obj: TLSConfig) -> None:
+    """cert and key together; mutual TLS needs both and a CA; every file named
+    can be read (the PEM contents are checked by :mod:`gfsfs.common.tls`)."""
+    if bool(obj.cert) != bool(obj.key):
+        missing = "key" if obj.cert else "cert"
+        raise ConfigError(f"[tls] {missing}: needed with [tls] {'cert' if obj.cert else 'key'}")
+    if obj.require_client_cert and not obj.ca:
+        raise ConfigError("[tls] require_client_cert: needs [tls] ca (the CA client certs "
+                          "must come from)")
+    if obj.require_client_cert and not obj.cert:
+        raise ConfigError("[tls] require_client_cert: needs [tls] cert and key (a server "
+                          "without TLS cannot ask for client certs)")
+    for key in ("cert", "key", "ca"):
+        path = getattr(obj, key)
+        if not path:
+            continue
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise ConfigError(f"[tls] {key}: {path} is not a file")
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            raise ConfigError(f"[tls] {key}: cannot read {path}: "
+                              f"{exc.strerror or exc}") from None
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

@@ -21,11 +21,20 @@ Bounds:
   an error rather than a short body that looks whole;
 - ``Upgrade`` requests (WebSocket, h2c) get 400 NOROUTE: nothing here speaks
   another protocol.
+
+TLS (``serve(..., tls=context)``, docs/security.md#tls): each accepted socket
+is wrapped in a :class:`trio.SSLStream` and its handshake must end within
+``Limits.handshake`` seconds. A handshake that fails (garbage, a client cert
+the context refuses, a client that verifies us and gives up) ends that
+connection only, logged at DEBUG. A client that speaks plain HTTP to a TLS
+port gets a plain 400 BADREQ saying to use https:// (its first byte is a
+letter, never a TLS record's 0x16), then the connection is closed.
 """
 from __future__ import annotations
 
 import functools
 import logging
+import ssl
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +59,7 @@ LINGER = 1.0                    # seconds to read and drop what a client still s
 class Limits:
     keep_alive: float = 30.0    # seconds for an idle connection's next request head
     graceful: float = 2.0       # seconds open requests get to finish at shutdown
+    handshake: float = 10.0     # seconds a TLS handshake may take
 
 
 class _Abort(Exception):
@@ -97,10 +107,12 @@ class Server:
 
 class Connection:
     def __init__(self, stream: trio.SocketStream, app: Any, limits: Limits,
-                 server: Server | None = None) -> None:
-        self.stream = stream
+                 server: Server | None = None, tls: ssl.SSLContext | None = None) -> None:
+        self.stream: trio.abc.HalfCloseableStream | trio.SSLStream[Any] = stream
         self.app = app
         self.limits = limits
+        self.tls = tls
+        self.scheme = "http" if tls is None else "https"
         self.owner = server if server is not None else Server()
         self.idle: trio.CancelScope | None = None     # while waiting for a request head
         self.parser = Parser(max_head=MAX_HEAD)
@@ -113,10 +125,12 @@ class Connection:
         """Serve requests until the client leaves, misbehaves or idles."""
         self.owner.connections.add(self)
         try:
+            if self.tls is not None and not await self._start_tls(self.tls):
+                return
             while await self._one_request():
                 pass
         except (_Abort, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.debug("connection from %s ended: %r", self.client, exc)
+            log.debug("connection from %s ended: %r", self.client, exc.__cause__ or exc)
         except BadMessage as exc:
             log.debug("connection from %s: HTTP error %s", self.client, exc)
         except Exception:
@@ -125,6 +139,33 @@ class Connection:
             self.owner.connections.discard(self)
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
+
+    # ------------------------------------------------------------ TLS
+
+    async def _start_tls(self, ctx: ssl.SSLContext) -> bool:
+        """Wrap the socket in TLS and shake hands (within ``handshake``
+        seconds, cancelled at shutdown); whether to go on serving."""
+        raw = self.stream
+        assert isinstance(raw, trio.SocketStream)
+        with trio.move_on_after(self.limits.handshake) as scope:
+            self.idle = scope
+            first = await raw.receive_some(RECV)
+            if not first:                           # gone before a word
+                return False
+            if first[:1].isalpha():                 # "GET ...": plain HTTP
+                self.idle = None
+                await self._refuse(400, Code.BADREQ,
+                                   "this server speaks TLS: use an https:// URL")
+                return False
+            self.stream = trio.SSLStream(_Replay(raw, first), ctx, server_side=True,
+                                         https_compatible=True)
+            await self.stream.do_handshake()
+        self.idle = None
+        if scope.cancelled_caught:
+            log.debug("connection from %s: no TLS handshake within %g s", self.client,
+                      self.limits.handshake)
+            return False
+        return True
 
     # ------------------------------------------------------------ requests
 
@@ -180,9 +221,11 @@ class Connection:
 
     async def _linger(self) -> None:
         """Half-close and drop what the client still sends for a moment, so our
-        reply is read before the connection goes (not lost to a reset)."""
+        reply is read before the connection goes (not lost to a reset). TLS
+        cannot half-close: there the client's close ends the wait."""
         try:
-            await self.stream.send_eof()
+            if not isinstance(self.stream, trio.SSLStream):
+                await self.stream.send_eof()
             with trio.move_on_after(LINGER):
                 while await self.stream.receive_some(RECV):
                     pass
@@ -209,7 +252,7 @@ class Exchange:
         raw_path, _, query = target.partition(b"?")
         return {"type": "http", "asgi": {"version": "3.0"},
                 "http_version": self.req.http_version.decode("ascii", "replace"),
-                "method": self.req.method.decode("ascii", "replace"), "scheme": "http",
+                "method": self.req.method.decode("ascii", "replace"), "scheme": self.conn.scheme,
                 "path": urllib.parse.unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
                 "query_string": query, "root_path": "",
                 "headers": self.req.headers,
@@ -368,6 +411,35 @@ class Exchange:
         return response_head(status, headers)
 
 
+class _Replay(trio.abc.HalfCloseableStream):
+    """``stream`` whose first ``receive_some`` gives back ``first``: the bytes
+    read to tell a TLS handshake from plain HTTP."""
+
+    def __init__(self, stream: trio.SocketStream, first: bytes) -> None:
+        self.stream = stream
+        self.first = first
+        self.socket = stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self.first:
+            data, self.first = self.first, b""
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self.stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 def _header(req: Head, name: bytes) -> str | None:
     value = req.get(name)
     return None if value is None else value.decode("latin-1")
@@ -380,9 +452,11 @@ def _addr(sockaddr: Any) -> tuple[str, int]:
 
 
 async def serve(app: Any, host: str, port: int, shutdown: trio.Event, limits: Limits = Limits(),
-                *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+                *, tls: ssl.SSLContext | None = None,
+                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` on ``host:port`` until ``shutdown`` is set; ``task_status``
-    gets the bound port. Open requests get ``limits.graceful`` seconds to end."""
+    gets the bound port. Open requests get ``limits.graceful`` seconds to end.
+    ``tls``: serve HTTPS with this server context (:mod:`gfsfs.common.tls`)."""
     try:
         listeners = await trio.open_tcp_listeners(port, host=host, backlog=1024)
     except OSError as exc:
@@ -397,7 +471,7 @@ async def serve(app: Any, host: str, port: int, shutdown: trio.Event, limits: Li
 
     async def handler(stream: trio.SocketStream) -> None:
         try:
-            conn = Connection(stream, app, limits, state)
+            conn = Connection(stream, app, limits, state, tls)
         except OSError as exc:          # gone before we looked (getpeername: ENOTCONN)
             log.debug("connection gone at accept: %s", exc)
             with trio.CancelScope(shield=True):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -452,11 +453,13 @@ async def _lifespan(receive: Any, send: Any) -> None:
 
 
 async def serve_forever(app: Any, host: str, port: int, shutdown: trio.Event, *,
+                        tls: ssl.SSLContext | None = None,
                         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until ``shutdown`` is set; ``task_status`` gets the bound port
-    (:mod:`gfsfs.common.httpserver`)."""
+    (:mod:`gfsfs.common.httpserver`); HTTPS with ``tls``, a server context of
+    :func:`gfsfs.common.tls.server_context`."""
     tune_io_sizes()
-    await serve(app, host, port, shutdown, Limits(), task_status=task_status)
+    await serve(app, host, port, shutdown, Limits(), tls=tls, task_status=task_status)
 
 
 def tune_io_sizes(size: int = 1 << 20) -> None:
@@ -500,14 +503,18 @@ class RpcHTTP(httpx.AsyncClient):
     keep using httpx. With a ``signer`` every request is signed."""
 
     def __init__(self, timeout: float, connections: int, local_address: str | None,
-                 signer: auth_hmac.Signer | None = None) -> None:
+                 signer: auth_hmac.Signer | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         limits = httpx.Limits(max_connections=connections,
                               max_keepalive_connections=connections, keepalive_expiry=KEEPALIVE)
-        transport = httpx.AsyncHTTPTransport(limits=limits, local_address=local_address)
+        verify: ssl.SSLContext | bool = tls if tls is not None else True
+        transport = httpx.AsyncHTTPTransport(limits=limits, local_address=local_address,
+                                             verify=verify)
         super().__init__(timeout=httpx.Timeout(timeout, connect=5.0), limits=limits,
-                         transport=transport, auth=Signing(signer) if signer else None)
+                         transport=transport, verify=verify,
+                         auth=Signing(signer) if signer else None)
         self.rpc_timeout = timeout
-        self.rpc_pool = RpcPool(connections, local_address, signer)
+        self.rpc_pool = RpcPool(connections, local_address, signer, tls)
 
     async def aclose(self) -> None:
         try:
@@ -517,13 +524,16 @@ class RpcHTTP(httpx.AsyncClient):
 
 
 def make_http(timeout: float = 30.0, connections: int = 64,
-              local_address: str | None = None, secret: Secret | None = None) -> RpcHTTP:
+              local_address: str | None = None, secret: Secret | None = None,
+              tls: ssl.SSLContext | None = None) -> RpcHTTP:
     """``local_address``: connect from this address (a daemon on a machine with
     several addresses is then seen as one host, e.g. by a firewall rule).
-    ``secret``: sign every request with the cluster secret."""
+    ``secret``: sign every request with the cluster secret. ``tls``: how
+    ``https://`` peers are verified and what cert we show them
+    (:func:`gfsfs.common.tls.client_context`; None: the system's CAs)."""
     tune_io_sizes()
     return RpcHTTP(timeout, connections, local_address,
-                   auth_hmac.Signer(secret) if secret is not None else None)
+                   auth_hmac.Signer(secret) if secret is not None else None, tls)
 
 
 def source_address_for(host: str) -> str | None:

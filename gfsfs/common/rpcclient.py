@@ -16,14 +16,22 @@ close it under us) and only if nothing is readable on it (a server that closed
 it or sent garbage): the checks httpcore makes too. A request that fails is
 never sent again here -- RPCs are not idempotent; the callers' retry policy
 (:mod:`gfsfs.common.retry`) decides.
+
+An ``https://`` address gets a :class:`trio.SSLStream` over the TCP stream,
+its handshake within the connect timeout, verified with the pool's
+``ssl_context`` (:func:`gfsfs.common.tls.client_context`; without one, the
+system's CAs). A handshake that fails (a cert we do not trust, a server
+that wants ours) is :class:`NotSent`: the request never left.
 """
 from __future__ import annotations
 
 import select
+import ssl
 import time
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -45,39 +53,48 @@ class NotSent(TransportError):
 
 @dataclass
 class _Conn:
-    stream: trio.SocketStream
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     idle_since: float = 0.0
+    sock: Any = None            # the TCP socket (under TLS too); None: the stream's
+
+    def __post_init__(self) -> None:
+        if self.sock is None:
+            self.sock = self.stream.socket
 
     def reusable(self, now: float) -> bool:
         if now - self.idle_since >= KEEPALIVE:
             return False
         try:                         # poll, not select: descriptors past 1024 are common
             poller = select.poll()
-            poller.register(self.stream.socket.fileno(), select.POLLIN)
+            poller.register(self.sock.fileno(), select.POLLIN)
             ready = poller.poll(0)
         except (OSError, ValueError):
             return False
         return not ready             # EOF, an error or unexpected bytes: not for another request
 
 
-def _split(base_url: str) -> tuple[str, int, bytes]:
+def _split(base_url: str) -> tuple[str, int, bytes, bool]:
+    """(host, port, Host header, whether TLS) of ``http(s)://host:port``."""
     u = urllib.parse.urlsplit(base_url)
-    if u.scheme != "http" or not u.hostname:
-        raise TransportError(f"not an http://host:port URL: {base_url!r}")
-    port = u.port or 80
-    return u.hostname, port, (u.netloc or f"{u.hostname}:{port}").encode()
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise TransportError(f"not an http(s)://host:port URL: {base_url!r}")
+    tls = u.scheme == "https"
+    port = u.port or (443 if tls else 80)
+    return u.hostname, port, (u.netloc or f"{u.hostname}:{port}").encode(), tls
 
 
 class RpcPool:
     """Idle connections per address, at most ``connections`` kept per address."""
 
     def __init__(self, connections: int = 64, local_address: str | None = None,
-                 signer: Signer | None = None) -> None:
+                 signer: Signer | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.connections = connections
         self.local_address = local_address
         self.signer = signer
+        self.ssl_context = ssl_context
         self.idle: dict[str, deque[_Conn]] = {}
-        self.hosts: dict[str, tuple[str, int, bytes]] = {}
+        self.hosts: dict[str, tuple[str, int, bytes, bool]] = {}
         self.closed = False
 
     async def post(self, base_url: str, path: str, body: bytes, content_type: bytes,
@@ -111,15 +128,32 @@ class RpcPool:
             if conn.reusable(now):
                 return conn
             await _close(conn)
-        host, port, _ = self._host(base_url)
+        host, port, _, tls = self._host(base_url)
         try:
             with trio.fail_after(connect_timeout):
-                stream = await trio.open_tcp_stream(host, port, local_address=self.local_address)
+                tcp = await trio.open_tcp_stream(host, port, local_address=self.local_address)
+                if not tls:
+                    return _Conn(tcp)
+                try:
+                    stream = trio.SSLStream(tcp, self._ssl(), server_hostname=host,
+                                            https_compatible=True)
+                    await stream.do_handshake()
+                except BaseException:
+                    await _close(_Conn(tcp))
+                    raise
+                return _Conn(stream, sock=tcp.socket)
+        except trio.BrokenResourceError as exc:        # the TLS handshake failed
+            why = exc.__cause__ or "the server closed the connection"
+            raise NotSent(f"TLS handshake with {base_url}: {why}") from None
         except (OSError, trio.TooSlowError) as exc:
             raise NotSent(f"connect to {base_url}: {type(exc).__name__}: {exc}") from None
-        return _Conn(stream)
 
-    def _host(self, base_url: str) -> tuple[str, int, bytes]:
+    def _ssl(self) -> ssl.SSLContext:
+        if self.ssl_context is None:
+            self.ssl_context = ssl.create_default_context()
+        return self.ssl_context
+
+    def _host(self, base_url: str) -> tuple[str, int, bytes, bool]:
         host = self.hosts.get(base_url)
         if host is None:
             host = self.hosts[base_url] = _split(base_url)
@@ -148,7 +182,7 @@ class RpcPool:
     def _give_back(self, base_url: str, conn: _Conn) -> None:
         idle = self.idle.setdefault(base_url, deque())
         if len(idle) >= self.connections:
-            idle.popleft().stream.socket.close()
+            idle.popleft().sock.close()
         idle.append(conn)
 
     async def aclose(self) -> None:

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,6 +27,7 @@ from gfsfs.common.auth import secret as secrets
 from gfsfs.common.auth.secret import Secret
 from gfsfs.common import config as gconfig
 from gfsfs.common import masters
+from gfsfs.common import tls as gtls
 from gfsfs.fuse import ext as fuse_ext
 from gfsfs.common import logs
 from gfsfs.client.core import Client
@@ -107,14 +109,15 @@ MOUNT_WAIT = 5.0     # seconds the mount waits for any master to answer at start
 
 
 async def check_master(cfg: ClientConfig, read_only: bool = False,
-                       secret: Secret | None = None) -> tuple[dict[str, object], str]:
+                       secret: Secret | None = None,
+                       tls: ssl.SSLContext | None = None) -> tuple[dict[str, object], str]:
     """The master's ``statfs`` (the protocol check), and ``cfg.master_url``
     with the master to start at first: the one that answered -- or, unless
     the mount is read-only (which may stay on a shadow), the primary it names.
     A shadow answers this too, so waiting here means no master answers at
     all: give up after :data:`MOUNT_WAIT` seconds, not ``failover_timeout``."""
     cfg = dataclasses.replace(cfg, failover_timeout=min(cfg.failover_timeout, MOUNT_WAIT))
-    async with Client.open(cfg, secret) as client:
+    async with Client.open(cfg, secret, tls=tls) as client:
         info = await client.statfs(find_primary=not read_only)
         return info, client.masters.spec()
 
@@ -149,8 +152,9 @@ async def tune_readahead(mountpoint: str) -> None:
 
 
 async def serve(cfg: ClientConfig, mountpoint: str, fuse_opts: set[str], read_only: bool,
-                ready_fd: int | None, secret: Secret | None = None) -> None:
-    async with Client.open(cfg, secret) as client, trio.open_nursery() as nursery:
+                ready_fd: int | None, secret: Secret | None = None,
+                tls: ssl.SSLContext | None = None) -> None:
+    async with Client.open(cfg, secret, tls=tls) as client, trio.open_nursery() as nursery:
         ops = Operations(client, cfg, read_only=read_only)
         log.debug("FUSE options: %s", sorted(fuse_opts))
         with fuse_ext.installed(nursery, ops.fallocate):
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = client_config(args, opts)
         secret = secrets.from_config(gconfig.from_args(args).cluster.secret_file)
+        tls = gtls.client_context(gconfig.from_args(args).tls)   # before chdir("/")
     except (gconfig.ConfigError, secrets.SecretError) as exc:
         print(f"gfs-mount: {exc}", file=sys.stderr)
         return 2
@@ -194,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gfs-mount: {mountpoint} is not a directory", file=sys.stderr)
         return 1
     try:
-        info, spec = trio.run(check_master, cfg, "ro" in opts, secret)
+        info, spec = trio.run(check_master, cfg, "ro" in opts, secret, tls)
     except GFSError as exc:
         if exc.code == Code.PROTOCOL:       # logged: the console and the log file
             log.error("cannot mount: %s; upgrade the client or the master", exc.message)
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.callback(lambda: _close_quietly(ready_fd))
             logs.setup("client", cfg.log_dir, cfg.log_level, console=False)
         try:
-            trio.run(serve, cfg, mountpoint, fuse_options(opts), "ro" in opts, ready_fd, secret)
+            trio.run(serve, cfg, mountpoint, fuse_options(opts), "ro" in opts, ready_fd, secret,
+                     tls)
         except RuntimeError as exc:       # pyfuse3.init: mount failed
             log.error("mount failed: %s", exc)
             return 1

@@ -22,7 +22,7 @@ from gfsfs.common.auth import secret as secrets
 from gfsfs.common.auth.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
-READY = re.compile(r"listening on (http://\S+)")
+READY = re.compile(r"listening on (https?://\S+)")
 
 
 class Cancelled(RuntimeError):
@@ -230,6 +230,15 @@ class Cluster:
         for d in ([self.master] if self.master else []) + self.servers:
             parts.append(f"===== {d.name} ({d.logfile}) =====\n{d.log_tail()}")
         return "\n".join(parts)
+
+
+def url_scheme(extra: list[str] | tuple[str, ...] = ()) -> str:
+    """"https" when the daemons started from ROOT with the ``--set``
+    overrides ``extra`` serve TLS (``[tls]`` cert in configs/config.toml or
+    in ``extra``), else "http": the scheme of URLs built before they print theirs."""
+    from gfsfs.common import config, tls
+    path = ROOT / "configs" / "config.toml"
+    return tls.scheme(config.load(path if path.exists() else None, list(extra)).tls)
 
 
 def is_mounted(path: Path) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gfsfs.tools.etcd import Etcd
 from gfsfs.tools.localcluster import (ROOT, Cluster, Daemon, GiveUp, Mount, Policy,
-                                      Supervisor, python, say)
+                                      Supervisor, python, say, url_scheme)
 
 HA_SETTINGS = ["ha.failover_seconds=5.0", "master.shadow_timeout=2.0"]
 
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(args.base).resolve()
     ports = [int(x) for x in args.master_ports.split(",")]
     host = "127.0.0.1"
-    urls = [f"http://{host}:{port}" for port in ports]
+    scheme = url_scheme()       # https when configs/config.toml has a [tls] cert
+    urls = [f"{scheme}://{host}:{port}" for port in ports]
     etcd = Etcd(base)
     stop = {"now": False}
 

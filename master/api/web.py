@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import ssl
 import stat
 import time
 import urllib.parse
@@ -192,23 +193,25 @@ def wrap(app: App) -> Any:
     return app if ui is None else _Counted(app, ui.traffic)
 
 
-async def run_client(app: App, host: str, port: int) -> None:
+async def run_client(app: App, host: str, port: int, tls: ssl.SSLContext | None = None,
+                     scheme: str = "http") -> None:
     """Keep the page's :class:`Client` (on the master's own URL) while the
     master runs; it is opened when a request first needs it. Run this in the
-    master's nursery once the port is bound."""
+    master's nursery once the port is bound. ``tls``: the master's client
+    context (``[tls]``), with ``scheme`` "https" when the master serves TLS."""
     ui = _UIS.get(app)
     if ui is not None:
-        await ui.run_client(self_url(host, port))
+        await ui.run_client(self_url(host, port, scheme), tls)
 
 
-def self_url(host: str, port: int) -> str:
+def self_url(host: str, port: int, scheme: str = "http") -> str:
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host in ("::", "[::]"):
         host = "::1"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -282,14 +285,14 @@ class WebUI:
                 return _error(GFSError(Code.INTERNAL, f"{type(exc).__name__}: {exc}"))
         return wrapped
 
-    async def run_client(self, url: str) -> None:
+    async def run_client(self, url: str, tls: ssl.SSLContext | None = None) -> None:
         from gfsfs.client.core import Client
         self.url = url
         while True:
             await self._wanted.wait()
             try:
                 cfg = ClientConfig(master_url=url, upload_chunk_size=UPLOAD_BUFFER)
-                async with Client.open(cfg, self.m.security.secret) as client:
+                async with Client.open(cfg, self.m.security.secret, tls=tls) as client:
                     self.client = client
                     self._ready.set()
                     await trio.sleep_forever()

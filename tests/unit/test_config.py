@@ -58,3 +58,34 @@ def test_bad_override() -> None:
         config.load(None, ["port=1"])
     with pytest.raises(config.ConfigError, match="nosection"):
         config.load(None, ["nosection.port=1"])
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[tls]\ncert = 'c.pem'\n", "[tls] key"),
+    ("[tls]\nkey = 'k.pem'\n", "[tls] cert"),
+    ("[tls]\ncrt = 'c.pem'\n", "'crt'"),
+    ("[tls]\nrequire_client_cert = 'yes'\n", "require_client_cert"),
+    ("[tls]\nrequire_client_cert = true\n", "[tls] require_client_cert: needs [tls] ca"),
+    ("[tls]\nca = '/nonexistent/ca.pem'\n", "[tls] ca: cannot read /nonexistent/ca.pem"),
+    ("[tls]\nca = '/'\n", "[tls] ca: / is not a file"),
+])
+def test_bad_tls_config_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(p)
+    assert needle in str(e.value)
+
+
+def test_tls_files_must_be_readable(tmp_path: Path) -> None:
+    for name in ("c.pem", "k.pem", "ca.pem"):
+        (tmp_path / name).write_text("x")
+    sets = [f"tls.cert={str(tmp_path / 'c.pem')!r}", f"tls.key={str(tmp_path / 'k.pem')!r}",
+            f"tls.ca={str(tmp_path / 'ca.pem')!r}", "tls.require_client_cert=true"]
+    c = config.load(None, sets)
+    assert c.tls.cert.endswith("c.pem") and c.tls.require_client_cert
+    with pytest.raises(config.ConfigError, match=r"\[tls\] require_client_cert: needs \[tls\] cert"):
+        config.load(None, sets[2:])
+    (tmp_path / "k.pem").unlink()
+    with pytest.raises(config.ConfigError, match=r"\[tls\] key: cannot read .*k\.pem"):
+        config.load(None, sets)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 
 import trio
 
 from gfsfs.common.auth import secret as secrets
 from gfsfs.common.auth.secret import Secret
-from gfsfs.common import config, masters
+from gfsfs.common import config, masters, tls
 from gfsfs.common.config import ClientConfig, ConfigError
 from gfsfs.common.rpc import make_http
 from gfsfs.tools.cli import admin, chunkd, files, ha, secret, snapshot, status, trash
@@ -56,8 +57,9 @@ def secret_of(args: argparse.Namespace) -> Secret | None:
 
 
 async def run(args: argparse.Namespace, url: str, cfg: ClientConfig,
-              secret: Secret | None = None) -> int:
-    async with make_http(timeout=cfg.request_timeout, connections=16, secret=secret) as http:
+              secret: Secret | None = None, tls_ctx: ssl.SSLContext | None = None) -> int:
+    async with make_http(timeout=cfg.request_timeout, connections=16, secret=secret,
+                         tls=tls_ctx) as http:
         return int(await args.func(Master(http, url, cfg.failover_timeout), args))
 
 
@@ -73,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url, cfg = master_url(args)
         secret = secret_of(args)
+        tls_ctx = tls.client_context(config.load(args.config, list(args.overrides)).tls)
     except (ConfigError, secrets.SecretError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     try:
-        return trio.run(run, args, url, cfg, secret)
+        return trio.run(run, args, url, cfg, secret, tls_ctx)
     except Failure as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
