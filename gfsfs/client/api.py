@@ -36,6 +36,8 @@ from typing import IO, Any, TypeVar
 
 import trio
 
+from gfsfs.common.auth import secret as secrets
+from gfsfs.common.auth.secret import Secret
 from gfsfs.client.api_file import RawFile
 from gfsfs.client.api_ops import DIR_MODE, Mode, Ops, Stat
 from gfsfs.client.core import Client
@@ -77,9 +79,11 @@ def master_url(url: str | None = None, default: str | None = None) -> str:
 class _Loop:
     """A trio loop in a daemon thread, holding one Client open until stop()."""
 
-    def __init__(self, cfg: ClientConfig, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, cfg: ClientConfig, tls: ssl.SSLContext | None = None,
+                 secret: Secret | None = None) -> None:
         self.cfg = cfg
         self.tls = tls
+        self.secret = secret
         self.client: Client | None = None
         self.token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
@@ -102,7 +106,7 @@ class _Loop:
             self._ready.set()
 
     async def _serve(self) -> None:
-        async with Client.open(self.cfg, tls=self.tls) as client:
+        async with Client.open(self.cfg, self.secret, tls=self.tls) as client:
             self.client, self._stop = client, trio.Event()
             self.token = trio.lowlevel.current_trio_token()
             self._ready.set()
@@ -133,10 +137,11 @@ class GFS:
     """A connection to one gfsfs cluster (see :func:`connect`)."""
 
     def __init__(self, cfg: ClientConfig, uid: int | None = None,
-                 gid: int | None = None, tls: ssl.SSLContext | None = None) -> None:
+                 gid: int | None = None, tls: ssl.SSLContext | None = None,
+                 secret: Secret | None = None) -> None:
         self.url = cfg.master_url
         self._pid = os.getpid()
-        self._loop: _Loop | None = _Loop(cfg, tls)
+        self._loop: _Loop | None = _Loop(cfg, tls, secret)
         assert self._loop.client is not None
         self._client: Client = self._loop.client
         self._ops = Ops(self._client, uid, gid)
@@ -287,7 +292,8 @@ class GFS:
 
 def connect(url: str | None = None, *, config: ClientConfig | None = None,
             uid: int | None = None, gid: int | None = None,
-            tls: TLSConfig | ssl.SSLContext | None = None, **options: Any) -> GFS:
+            tls: TLSConfig | ssl.SSLContext | None = None,
+            secret_file: str | None = None, **options: Any) -> GFS:
     """A :class:`GFS` handle on the cluster whose master is at ``url``
     (``HOST:PORT``, ``http://HOST:PORT`` or ``gfs://HOST:PORT``, or several
     comma-separated: the primary and its shadows; None: ``$GFS_MASTER``, else
@@ -296,12 +302,16 @@ def connect(url: str | None = None, *, config: ClientConfig | None = None,
     ``config``. What is created belongs to ``uid``/``gid`` (default: this
     process's). ``tls``: a ``[tls]`` section (or a client SSL context) for
     ``https://`` masters and chunkds: the CA they are verified against, the
-    cert shown to them. Raises ConnectionError if no master answers (within
-    ``failover_timeout``, 30 s by default)."""
+    cert shown to them. ``secret_file``: the cluster secret (default
+    ``$GFS_SECRET_FILE``; none: an open cluster). Raises ConnectionError if
+    no master answers (within ``failover_timeout``, 30 s by default), and
+    :class:`gfsfs.common.auth.secret.SecretError` if the secret file is unusable."""
     base = config or ClientConfig()
     cfg = dataclasses.replace(base, **options, master_url=master_url(url, base.master_url))
     ctx = tls_client_context(tls) if isinstance(tls, TLSConfig) else tls
-    fs = GFS(cfg, uid, gid, ctx)
+    secret = secrets.from_config(secret_file if secret_file is not None
+                                 else os.environ.get("GFS_SECRET_FILE", ""))
+    fs = GFS(cfg, uid, gid, ctx, secret)
     try:
         fs.statfs()
     except BaseException:

@@ -50,6 +50,7 @@ class DaemonMetrics:
                                  labels=["daemon"])
         info.add_metric([daemon], 1)
         self.registry.register(StateCollector(lambda: [info]))
+        self.registry.register(StateCollector(self._auth))
         app.observers.append(self.observe)
         app.route("GET", "/metrics", self.serve)
 
@@ -63,6 +64,19 @@ class DaemonMetrics:
         if route.startswith("/rpc/") and route[5:] not in self.app.rpcs:
             return "/rpc/unknown"
         return route
+
+    def _auth(self) -> Iterator[Metric]:
+        """Requests by how they proved themselves (none of it with no secret)."""
+        verifier = self.app.verifier
+        if verifier is None:
+            return
+        fam = CounterMetricFamily("gfs_auth_requests",
+                                  "requests let in (signed, with a chunk token, with a web "
+                                  "session) and refused (401)", labels=["how"])
+        for how, n in self.app.admitted.items():
+            fam.add_metric([how], n)
+        fam.add_metric(["refused"], verifier.refused)
+        yield fam
 
     def add(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Register ``collect``, called at every scrape for its current families."""

@@ -77,10 +77,12 @@ def require_chunk(keys: auth_tokens.TokenKeys | None, handle: int, access: str,
                   version: int | None = None) -> None:
     """A CHUNK handler's check: a signed caller may do anything; anyone else
     needs a token for ``handle`` with ``access`` (UNAUTHORIZED, or STALE when
-    it expired). With no secret configured (``keys`` None), nothing is checked."""
+    it expired). A server with no secret treats every caller as signed."""
     who = CALLER.get()
-    if keys is None or who.signed:
+    if who.signed:          # also every caller of a server with no secret (App.admit)
         return
+    if keys is None:        # a token, but nothing to check it with: never let it in
+        raise GFSError(Code.UNAUTHORIZED, "authentication required")
     keys.check(who.token, handle, access, version)
 
 
@@ -88,8 +90,10 @@ def require_writer(keys: auth_tokens.TokenKeys | None) -> None:
     """A push's or a sync's check, which name no one chunk: a signed caller,
     or one with an unexpired write token for some chunk."""
     who = CALLER.get()
-    if keys is None or who.signed:
+    if who.signed:
         return
+    if keys is None:
+        raise GFSError(Code.UNAUTHORIZED, "authentication required")
     token = keys.parse(who.token)
     if token.access != auth_tokens.WRITE:
         raise GFSError(Code.UNAUTHORIZED, "a write token is required")
@@ -245,6 +249,8 @@ class App:
         self.verifier: auth_hmac.Verifier | None = None
         # a WEB route's caller without a signature: the session's role, or None
         self.web_session: Callable[[Request], str | None] | None = None
+        # requests let in with a secret configured, by how they proved themselves (/metrics)
+        self.admitted: dict[str, int] = {"signed": 0, "token": 0, "session": 0}
         self.max_rpc_body = max_rpc_body
         self.max_raw_body = max_raw_body
         self.observers: list[Callable[[str, int, float], None]] = []
@@ -269,14 +275,17 @@ class App:
         if header or access == CLUSTER:
             verifier.check(method, target, header, body)
             CALLER.set(TRUSTED)
+            self.admitted["signed"] += 1
             return
         if access == CHUNK and token:
             CALLER.set(Caller(token=token))
+            self.admitted["token"] += 1
             return
         if access == WEB and req is not None and self.web_session is not None:
             role = self.web_session(req)
             if role is not None:
                 CALLER.set(Caller(session=role))
+                self.admitted["session"] += 1
                 return
         verifier.refused += 1
         raise GFSError(Code.UNAUTHORIZED, "authentication required")

@@ -148,10 +148,12 @@ def alive(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def gfs_json(master: str, *args: str) -> Any:
-    """``gfs --master URL ARGS --json`` (fsck exits 1 only on lost chunks)."""
+def gfs_json(base: Path, master: str, *args: str) -> Any:
+    """``gfs --master URL ARGS --json`` (fsck exits 1 only on lost chunks),
+    with the secret ``make run`` made under ``base``."""
+    env = {**os.environ, "GFS_SECRET_FILE": str(base / "data" / "secret")}
     r = subprocess.run([sys.executable, "-m", "gfsfs.tools.cli", "--master", master, *args, "--json"],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+                       capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     assert r.returncode in (0, 1), r.stderr
     return json.loads(r.stdout)
 
@@ -202,9 +204,9 @@ def test_chunkd_kill9_during_cp_is_restarted_and_cp_succeeds(tmp_path: Path) -> 
 
         new = wait_for("chunk2 restarted", lambda: restarted(tmp_path, "chunk2", victim), 30)
         wait_for("3 live chunkds, none dead", lambda: (
-            (st := gfs_json(master, "status"))["chunkds_alive"] == 3
+            (st := gfs_json(tmp_path, master, "status"))["chunkds_alive"] == 3
             and st["chunkds_dead"] == 0), 30)
-        chunk2 = next(s for s in gfs_json(master, "chunkd", "list")["servers"]
+        chunk2 = next(s for s in gfs_json(tmp_path, master, "chunkd", "list")["servers"]
                       if s["id"] == "chunk2")
         assert chunk2["alive"] and chunk2["addr"].endswith(f":{ports[1] + 1}")
         t1 = time.monotonic()
@@ -214,7 +216,7 @@ def test_chunkd_kill9_during_cp_is_restarted_and_cp_succeeds(tmp_path: Path) -> 
             """No chunk lost or under its goal: what fsck may still list is
             history (a replica found stale or corrupt within the hour -- e.g. a
             block torn by the kill, caught by the scrubber and copied anew)."""
-            last[0] = r = gfs_json(master, "fsck")
+            last[0] = r = gfs_json(tmp_path, master, "fsck")
             healed = all(set(p["states"]) <= {"stale", "corrupt"} and p["live"] >= p["goal"]
                          for p in r["problems"])
             return r if r["lost"] == 0 and r["under_goal"] == 0 and healed else None

@@ -1,0 +1,155 @@
+"""A secured cluster of real daemons (issue 14): the cluster secret on every
+request, chunk tokens at the chunkds (over HTTP and short-circuit), daemons
+that will not start with a secret others can read."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgpack
+import pytest
+
+import gfsfs
+from gfsfs.common.auth import secret as secrets
+from gfsfs.common.auth.hmac import Signer
+from gfsfs.common.shortcircuit import FRAME, socket_name
+from gfsfs.tools.localcluster import Cluster, python
+from conftest import make_cluster
+
+REFUSAL = {"error": {"code": "UNAUTHORIZED", "message": "authentication required"}}
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = make_cluster(tmp_path_factory.mktemp("secured"), secure=True)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def post(url: str, name: str, body: dict[str, Any], headers: dict[str, str] | None = None
+         ) -> httpx.Response:
+    return httpx.post(f"{url}/rpc/{name}", content=msgpack.packb(body), headers=headers or {},
+                      timeout=10)
+
+
+def signed(secret: secrets.Secret, name: str, body: dict[str, Any]) -> dict[str, str]:
+    return {"authorization": Signer(secret).header("POST", f"/rpc/{name}", msgpack.packb(body))}
+
+
+def gfs(c: Cluster, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([python(), "-m", "gfsfs.tools.cli", "--master", c.url, *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_the_client_library_with_the_secret_reads_and_writes(secured: Cluster) -> None:
+    data = os.urandom(3 << 20)          # three chunks of the test size
+    with gfsfs.connect(secured.url, secret_file=str(secured.secret_file),
+                       short_circuit=False) as fs:
+        with fs.open("/f", "wb") as f:
+            f.write(data)
+        with fs.open("/f", "rb") as f:
+            assert f.read() == data
+    with pytest.raises(Exception, match="UNAUTHORIZED|authentication"):
+        gfsfs.connect(secured.url, secret_file="", request_timeout=5, failover_timeout=2)
+    # the chunkds saw chunk tokens, not signatures, from the client
+    seen = 0.0
+    for server in secured.servers:
+        metrics = httpx.get(f"{server.url}/metrics", headers={
+            "authorization": Signer(secured.secret()).header("GET", "/metrics", b"")}).text
+        seen += float(next(line for line in metrics.splitlines()
+                           if line.startswith('gfs_auth_requests_total{how="token"}')).split()[-1])
+    assert seen >= 4        # pushes, commits and reads of three chunks
+
+
+def test_the_fast_rpc_path_refuses_unsigned_wrong_and_replayed_requests(secured: Cluster) -> None:
+    assert post(secured.url, "statfs", {}).status_code == 401
+    assert msgpack.unpackb(post(secured.url, "statfs", {}).content) == REFUSAL
+    other = secrets.Secret.of(os.urandom(32))
+    assert post(secured.url, "statfs", {}, signed(other, "statfs", {})).status_code == 401
+    good = signed(secured.secret(), "statfs", {})
+    assert post(secured.url, "statfs", {}, good).status_code == 200
+    assert post(secured.url, "statfs", {}, good).status_code == 401      # the replay
+    # a big body takes the server's other path: the same rules
+    big = {"junk": b"x" * (2 << 20)}
+    assert post(secured.url, "statfs", big).status_code == 401
+    assert post(secured.url, "statfs", big, signed(secured.secret(), "statfs", big)).status_code \
+        == 200
+
+
+def test_a_fake_chunkd_cannot_register_nor_forge_heartbeats(secured: Cluster) -> None:
+    other = secrets.Secret.of(os.urandom(32))
+    body = {"id": "evil", "addr": "http://127.0.0.1:9", "rack": "r", "protocol": 1,
+            "capacity_bytes": 1 << 40, "used_bytes": 0, "free_bytes": 1 << 40, "chunks": []}
+    for headers in ({}, signed(other, "register", body)):
+        resp = post(secured.url, "register", body, headers)
+        assert (resp.status_code, msgpack.unpackb(resp.content)) == (401, REFUSAL)
+    real = secured.servers[0].url
+    beat = {"id": "chunk1", "addr": real, "chunks": [], "capacity_bytes": 0,
+            "used_bytes": 0, "free_bytes": 0}
+    assert post(secured.url, "heartbeat", beat, signed(other, "heartbeat", beat)).status_code \
+        == 401
+    listed = gfs(secured, "chunkd", "list", "--json", *secured.secret_sets())
+    assert listed.returncode == 0, listed.stderr
+    assert "evil" not in listed.stdout and listed.stdout.count('"chunk') >= 3
+
+
+def test_no_byte_leaves_a_chunkd_without_a_token(secured: Cluster) -> None:
+    with gfsfs.connect(secured.url, secret_file=str(secured.secret_file)) as fs:
+        with fs.open("/t", "wb") as f:
+            f.write(b"secret bytes" * 1000)
+    cli = gfs(secured, "fileinfo", "/t", "--json", *secured.secret_sets())
+    assert cli.returncode == 0, cli.stderr
+    handle = int(__import__("json").loads(cli.stdout)["chunks"][0]["handle"])
+    for server in secured.servers:
+        resp = httpx.get(f"{server.url}/chunk/{handle}", params={"offset": 0, "length": 100})
+        assert (resp.status_code, msgpack.unpackb(resp.content)) == (401, REFUSAL)
+        assert b"secret" not in resp.content
+        # short-circuit: the same refusal, and no file descriptors
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(socket_name(server.url))
+        raw = msgpack.packb({"handle": handle, "version": 1})
+        sock.sendall(FRAME.pack(len(raw)) + raw)
+        msg, fds, _, _ = socket.recv_fds(sock, 4096, 2)
+        sock.close()
+        assert fds == [] and b"UNAUTHORIZED" in msg
+
+
+def test_gfs_without_the_secret_is_refused_clearly(secured: Cluster) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GFS_SECRET_FILE"}
+    r = gfs(secured, "status", env=env)
+    assert r.returncode == 1 and "UNAUTHORIZED" in r.stderr and "Traceback" not in r.stderr
+    r = gfs(secured, "status", env={**env, "GFS_SECRET_FILE": str(secured.secret_file)})
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("daemon", ["master", "chunkd"])
+def test_a_daemon_will_not_start_with_a_secret_others_can_read(daemon: str,
+                                                               tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    secrets.generate(path)
+    path.chmod(0o644)
+    args = ["--set", f"cluster.secret_file={str(path)!r}", "--set",
+            f"{'master' if daemon == 'master' else 'chunk_server'}.log_dir={str(tmp_path)!r}"]
+    if daemon == "master":
+        args += ["--port", "0", "--data-dir", str(tmp_path / "m")]
+    else:
+        args += ["--id", "c1", "--set", f"chunk_server.data_dir={str(tmp_path / 'c')!r}"]
+    r = subprocess.run([python(), "-m", daemon, *args], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2
+    assert f"secret file {path} is readable or writable by others" in r.stderr
+    assert "Traceback" not in r.stderr
+    missing = [a.replace(str(path), str(tmp_path / "none")) for a in args]
+    r = subprocess.run([python(), "-m", daemon, *missing], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "gfs secret init" in r.stderr
