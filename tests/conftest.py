@@ -148,11 +148,13 @@ def mounted(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) ->
 
 
 @contextlib.contextmanager
-def mounted_cluster(base: Path, mountpoint: Path,
-                    extra: list[str] | None = None) -> Iterator[tuple[Cluster, Path]]:
-    """A cluster under ``base`` mounted at ``mountpoint``; both stopped on exit."""
-    c = make_cluster(base, extra=extra)
-    m = Mount("", mountpoint, base / "logs" / "mount.out")
+def mounted_cluster(base: Path, mountpoint: Path, extra: list[str] | None = None,
+                    secure: bool = True) -> Iterator[tuple[Cluster, Path]]:
+    """A cluster under ``base`` mounted at ``mountpoint``; both stopped on exit.
+    Secured (a cluster secret, chunk tokens) unless told otherwise: every
+    POSIX test then goes through the authenticated paths, as ``make run`` does."""
+    c = make_cluster(base, extra=extra, secure=secure)
+    m = Mount("", mountpoint, base / "logs" / "mount.out", options=c.secret_sets())
     try:
         c.start()
         m.master_url = c.url

@@ -31,6 +31,10 @@ from typing import Any
 import httpx
 import msgpack
 
+from gfsfs.common.auth.hmac import Signer
+from gfsfs.common.auth.secret import Secret
+from gfsfs.common.rpc import Signing
+
 FAR = 1 << 40                   # chunk handles and inode numbers no cluster reaches
 INTS = [0, 1, -1, 2, 255, 4096, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 32,
         (1 << 53) + 1, (1 << 63) - 1, -(1 << 63), (1 << 64) - 1]
@@ -125,11 +129,16 @@ class Tally:
 
 
 class Fuzzer:
-    def __init__(self, master: str, chunkds: list[str], seed: int) -> None:
+    def __init__(self, master: str, chunkds: list[str], seed: int,
+                 secret: Secret | None = None) -> None:
         self.master, self.chunkds = master, chunkds
         self.rng = random.Random(seed)
         self.seed = seed
-        self.http = httpx.Client(timeout=15.0)
+        # a secured cluster: requests are signed (to reach the handlers), and
+        # one in ten is sent unsigned, which must get 401 and nothing else
+        self.secret = secret
+        self.http = httpx.Client(timeout=15.0,
+                                 auth=Signing(Signer(secret)) if secret is not None else None)
         self.mine: list[int] = []       # inodes of the sandbox
         self.tally = Tally()
 
@@ -279,6 +288,9 @@ class Fuzzer:
                   where=f"{method} {urllib.parse.urlsplit(url).path[:20]}")
 
     def send(self, method: str, url: str, where: str, **kw: Any) -> None:
+        unsigned = self.secret is not None and self.rng.random() < 0.1
+        if unsigned:
+            kw["auth"] = None
         try:
             resp = self.http.request(method, url, **kw)
         except httpx.TimeoutException:
@@ -287,6 +299,10 @@ class Fuzzer:
         except httpx.TransportError as exc:
             self.tally.failures.append(f"{where}: {type(exc).__name__}: {exc}")
             return
+        # (the server itself refuses a protocol upgrade, 400, before any app sees it)
+        if unsigned and resp.status_code != 401 and not (
+                resp.status_code == 400 and "upgrade" in (kw.get("headers") or {})):
+            self.tally.failures.append(f"{where}: unsigned, answered {resp.status_code}")
         self.tally.note(where, resp.status_code, resp.content,
                         resp.headers.get("content-type", ""))
 
@@ -320,8 +336,8 @@ class Fuzzer:
 
 
 def run(master: str, chunkds: list[str], seed: int, count: int,
-        progress: int = 0) -> Tally:
-    fz = Fuzzer(master, chunkds, seed)
+        progress: int = 0, secret: Secret | None = None) -> Tally:
+    fz = Fuzzer(master, chunkds, seed, secret)
     fz.setup()
     for i in range(count):
         fz.one()
