@@ -18,6 +18,8 @@ Exception tree::
     ├── UNAVAILABLE     a server could not be reached or timed out (EIO)
     ├── NOCHUNK         chunk handle unknown to this chunkd (ENOENT)
     ├── PROTOCOL        the peer speaks another PROTOCOL_VERSION (EPROTO)
+    ├── QUOTA           a directory quota (bytes or inodes) would be exceeded
+    │                   (EDQUOT; HTTP 403)
     ├── NOTPRIMARY      a shadow master (or a fenced old primary) refused a
     │                   mutation; ``primary`` names the primary if known (EROFS)
     └── INTERNAL        bug or unexpected failure; logged with a traceback (EIO)
@@ -73,6 +75,7 @@ class Code(StrEnum):
     PROTOCOL = "PROTOCOL", 400, _errno.EPROTO
     NOCHUNK = "NOCHUNK", 404, _errno.ENOENT
     NOTPRIMARY = "NOTPRIMARY", 421, _errno.EROFS
+    QUOTA = "QUOTA", 403, _errno.EDQUOT
     INTERNAL = "INTERNAL", 500, _errno.EIO
 
 
