@@ -19,6 +19,10 @@ the config file) with the msgpack RPCs of :mod:`gfsfs.common.protocol.client_mas
     gfs trash ls                    deleted files: path, size, deletion/purge time
     gfs trash restore PATH [--to NEWPATH]   undelete (also --ino N)
     gfs trash purge [--older-than SECONDS]  purge now; unshared chunks are freed
+    gfs quota set PATH [--bytes 10G] [--inodes 1M] [--soft-bytes ..] [--soft-inodes ..]
+                  [--grace 7d]      a directory's quota (docs/quotas.md)
+    gfs quota ls [PATH]             quotas: limits and usage
+    gfs quota rm PATH               remove a directory's quota
 
 Every subcommand takes ``--json`` (machine-readable output on stdout). Exit
 status: 0 on success, 1 on a failure (message on stderr), 2 on a usage error.
@@ -35,7 +39,8 @@ command group, each with ``add_commands(sub, common)``:
 :mod:`~gfsfs.tools.cli.status` (status, df), :mod:`~gfsfs.tools.cli.files`
 (ls, fileinfo, setgoal), :mod:`~gfsfs.tools.cli.chunkd` (chunkd list, drain,
 undrain), :mod:`~gfsfs.tools.cli.admin` (fsck, checkpoint, dump-metadata),
-:mod:`~gfsfs.tools.cli.snapshot`, :mod:`~gfsfs.tools.cli.trash`; and what they
+:mod:`~gfsfs.tools.cli.snapshot`, :mod:`~gfsfs.tools.cli.trash`,
+:mod:`~gfsfs.tools.cli.quota`; and what they
 share: :mod:`~gfsfs.tools.cli.common` (``Failure``, the ``Master`` RPC stub),
 :mod:`~gfsfs.tools.cli.output` (``emit``, tables, sizes, times),
 :mod:`~gfsfs.tools.cli.paths` (PATH arguments, mount points),

@@ -12,12 +12,12 @@ import trio
 from gfsfs.common import config, masters
 from gfsfs.common.config import ClientConfig, ConfigError
 from gfsfs.common.rpc import make_http
-from gfsfs.tools.cli import admin, chunkd, files, ha, snapshot, status, trash
+from gfsfs.tools.cli import admin, chunkd, files, ha, quota, snapshot, status, trash
 from gfsfs.tools.cli.args import add_common_options
 from gfsfs.tools.cli.common import PROG, Failure, Master
 
 # the order of ``gfs --help``
-GROUPS = (status, files, chunkd, admin, snapshot, trash, ha)
+GROUPS = (status, files, chunkd, admin, snapshot, trash, quota, ha)
 
 
 def build_parser() -> argparse.ArgumentParser:
