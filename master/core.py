@@ -29,7 +29,7 @@ from gfsfs.common.config import MasterConfig
 from gfsfs.common.errors import Code, GFSError
 
 from master.state import image, records, rollback
-from master.services import snapshot
+from master.services import quotas, snapshot
 from master.chunks.registry import ChunkRegistry
 from master.chunks.leases import ChunkdCaller, LeaseManager, LeaseTable
 from master.state.logread import Loaded, LogDamage, keep_damaged
@@ -337,6 +337,13 @@ class Master:
                 handle = await self.snapshots.copy_on_write(ino, index, handle)
             written = False
             if handle is None:
+                # a new chunk beyond the end: refused before any byte is sent if
+                # the growth cannot fit a quota the file is under (docs/quotas.md)
+                cs = self.ns.chunk_size
+                end = index * cs + (1 if first is None else first.offset + len(first.data))
+                if first is not None and first.size is not None:
+                    end = max(end, first.size)
+                self.ns.check_growth(ino, end, time.time_ns())
                 handle = await self._allocate(ino, index, first)
                 written = first is not None
             else:
@@ -481,11 +488,16 @@ class Master:
 
     # ------------------------------------------------------------ statfs
 
-    def statfs(self) -> dict[str, Any]:
+    def statfs(self, ino: int = 1) -> dict[str, Any]:
+        """Space and counts; ``quota``: the nearest quota at or above ``ino``."""
         primary = self.role.rules()
-        return {**self.registry.totals(), "files": len(self.ns.inodes),
-                "chunk_size": self.ns.chunk_size, "primary": primary,
-                "primary_url": self.role.url if primary else self.role.primary_url}
+        out = {**self.registry.totals(), "files": len(self.ns.inodes),
+               "chunk_size": self.ns.chunk_size, "primary": primary,
+               "primary_url": self.role.url if primary else self.role.primary_url}
+        q = self.ns.nearest_quota(ino)
+        if q is not None:
+            out["quota"] = quotas.row(self.ns, q)
+        return out
 
 
 class CheckpointLoop:

@@ -337,7 +337,8 @@ class Appender:
                     attr = await self.client.call("extend", {"ino": ino, "size": target,
                                                              "mtime_ns": time.time_ns()})
                 except GFSError as exc:
-                    log.error("extend of inode %d to %d failed: %s", ino, target, exc)
+                    (log.warning if exc.code == Code.QUOTA else log.error)(
+                        "extend of inode %d to %d failed: %s", ino, target, exc)
                     ext.want = max(ext.want, target)
                     ext.error = exc
                     return

@@ -140,7 +140,11 @@ class Writer:
         try:
             await self.send(ino, extents, sync)
         except Exception as exc:
-            log.error("write-back of inode %d failed: %s", ino, exc)
+            # a full quota is the writer's to hear of (EDQUOT at its next write
+            # or close), not a fault of ours
+            expected = isinstance(exc, GFSError) and exc.code == Code.QUOTA
+            (log.warning if expected else log.error)("write-back of inode %d failed: %s",
+                                                     ino, exc)
             st.error = exc if isinstance(exc, GFSError) else GFSError(Code.EIO, str(exc))
         finally:
             st.slots.release()

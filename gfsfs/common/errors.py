@@ -20,6 +20,8 @@ Exception tree::
     ├── PROTOCOL        the peer speaks another PROTOCOL_VERSION (EPROTO)
     ├── UNAUTHORIZED    no valid credential: the request's signature, or the
     │                   chunk token it needs, is missing or wrong (EACCES)
+    ├── QUOTA           a directory quota (bytes or inodes) would be exceeded
+    │                   (EDQUOT; HTTP 403)
     ├── NOTPRIMARY      a shadow master (or a fenced old primary) refused a
     │                   mutation; ``primary`` names the primary if known (EROFS)
     └── INTERNAL        bug or unexpected failure; logged with a traceback (EIO)
@@ -76,6 +78,7 @@ class Code(StrEnum):
     NOCHUNK = "NOCHUNK", 404, _errno.ENOENT
     NOTPRIMARY = "NOTPRIMARY", 421, _errno.EROFS
     UNAUTHORIZED = "UNAUTHORIZED", 401, _errno.EACCES
+    QUOTA = "QUOTA", 403, _errno.EDQUOT
     INTERNAL = "INTERNAL", 500, _errno.EIO
 
 

@@ -104,6 +104,24 @@ def to_fuse_errno(exc: BaseException) -> int:
     return errno.EIO
 
 
+def quota_statfs(st: pyfuse3.StatvfsData, q: dict[str, Any] | None) -> None:
+    """``df`` on a mount whose root is under a quota (docs/quotas.md): its
+    limits as the size (the hard one, else the soft one), what is left of
+    them as free, never more than the cluster has free."""
+    if not q:
+        return
+    limit = int(q.get("bytes") or q.get("soft_bytes") or 0)
+    if limit:
+        used = int(q.get("used_bytes", 0))
+        st.f_blocks = -(-limit // STATFS_FRSIZE)
+        st.f_bfree = min(st.f_bfree, max(0, limit - used) // STATFS_FRSIZE)
+        st.f_bavail = st.f_bfree
+    limit = int(q.get("inodes") or q.get("soft_inodes") or 0)
+    if limit:
+        st.f_files = limit
+        st.f_ffree = st.f_favail = max(0, limit - int(q.get("used_inodes", 0)))
+
+
 class DirListing:
     """One opendir's batch of master entries, kept until releasedir: the kernel
     asks for a few dozen entries per READDIRPLUS, and each of those would
@@ -467,6 +485,7 @@ class Operations(pyfuse3.Operations):
         st.f_files = files + (1 << 32)
         st.f_ffree = st.f_favail = 1 << 32
         st.f_namemax = MAX_NAME
+        quota_statfs(st, s.get("quota"))
         return st
 
     @errno_boundary

@@ -50,7 +50,7 @@ MASTER_RPCS: dict[str, dict[str, str]] = {
     "getattr": {"ino": "ino"}, "readlink": {"ino": "ino"}, "listxattr": {"ino": "ino"},
     "getxattr": {"ino": "ino", "name": "name", "ctx": "ctx"},
     "readdir": {"ino": "ino", "offset": "int", "limit": "int", "ctx": "ctx"},
-    "statfs": {}, "cluster_status": {}, "fsck": {}, "trash_list": {}, "fileinfo": {"ino": "ino"},
+    "statfs": {"ino": "ino"}, "cluster_status": {}, "fsck": {}, "trash_list": {}, "fileinfo": {"ino": "ino"},
     "chunks": {"ino": "ino", "first": "int", "count": "int"},
     "setattr": {"ino": "mine", "mode": "int", "uid": "id", "gid": "id", "size": "int",
                 "atime_ns": "int", "mtime_ns": "int", "write_handle": "bool", "ctx": "ctx"},
@@ -80,6 +80,9 @@ MASTER_RPCS: dict[str, dict[str, str]] = {
     "trash_restore": {"ino": "far", "parent": "mine", "name": "name"},
     "trash_purge": {"older_than": "float", "inos": "handles"},
     "ha_status": {}, "shadow_ack": {"shadow": "addr", "seq": "int"},
+    "quota_set": {"ino": "mine", "bytes": "int", "inodes": "int", "soft_bytes": "int",
+                  "soft_inodes": "int", "grace": "float"},
+    "quota_rm": {"ino": "mine"}, "quota_list": {"ino": "ino"},
 }
 CHUNKD_RPCS: dict[str, dict[str, str]] = {
     "commit": {"handle": "handle", "version": "int", "offset": "int", "data_id": "data_id",

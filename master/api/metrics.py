@@ -18,7 +18,7 @@ from gfsfs.common.rpc import App
 
 from master.chunks.registry import ChunkRegistry
 from master.core import Master
-from master.services import queries
+from master.services import queries, quotas
 from master.state.namespace import Namespace
 from master.state.oplog import OpLog
 
@@ -38,6 +38,7 @@ def collect(master: Master) -> Iterator[Metric]:
     """Every metric of the master's state, read now: namespace, chunks and
     their replication state, chunk servers, op log, masters (in that order)."""
     yield from namespace_metrics(master.ns)
+    yield from quota_metrics(master.ns)
     yield from chunk_metrics(master)
     yield from chunkd_metrics(master.registry)
     yield from oplog_metrics(master.oplog)
@@ -54,6 +55,28 @@ def namespace_metrics(ns: Namespace) -> Iterator[Metric]:
                          "(symlinks), trash (unlinked files awaiting purge)",
                          ["kind"], [(["file"], counts.files), (["dir"], counts.dirs),
                                     (["other"], counts.other), (["trash"], counts.trash)])
+
+
+def quota_metrics(ns: Namespace) -> Iterator[Metric]:
+    """Per quota directory (label ``path``): usage, and the limits set (docs/quotas.md)."""
+    rows = quotas.rows(ns)
+    for res in ("bytes", "inodes"):
+        yield labelled_gauge(f"gfs_master_quota_used_{res}",
+                             f"{res} below a quota directory", ["path"],
+                             [([r["path"] or f"ino:{r['ino']}"], r[f"used_{res}"]) for r in rows])
+        yield labelled_gauge(f"gfs_master_quota_limit_{res}",
+                             f"a quota directory's limit on {res} (kind: hard, soft); "
+                             "absent: none", ["path", "kind"],
+                             [([r["path"] or f"ino:{r['ino']}", kind], r[key])
+                              for r in rows for kind, key in (("hard", res),
+                                                              ("soft", "soft_" + res))
+                              if r[key]])
+        yield labelled_gauge(f"gfs_master_quota_soft_{res}_exceeded_seconds",
+                             f"how long a quota directory has been over its soft {res} "
+                             "limit (0: it is not)", ["path"],
+                             [([r["path"] or f"ino:{r['ino']}"],
+                               max(0.0, time.time() - r[f"since_{res}"] / 1e9)
+                               if r[f"since_{res}"] else 0.0) for r in rows])
 
 
 def chunk_metrics(master: Master) -> Iterator[Metric]:

@@ -19,9 +19,10 @@ from gfsfs.common.validate import check_addr, check_bytes, check_id, check_serve
 from master.state import image, records
 from master.api import ha as ha_api, metrics, web
 from master.ha.service import HA
-from master.services import queries, trash
+from master.services import queries, quotas, trash
 from master.core import FirstWrite, Master
-from master.state.namespace import MAX_GOAL, Record
+from master.state.namespace import MAX_GOAL, ROOT_INO, Record
+from master.state.quota import DEFAULT_GRACE_NS
 from master.state.perms import R, X, Ctx, require, xattr_access
 
 Req = dict[str, Any]
@@ -147,7 +148,7 @@ class Handlers:
 
     async def statfs(self, req: Req) -> Req:
         check_version(req.get("protocol"), "the client", "the master")    # a mount's first call
-        return {**self.m.statfs(), "protocol": PROTOCOL_VERSION}
+        return {**self.m.statfs(opt(req, "ino", int, ROOT_INO)), "protocol": PROTOCOL_VERSION}
 
     # ------------------------------------------------------------ namespace writes
 
@@ -319,6 +320,25 @@ class Handlers:
         return await self.m.snapshots.take(need(req, "src", int), need(req, "parent", int),
                                            _name(req), _ctx(req))
 
+    # ------------------------------------------------------------ quotas (docs/quotas.md)
+
+    async def quota_set(self, req: Req) -> Req:
+        limits = {}
+        for key in ("bytes", "inodes", "soft_bytes", "soft_inodes"):
+            limits[key] = _nat(req, key, 0)
+            if limits[key] > I63:
+                raise GFSError(Code.EINVAL, f"field {key!r} out of range")
+        grace = opt_float(req, "grace", 0.0, 1e10, DEFAULT_GRACE_NS / 1e9)
+        assert grace is not None
+        return await quotas.set_quota(self.m, need(req, "ino", int), limits, int(grace * 1e9))
+
+    async def quota_rm(self, req: Req) -> Req:
+        await quotas.remove_quota(self.m, need(req, "ino", int))
+        return {}
+
+    async def quota_list(self, req: Req) -> Req:
+        return {"quotas": quotas.rows(self.m.ns, opt(req, "ino", int))}
+
     async def trash_list(self, req: Req) -> Req:
         return queries.trash_list(self.m)
 
@@ -357,6 +377,8 @@ RPCS = (
     # admin
     "checkpoint", "dump_metadata", "setgoal", "fileinfo", "cluster_status", "fsck", "drain",
     "snapshot", "trash_list", "trash_restore", "trash_purge",
+    # quotas
+    "quota_set", "quota_rm", "quota_list",
 )
 
 
@@ -366,7 +388,7 @@ RPCS = (
 PRIMARY_ONLY = frozenset({
     "setattr", "create", "mkdir", "symlink", "link", "unlink", "rmdir", "rename",
     "setxattr", "removexattr", "lease", "append_lease", "extend", "setgoal", "drain",
-    "snapshot", "trash_restore", "trash_purge"})
+    "snapshot", "trash_restore", "trash_purge", "quota_set", "quota_rm"})
 
 
 def primary_only(master: Master, handler: Any) -> Any:

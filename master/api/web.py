@@ -5,7 +5,7 @@ Served by the master itself:
 - ``GET /`` the page (``master/api/static/index.html``, ``app.js``, ``style.css``
   under ``/web/static/``; plain HTML/CSS/JS, no build step, no external assets);
 - ``GET /web/api/list?path=DIR``, ``GET /web/api/file?path=FILE``,
-  ``GET /web/api/cluster`` (chunk servers, replication state, traffic, trash):
+  ``GET /web/api/cluster`` (chunk servers, replication state, traffic, trash, quotas):
   JSON for the page, which polls ``cluster`` (and the listing) every 2 s;
 - ``POST /web/api/mkdir?path=DIR``, ``POST /web/api/delete?path=PATH``
   (a file, or an empty directory);
@@ -58,6 +58,7 @@ from gfsfs.common.rpc import App, Request, Response
 from master.core import Master
 from master.state.namespace import ROOT_INO, Inode
 from master.services import queries
+from master.services import quotas
 from master.services.trash import trash_purge
 
 log = logging.getLogger(__name__)
@@ -582,7 +583,8 @@ class WebUI:
             "now": time.time(), "started": self.started,
             "heartbeat_interval": interval, "dead_after_heartbeats": dead_after,
             "status": status, "problems": self._problems(),
-            "traffic": self.traffic.snapshot(), "trash": self._trash()})
+            "traffic": self.traffic.snapshot(), "trash": self._trash(),
+            "quotas": quotas.rows(m.ns)})
 
     def _problems(self) -> list[dict[str, Any]]:
         """Unhealthy chunks with the files they belong to (from fsck)."""

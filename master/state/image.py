@@ -9,6 +9,7 @@ from __future__ import annotations
 import stat
 from typing import Any
 
+from master.state import quota
 from master.state.namespace import Directory, Inode, Namespace
 
 FORMAT = 1
@@ -26,6 +27,8 @@ def to_state(ns: Namespace) -> dict[str, Any]:
         "trash": [[ino, *entry] for ino, entry in ns.trash.items()],
         "epoch": [ns.epoch, ns.primary],
         "rids": list(ns.rids.items()),
+        # limits and soft-limit times; the usage is rebuilt on load (quota.rebuild)
+        "quotas": [q.state() for q in ns.quotas.values()],
     }
 
 
@@ -67,6 +70,9 @@ def from_state(state: dict[str, Any], default_goal: int) -> Namespace:
     ns.trash = {ino: [when, parent, name] for ino, when, parent, name in state.get("trash", [])}
     ns.epoch, ns.primary = state.get("epoch", [0, ""])
     ns.rids = dict(state.get("rids", []))
+    ns.rebuild_parents()
+    ns.quotas = {row[0]: quota.from_row(row) for row in state.get("quotas", [])}
+    quota.rebuild(ns)
     return ns
 
 
@@ -90,4 +96,5 @@ def to_json(ns: Namespace) -> dict[str, Any]:
             row["target"] = _text(i.target)
         inodes.append(row)
     return {"chunk_size": ns.chunk_size, "next_ino": ns.next_ino, "epoch": ns.epoch,
-            "next_handle": ns.next_handle, "chunk_count": len(ns.chunks), "inodes": inodes}
+            "next_handle": ns.next_handle, "chunk_count": len(ns.chunks), "inodes": inodes,
+            "quotas": [q.row(0) for q in ns.quotas.values()]}

@@ -22,6 +22,9 @@ from typing import Any
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import (MAX_NAME, MAX_SYMLINK, RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE)
 
+from master.state import quota as quotas
+from master.state.quota import Quota
+
 ROOT_INO = 1
 MAX_FILE_SIZE = 1 << 50          # EFBIG beyond this
 MAX_LINKS = 65000                # EMLINK beyond this
@@ -93,6 +96,9 @@ class Inode:
     target: bytes = b""                      # symlinks
     dir: Directory | None = None             # directories
     chunks: dict[int, int] | None = None     # regular files: chunk index -> handle (sparse)
+    # a non-directory's first name's directory (0: none; the others' are in
+    # Namespace.more_parents). Derived from the entries, never persisted.
+    parent: int = 0
 
     @property
     def is_dir(self) -> bool:
@@ -134,6 +140,10 @@ class Namespace:
         # records that carried one: a mutation retried across a failover (or a
         # lost reply) answers as the first attempt did instead of applying twice
         self.rids: dict[int, int | None] = {}
+        # per-directory quotas (master.state.quota): directory ino -> Quota
+        self.quotas: dict[int, Quota] = {}
+        # the directories of a non-directory's names after its first (hard links)
+        self.more_parents: dict[int, list[int]] = {}
         self.inodes[ROOT_INO] = Inode(ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, 0,
                                       goal=default_goal, dir=Directory(ROOT_INO))
 
@@ -243,6 +253,86 @@ class Namespace:
                 stack.extend(child for child, _cookie in inode.dir.entries.values())
         return out
 
+    # ------------------------------------------------------------ names, quotas
+
+    def parents_of(self, inode: Inode) -> list[int]:
+        """The directory of each name of non-directory ``inode`` (one per name;
+        a new list)."""
+        if not inode.parent:
+            return []
+        more = self.more_parents.get(inode.ino)
+        return [inode.parent, *more] if more else [inode.parent]
+
+    def _named(self, inode: Inode, parent: int) -> None:
+        """``inode`` got a name in directory ``parent``."""
+        if inode.dir is not None:
+            return
+        if not inode.parent:
+            inode.parent = parent
+        else:
+            self.more_parents.setdefault(inode.ino, []).append(parent)
+
+    def _unnamed(self, inode: Inode, parent: int) -> None:
+        """``inode`` lost a name in directory ``parent``."""
+        if inode.dir is not None:
+            return
+        more = self.more_parents.get(inode.ino)
+        if inode.parent == parent:
+            inode.parent = more.pop() if more else 0
+        elif more and parent in more:
+            more.remove(parent)
+        if more is not None and not more:
+            del self.more_parents[inode.ino]
+
+    def rebuild_parents(self) -> None:
+        """Every non-directory's parents from the directory entries (on load)."""
+        self.more_parents = {}
+        for inode in self.inodes.values():
+            if inode.dir is None:
+                inode.parent = 0
+        for d in self.inodes.values():
+            if d.dir is not None:
+                for child, _cookie in d.dir.entries.values():
+                    inode = self.inodes.get(child)
+                    if inode is not None:
+                        self._named(inode, d.ino)
+
+    def check_growth(self, ino: int, size: int, now: int) -> None:
+        """Raise QUOTA if file ``ino`` growing to ``size`` bytes would take a
+        quota it is under over a limit in force (before its chunk is allocated)."""
+        inode = self.get_file(ino)
+        grow = size - inode.size
+        if grow > 0 and self.quotas:
+            deltas: quotas.Deltas = {}
+            quotas.add(deltas, quotas.inode_quotas(self, inode), grow, 0)
+            quotas.check(self, deltas, now)
+
+    def nearest_quota(self, ino: int) -> Quota | None:
+        """The quota of directory ``ino`` or of its nearest ancestor that has one
+        (for a non-directory: of its first name's directory)."""
+        inode = self.inodes.get(ino)
+        if inode is None or not self.quotas:
+            return None
+        if inode.dir is None:
+            if not inode.parent:
+                return None
+            ino = inode.parent
+        found = quotas.quota_dirs(self, ino)
+        return self.quotas[found[0]] if found else None
+
+    def _unname_deltas(self, inode: Inode, parent: int) -> quotas.Deltas:
+        """What removing ``inode``'s name in ``parent`` gives back to the quotas."""
+        deltas: quotas.Deltas = {}
+        if self.quotas:
+            before = quotas.inode_quotas(self, inode)
+            after: set[int] = set()
+            if inode.dir is None:
+                ps = self.parents_of(inode)
+                ps.remove(parent)
+                after = quotas.inode_quotas(self, inode, reparent={inode.ino: ps})
+            quotas.add(deltas, before - after, -quotas.size_of(inode), -1)
+        return deltas
+
     def take_garbage(self) -> set[int]:
         out, self.garbage = self.garbage, set()
         return out
@@ -281,6 +371,10 @@ class Namespace:
         ino, now = rec["ino"], rec["now"]
         if ino in self.inodes:
             raise GFSError(Code.INTERNAL, f"inode {ino} already in use")
+        charged: quotas.Deltas = {}
+        if self.quotas:
+            quotas.add(charged, quotas.quota_dirs(self, parent.ino), 0, 1)
+            quotas.check(self, charged, now)
         gid = rec["gid"]
         if parent.mode & stat.S_ISGID and not stat.S_ISLNK(mode):
             gid = parent.gid
@@ -290,6 +384,8 @@ class Namespace:
                       goal=parent.goal, **kw)
         self.inodes[ino] = inode
         parent.dir.add(name, ino)
+        self._named(inode, parent.ino)
+        quotas.charge(self, charged, now)
         parent.touch(now)
         self.next_ino = max(self.next_ino, ino + 1)
         return inode
@@ -335,9 +431,16 @@ class Namespace:
             raise GFSError(Code.EEXIST, f"{name!r} exists")
         if inode.nlink >= MAX_LINKS:
             raise GFSError(Code.EMLINK, "too many links")
+        charged: quotas.Deltas = {}
+        if self.quotas:
+            new = set(quotas.quota_dirs(self, parent.ino)) - quotas.inode_quotas(self, inode)
+            quotas.add(charged, new, quotas.size_of(inode), 1)
+            quotas.check(self, charged, rec["now"])
         inode.nlink += 1
         inode.ctime_ns = rec["now"]
         parent.dir.add(name, inode.ino)
+        self._named(inode, parent.ino)
+        quotas.charge(self, charged, rec["now"])
         parent.touch(rec["now"])
         return inode.ino
 
@@ -347,7 +450,10 @@ class Namespace:
         if victim.is_dir:
             raise GFSError(Code.EISDIR, f"{rec['name']!r} is a directory")
         assert parent.dir is not None
+        charged = self._unname_deltas(victim, parent.ino)
         parent.dir.remove(rec["name"])
+        self._unnamed(victim, parent.ino)
+        quotas.charge(self, charged, rec["now"])
         parent.touch(rec["now"])
         self._unlink_inode(victim, rec["now"], parent.ino, rec["name"])
 
@@ -359,7 +465,9 @@ class Namespace:
         if victim.dir.entries:
             raise GFSError(Code.ENOTEMPTY, f"{rec['name']!r} is not empty")
         assert parent.dir is not None
+        charged = self._unname_deltas(victim, parent.ino)
         parent.dir.remove(rec["name"])
+        quotas.charge(self, charged, rec["now"])
         parent.nlink -= 1
         parent.touch(rec["now"])
         self._drop(victim)
@@ -385,6 +493,8 @@ class Namespace:
 
     def _drop(self, inode: Inode) -> None:
         del self.inodes[inode.ino]
+        self.quotas.pop(inode.ino, None)            # a removed directory's quota goes
+        self.more_parents.pop(inode.ino, None)
         for handle in (inode.chunks or {}).values():
             self._unref(handle)
 
@@ -431,9 +541,17 @@ class Namespace:
         if src.is_dir and dst is None and sp is not dp and dp.nlink >= MAX_LINKS:
             raise GFSError(Code.EMLINK, "too many subdirectories")
         now = rec["now"]
+        charged: quotas.Deltas = {}
+        if self.quotas:
+            if dst is not None:
+                for q, (db, di) in self._unname_deltas(dst, dp.ino).items():
+                    quotas.add(charged, (q,), db, di)
+            quotas.move_deltas(self, [(src, sp.ino, dp.ino)], charged)
+            quotas.check(self, charged, now)
         # checks done: mutate
         if dst is not None:
             dp.dir.remove(dname)
+            self._unnamed(dst, dp.ino)
             if dst.is_dir:
                 dp.nlink -= 1
                 self._drop(dst)
@@ -441,10 +559,13 @@ class Namespace:
                 self._unlink_inode(dst, now, dp.ino, dname)
         sp.dir.remove(sname)
         dp.dir.add(dname, src.ino)
+        self._unnamed(src, sp.ino)
+        self._named(src, dp.ino)
         if src.dir is not None and sp is not dp:
             sp.nlink -= 1
             dp.nlink += 1
             src.dir.parent = dp.ino
+        quotas.charge(self, charged, now)
         src.ctime_ns = now
         sp.touch(now)
         dp.touch(now)
@@ -459,15 +580,22 @@ class Namespace:
                 raise GFSError(Code.EINVAL, "cannot move a directory into itself")
             if dst.is_dir and self.is_ancestor(dst.ino, sp.ino):
                 raise GFSError(Code.EINVAL, "cannot move a directory into itself")
+        now = rec["now"]
+        charged: quotas.Deltas = {}
+        if sp is not dp and self.quotas:
+            quotas.move_deltas(self, [(src, sp.ino, dp.ino), (dst, dp.ino, sp.ino)], charged)
+            quotas.check(self, charged, now)
         sp.dir.retarget(rec["name"], dst.ino)
         dp.dir.retarget(rec["new_name"], src.ino)
         if sp is not dp:
             for moved, old, new in ((src, sp, dp), (dst, dp, sp)):
+                self._unnamed(moved, old.ino)
+                self._named(moved, new.ino)
                 if moved.dir is not None:
                     moved.dir.parent = new.ino
                     old.nlink -= 1
                     new.nlink += 1
-        now = rec["now"]
+        quotas.charge(self, charged, now)
         src.ctime_ns = dst.ctime_ns = now
         sp.touch(now)
         dp.touch(now)
@@ -483,6 +611,10 @@ class Namespace:
             if size > MAX_FILE_SIZE:
                 raise GFSError(Code.EFBIG, f"size over {MAX_FILE_SIZE}")
         now = rec["now"]
+        charged: quotas.Deltas = {}
+        if size is not None and size != inode.size and self.quotas:
+            quotas.add(charged, quotas.inode_quotas(self, inode), size - inode.size, 0)
+            quotas.check(self, charged, now)
         if "mode" in rec:
             inode.mode = stat.S_IFMT(inode.mode) | (rec["mode"] & 0o7777)
         if "uid" in rec:
@@ -492,6 +624,7 @@ class Namespace:
         if size is not None:
             self._truncate(inode, size)
             inode.mtime_ns = now
+            quotas.charge(self, charged, now)
         if "atime_ns" in rec:
             inode.atime_ns = rec["atime_ns"]
         if "mtime_ns" in rec:
@@ -559,7 +692,12 @@ class Namespace:
         inode = self.get_file(rec["ino"])
         if rec["size"] > MAX_FILE_SIZE or rec["size"] < 0:
             raise GFSError(Code.EFBIG if rec["size"] > 0 else "EINVAL", "bad size")
+        charged: quotas.Deltas = {}
+        if rec["size"] > inode.size and self.quotas:
+            quotas.add(charged, quotas.inode_quotas(self, inode), rec["size"] - inode.size, 0)
+            quotas.check(self, charged, rec["now"])
         inode.size = max(inode.size, rec["size"])
+        quotas.charge(self, charged, rec["now"])
         inode.mtime_ns = rec["mtime_ns"]
         inode.ctime_ns = rec["now"]
         return inode.ino
@@ -630,6 +768,11 @@ class Namespace:
                 for child, _cookie in old.dir.entries.values():
                     links[child] = links.get(child, 0) + 1
         now = rec["now"]
+        charged: quotas.Deltas = {}
+        if self.quotas:
+            quotas.add(charged, quotas.quota_dirs(self, parent.ino),
+                       sum(quotas.size_of(old) for old in order), count)
+            quotas.check(self, charged, now)
         # checks done: mutate
         for old in order:
             nlink = old.nlink if old.dir is not None else (1 if old is src else links[old.ino])
@@ -648,6 +791,12 @@ class Namespace:
                     self.chunks[handle][1] += 1
             self.inodes[copy.ino] = copy
         parent.dir.add(name, first)
+        self._named(self.inodes[first], parent.ino)
+        for old in order:                   # the copies' names' directories
+            if old.dir is not None:
+                for child, _cookie in old.dir.entries.values():
+                    self._named(self.inodes[new[child]], new[old.ino])
+        quotas.charge(self, charged, now)
         if src.dir is not None:
             parent.nlink += 1
         parent.touch(now)
@@ -696,9 +845,48 @@ class Namespace:
         if name in parent.dir.entries:
             raise GFSError(Code.EEXIST, f"{name!r} exists")
         inode = self.inodes[ino]
+        charged: quotas.Deltas = {}
+        if self.quotas:
+            quotas.add(charged, quotas.quota_dirs(self, parent.ino), quotas.size_of(inode), 1)
+            quotas.check(self, charged, rec["now"])
         del self.trash[ino]
         inode.nlink = 1
         inode.ctime_ns = rec["now"]
         parent.dir.add(name, ino)
+        self._named(inode, parent.ino)
+        quotas.charge(self, charged, rec["now"])
         parent.touch(rec["now"])
         return ino
+
+    # ------------------------------------------------------------ quotas
+
+    def _op_setquota(self, rec: Record) -> int:
+        """Set (or replace) the quota of directory ``ino`` (master.state.quota)."""
+        inode = self.get_dir(rec["ino"])
+        limits = {k: rec.get(k, 0) for k in quotas.LIMITS}
+        grace = rec.get("grace_ns", quotas.DEFAULT_GRACE_NS)
+        for key, value in (*limits.items(), ("grace_ns", grace)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 63:
+                raise GFSError(Code.EINVAL, f"quota {key} must be 0..2**63-1")
+        if not any(limits.values()):
+            raise GFSError(Code.EINVAL, "a quota needs at least one limit")
+        for kind in ("bytes", "inodes"):
+            hard, soft = limits[kind], limits["soft_" + kind]
+            if hard and soft > hard:
+                raise GFSError(Code.EINVAL, f"soft {kind} limit {soft} over the hard {hard}")
+        q = Quota(inode.ino, **limits, grace_ns=grace)
+        old = self.quotas.get(inode.ino)
+        if old is not None:
+            q.used_bytes, q.used_inodes = old.used_bytes, old.used_inodes
+            q.since_bytes, q.since_inodes = old.since_bytes, old.since_inodes
+        else:
+            q.used_bytes, q.used_inodes = quotas.usage(self, inode.ino)
+        quotas.note_soft(q, rec["now"])
+        self.quotas[inode.ino] = q
+        return inode.ino
+
+    def _op_rmquota(self, rec: Record) -> int:
+        """Remove the quota of directory ``ino``."""
+        if self.quotas.pop(rec["ino"], None) is None:
+            raise GFSError(Code.ENOENT, f"no quota on inode {rec['ino']}")
+        return rec["ino"]

@@ -175,6 +175,23 @@ def restore(ino: int, parent: int, name: bytes, now: int | None = None) -> Recor
     return {"op": "restore", "ino": ino, "parent": parent, "name": name, "now": _now(now)}
 
 
+# ---------------------------------------------------------------- quotas
+
+def setquota(ino: int, bytes: int = 0, inodes: int = 0, soft_bytes: int = 0,
+             soft_inodes: int = 0, grace_ns: int = 7 * 86400 * 10**9,
+             now: int | None = None) -> Record:
+    """The quota of directory ``ino`` (master.state.quota): hard and soft limits
+    on the bytes and inodes below it (0: none), the soft limits' grace (ns)."""
+    return {"op": "setquota", "ino": ino, "bytes": bytes, "inodes": inodes,
+            "soft_bytes": soft_bytes, "soft_inodes": soft_inodes, "grace_ns": grace_ns,
+            "now": _now(now)}
+
+
+def rmquota(ino: int, now: int | None = None) -> Record:
+    """Directory ``ino`` has no quota any more."""
+    return {"op": "rmquota", "ino": ino, "now": _now(now)}
+
+
 # ---------------------------------------------------------------- masters
 
 def epoch(epoch: int, primary: str) -> Record:
@@ -194,4 +211,4 @@ def with_rid(rec: Record, rid: int | None) -> Record:
 OPS = ("init", "create", "mkdir", "symlink", "link", "unlink", "rmdir", "rename", "setattr",
        "setxattr", "removexattr", "setgoal", "extend", "add_chunk", "drop_chunk",
        "set_version", "set_versions", "snapshot", "reserve_handles", "cow", "purge",
-       "restore", "epoch")
+       "restore", "epoch", "setquota", "rmquota")

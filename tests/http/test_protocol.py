@@ -173,7 +173,7 @@ def test_the_rpcs_served_are_the_rpcs_documented(tmp_path: Path) -> None:
     docs, live = documented(), served(tmp_path)
     assert differences(docs, live) == []
     assert "GET /chunk/" in docs["chunkd"][1] and "lookup" in docs["master"][0]
-    assert len(docs["master"][0]) == 39 and len(docs["chunkd"][0]) == 10
+    assert len(docs["master"][0]) == 42 and len(docs["chunkd"][0]) == 10
 
 
 def test_the_comparison_sees_a_difference(tmp_path: Path) -> None:
@@ -292,6 +292,11 @@ async def data_and_admin_calls(call: Peer, d: int, f: int) -> None:
     await call("fileinfo", ino=f)
     await call("drain", id="cs3", status=True)
     await call("setgoal", ino=d, goal=2, recursive=True)
+    await call("quota_set", ino=d, bytes=1 << 40, inodes=1000, soft_bytes=1 << 30,
+               soft_inodes=100, grace=60.0)
+    await call("quota_list")
+    await call("quota_list", ino=f)
+    await call("statfs", ino=d)
     await call("snapshot", src=d, parent=1, name=b"snap")
     await call("lease", ino=f, index=0)         # copy-on-write of the shared chunk
     await call("unlink", parent=d, name=b"f")
@@ -299,6 +304,7 @@ async def data_and_admin_calls(call: Peer, d: int, f: int) -> None:
     await call("trash_restore", ino=f)
     await call("unlink", parent=d, name=b"f")
     await call("trash_purge", inos=[f], older_than=0)
+    await call("quota_rm", ino=d)
 
 
 async def ha_calls(call: Any, m: Any) -> None:

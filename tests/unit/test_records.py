@@ -66,6 +66,10 @@ CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
      {"op": "restore", "ino": 7, "parent": 1, "name": b"f", "now": NOW}),
     (records.epoch(3, "http://127.0.0.2:5000"),
      {"op": "epoch", "epoch": 3, "primary": "http://127.0.0.2:5000"}),
+    (records.setquota(8, 10, 20, 5, 15, 60, now=NOW),
+     {"op": "setquota", "ino": 8, "bytes": 10, "inodes": 20, "soft_bytes": 5,
+      "soft_inodes": 15, "grace_ns": 60, "now": NOW}),
+    (records.rmquota(8, now=NOW), {"op": "rmquota", "ino": 8, "now": NOW}),
     (records.with_rid(records.unlink(1, b"g", now=NOW), 99),
      {"op": "unlink", "parent": 1, "name": b"g", "now": NOW, "rid": 99}),
 ]

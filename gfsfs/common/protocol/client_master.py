@@ -30,10 +30,10 @@ getxattr         ino, name                                    {"value": bytes}
                                                               (ENODATA if absent)
 listxattr        ino                                          {"names": [bytes]}
 removexattr      ino, name                                    {}
-statfs           [protocol]                                   {"total_bytes", "free_bytes",
+statfs           [protocol], [ino] (default: the root)        {"total_bytes", "free_bytes",
                                                               "used_bytes", "files",
                                                               "chunk_size", "chunkds",
-                                                              "protocol"}
+                                                              "protocol", ["quota"]}
 ===============  ===========================================  =====================
 
 Every request in this table but ``statfs`` may carry ``[ctx]``; ``getattr``,
@@ -175,6 +175,24 @@ deleted at least ``older_than`` seconds ago (all without it), or only
 chunkds delete them on their next heartbeat reply, and ``statfs``/``df``
 show the space once their next heartbeats report it.
 
+Quotas (docs/quotas.md): ``quota_set {ino, [bytes], [inodes], [soft_bytes],
+[soft_inodes], [grace: seconds]}`` -> QuotaRow sets (or replaces) the quota of
+directory ``ino`` (op ``setquota``, logged): hard and soft limits on the bytes
+(logical file sizes) and the inodes below it, 0 or absent = no limit, at least
+one given; a soft limit may be exceeded for ``grace`` seconds (default 7
+days), then it is hard. EINVAL for no limit or a soft limit above the hard
+one, ENOTDIR for a non-directory. ``quota_rm {ino}`` -> ``{}`` (op
+``rmquota``; ENOENT if it has none). ``quota_list {[ino]}`` -> ``{"quotas":
+[QuotaRow]}``: every quota, by path, or with ``ino`` those that apply to it
+(its own and its ancestors', nearest first). A QuotaRow: ``ino``, ``path``,
+the limits, ``grace``, ``used_bytes``, ``used_inodes``, ``since_bytes``/
+``since_inodes`` (ns when the soft limit was first exceeded, 0: it is not) and
+``soft_bytes_expired``/``soft_inodes_expired``. Any mutation that would take a
+quota over a limit in force is refused with QUOTA (HTTP 403, EDQUOT at the
+mount). ``statfs`` with ``ino`` (default the root) adds ``"quota"``: the
+QuotaRow of the nearest quota at or above it, when there is one (a mount's df
+shows it as the size).
+
 HA (docs/ha.md): ``promote {[epoch]}`` -> HAStatus makes a shadow master the
 primary, in an epoch above every epoch so far and at least ``epoch`` (EINVAL
 if it is primary already); ``ha_status {}`` -> HAStatus: the master's role and
@@ -313,8 +331,26 @@ class ListxattrReply(TypedDict):
     names: list[bytes]
 
 
+class QuotaRow(TypedDict):
+    """A directory quota (master.state.quota) and its usage."""
+    ino: int
+    path: NotRequired[str | None]   # None: the directory has no path (cannot be)
+    bytes: int
+    inodes: int
+    soft_bytes: int
+    soft_inodes: int
+    grace: float                    # seconds
+    used_bytes: int
+    used_inodes: int
+    since_bytes: int                # ns when the soft limit was first exceeded (0: not)
+    since_inodes: int
+    soft_bytes_expired: bool        # the soft limit acts as hard now
+    soft_inodes_expired: bool
+
+
 class StatfsReq(TypedDict):
     protocol: NotRequired[int]      # PROTOCOL_VERSION; absent = 1
+    ino: NotRequired[int]           # whose nearest quota to report (default: the root)
 
 
 class StatfsReply(TypedDict):
@@ -327,6 +363,7 @@ class StatfsReply(TypedDict):
     protocol: int
     primary: bool                   # whether this master is the primary (docs/ha.md)
     primary_url: str                # the primary's URL, if known ("" if not)
+    quota: NotRequired[QuotaRow]    # the nearest quota at or above ``ino``
 
 
 # ---------------------------------------------------------------- data path
@@ -544,6 +581,28 @@ class DumpReply(TypedDict):
     epoch: int                      # the master epoch (raised by each promotion)
     chunk_count: int
     inodes: list[dict[str, Any]]    # Attr plus type, mode_text, xattrs, entries, chunks, target
+    quotas: list[dict[str, Any]]    # QuotaRow without path
+
+
+class QuotaSetReq(TypedDict):
+    ino: int
+    bytes: NotRequired[int]         # hard limits; 0 / absent: none
+    inodes: NotRequired[int]
+    soft_bytes: NotRequired[int]
+    soft_inodes: NotRequired[int]
+    grace: NotRequired[float]       # seconds a soft limit may be exceeded (default 7 days)
+
+
+class QuotaRmReq(TypedDict):
+    ino: int
+
+
+class QuotaListReq(TypedDict):
+    ino: NotRequired[int]           # only the quotas that apply to it
+
+
+class QuotaListReply(TypedDict):
+    quotas: list[QuotaRow]
 
 
 class SnapshotReq(TypedDict):
@@ -698,6 +757,9 @@ MESSAGES: dict[str, Message] = table(
     Message("dump_metadata", Empty, DumpReply, "the namespace as JSON-able data"),
     Message("snapshot", SnapshotReq, SnapshotReply, "copy-on-write copy of a file or tree"),
     Message("trash_list", Empty, TrashListReply, "the trash, oldest deletion first"),
+    Message("quota_set", QuotaSetReq, QuotaRow, "set a directory's quota (limits, grace)"),
+    Message("quota_rm", QuotaRmReq, Empty, "remove a directory's quota"),
+    Message("quota_list", QuotaListReq, QuotaListReply, "quotas with their usage"),
     Message("trash_restore", TrashRestoreReq, TrashRestoreReply, "give a trashed file a name"),
     Message("trash_purge", TrashPurgeReq, TrashPurgeReply, "purge trashed files now"),
     Message("promote", PromoteReq, HAStatus, "make this shadow master the primary"),

@@ -22,6 +22,10 @@ the config file; requests are signed with ``[cluster] secret_file``, else
     gfs trash purge [--older-than SECONDS]  purge now; unshared chunks are freed
     gfs secret init FILE            a new cluster secret (mode 0600; no cluster needed)
     gfs secret add FILE             a new key in it, for a rotation (docs/security.md)
+    gfs quota set PATH [--bytes 10G] [--inodes 1M] [--soft-bytes ..] [--soft-inodes ..]
+                  [--grace 7d]      a directory's quota (docs/quotas.md)
+    gfs quota ls [PATH]             quotas: limits and usage
+    gfs quota rm PATH               remove a directory's quota
 
 Every subcommand takes ``--json`` (machine-readable output on stdout). Exit
 status: 0 on success, 1 on a failure (message on stderr), 2 on a usage error.
@@ -38,7 +42,8 @@ command group, each with ``add_commands(sub, common)``:
 :mod:`~gfsfs.tools.cli.status` (status, df), :mod:`~gfsfs.tools.cli.files`
 (ls, fileinfo, setgoal), :mod:`~gfsfs.tools.cli.chunkd` (chunkd list, drain,
 undrain), :mod:`~gfsfs.tools.cli.admin` (fsck, checkpoint, dump-metadata),
-:mod:`~gfsfs.tools.cli.snapshot`, :mod:`~gfsfs.tools.cli.trash`; and what they
+:mod:`~gfsfs.tools.cli.snapshot`, :mod:`~gfsfs.tools.cli.trash`,
+:mod:`~gfsfs.tools.cli.quota`; and what they
 share: :mod:`~gfsfs.tools.cli.common` (``Failure``, the ``Master`` RPC stub),
 :mod:`~gfsfs.tools.cli.output` (``emit``, tables, sizes, times),
 :mod:`~gfsfs.tools.cli.paths` (PATH arguments, mount points),

@@ -15,12 +15,12 @@ from gfsfs.common.auth.secret import Secret
 from gfsfs.common import config, masters, tls
 from gfsfs.common.config import ClientConfig, ConfigError
 from gfsfs.common.rpc import make_http
-from gfsfs.tools.cli import admin, chunkd, files, ha, secret, snapshot, status, trash
+from gfsfs.tools.cli import admin, chunkd, files, ha, quota, secret, snapshot, status, trash
 from gfsfs.tools.cli.args import add_common_options
 from gfsfs.tools.cli.common import PROG, Failure, Master
 
 # the order of ``gfs --help``
-GROUPS = (status, files, chunkd, admin, snapshot, trash, ha, secret)
+GROUPS = (status, files, chunkd, admin, snapshot, trash, quota, ha, secret)
 
 
 def build_parser() -> argparse.ArgumentParser:

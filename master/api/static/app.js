@@ -397,6 +397,23 @@ function renderCluster(c) {
   $("#routes tbody").replaceChildren(...t.top_routes.map(([r, n]) => el("tr", {},
     el("td", { text: r }), el("td", { class: "num", text: n + "/s" }))));
 
+  // quotas (docs/quotas.md)
+  const qs = c.quotas || [];
+  $("#quota-summary").textContent = `${qs.length} director${qs.length === 1 ? "y" : "ies"}`;
+  const lim = (hard, soft, fmt) => (hard ? fmt(hard) : "-") + (soft ? ` (${fmt(soft)})` : "");
+  const qstate = (q) => (q.soft_bytes_expired || q.soft_inodes_expired) ? "soft limit in force"
+    : (q.since_bytes || q.since_inodes) ? "over soft, in grace"
+    : ((q.bytes && q.used_bytes >= q.bytes) || (q.inodes && q.used_inodes >= q.inodes)) ? "full" : "ok";
+  const qt = $("#quotas tbody");
+  qt.replaceChildren(...qs.map((q) => el("tr", {},
+    el("td", { class: "name", text: q.path || `(ino ${q.ino})` }),
+    el("td", { class: "num", text: bytes(q.used_bytes) }),
+    el("td", { class: "num", text: lim(q.bytes, q.soft_bytes, bytes) }),
+    el("td", { class: "num", text: String(q.used_inodes) }),
+    el("td", { class: "num", text: lim(q.inodes, q.soft_inodes, String) }),
+    el("td", { text: qstate(q) }))));
+  if (!qs.length) qt.append(el("tr", {}, el("td", { colspan: 6, class: "muted", text: "(none)" })));
+
   // trash
   const tr = c.trash;
   $("#trash-summary").textContent =
