@@ -47,6 +47,7 @@ bench:
 	$(PY) bench/bench.py
 	$(PY) bench/fuse_floor.py
 	$(PY) bench/failover.py
+	$(PY) bench/auth.py
 
 clean-data:
 	@if grep -q " $(CURDIR)/mnt " /proc/mounts; then echo "unmount ./mnt first (stop make run)"; exit 1; fi
