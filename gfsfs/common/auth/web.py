@@ -207,13 +207,14 @@ def load_tokens(path: str | os.PathLike[str]) -> tuple[str, ...]:
 
 
 def generate_token(path: str | os.PathLike[str], *, overwrite: bool = False) -> str:
-    """Write a new random token to ``path`` (mode 0600); the token."""
+    """Write a new random token to ``path`` (mode 0600); the token. The file
+    holds the token alone, so that Prometheus's ``credentials_file`` and
+    ``curl -H "Authorization: Bearer $(cat FILE)"`` can use it as it is."""
     p = Path(path)
     if p.exists() and not overwrite:
         raise WebAuthError(f"admin token file {p} exists already (keep it, or --force)")
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    write_private(p, "# gfsfs admin token: `Authorization: Bearer <the line below>`\n"
-                      + token + "\n")
+    write_private(p, token + "\n")
     return token
 
 
