@@ -25,7 +25,7 @@ import trio
 
 from gfsfs.common.auth.security import OPEN, Security
 from gfsfs.common.auth.tokens import READ, WRITE
-from gfsfs.common.config import MasterConfig
+from gfsfs.common.config import MasterConfig, WebConfig
 from gfsfs.common.errors import Code, GFSError
 
 from master.state import image, records, rollback
@@ -65,6 +65,8 @@ class Master:
         self.role = Role(cfg, ns)
         # the cluster secret's objects (master.main sets it; OPEN: no secret)
         self.security: Security = OPEN
+        # the web page's logins ([web]; master.main sets it; master.api.weblogin)
+        self.web_cfg: WebConfig = WebConfig()
         self.shipper = Shipper(cfg, oplog, self.role)
         oplog.remote = self.shipper.wait
         # a shadow's lag behind its primary (master.ha.service.HA sets it)

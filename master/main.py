@@ -30,8 +30,9 @@ import trio
 
 from gfsfs.common import config, logs, rpc, tls
 from gfsfs.common.httpserver import ListenError, run_reporting
-from gfsfs.common.config import ConfigError, HAConfig, MasterConfig, TLSConfig
+from gfsfs.common.config import ConfigError, HAConfig, MasterConfig, TLSConfig, WebConfig
 from gfsfs.common.auth.secret import SecretError
+from gfsfs.common.auth.web import WebAuthError
 from gfsfs.common.auth.security import OPEN, Security
 
 from master.chunks.registry import LivenessMonitor
@@ -41,7 +42,7 @@ from master.state.logread import LogDamage
 from master.services.trash import TrashPurger
 from master.services.replication import COPY_TIMEOUT, Replicator
 from master.api.server import build_app
-from master.api import web
+from master.api import web, weblogin
 from master.ha import failover
 from master.ha.role import Role
 from master.ha.service import HA
@@ -90,16 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         whole = config.from_args(args, extra)
         cfg, ha_cfg = whole.master, whole.ha
         security = Security.from_config(whole.cluster)
+        weblogin.check_config(whole.web)        # a bad users or token file stops here
         if cfg.role == "shadow" and not cfg.primary_url and not ha_cfg.etcd:
             raise ConfigError("[master] primary_url: a shadow needs its primary's URL "
                               "(or [ha] etcd, to learn it)")
         tls_use = TLS.of(whole.tls)
-    except (ConfigError, SecretError) as exc:
+    except (ConfigError, SecretError, WebAuthError) as exc:
         print(f"gfs-master: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.setup("master", cfg.log_dir, cfg.log_level)
     try:
-        _run_master(cfg, ha_cfg, args.recover_log, security, tls_use)
+        _run_master(cfg, ha_cfg, args.recover_log, security, tls_use, whole.web)
     except ListenError as exc:
         log.error("%s", exc)
         print(f"gfs-master: {exc}", file=sys.stderr)
@@ -115,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_master(cfg: MasterConfig, ha_cfg: HAConfig, recover_log: bool,
-                security: Security = OPEN, tls_use: TLS = TLS()) -> None:
+                security: Security = OPEN, tls_use: TLS = TLS(),
+                web_cfg: WebConfig | None = None) -> None:
     result: list[tuple[str, int] | None] = []
     failure = run_reporting(lambda: result.append(trio.run(serve, cfg, recover_log, ha_cfg,
-                                                           security, tls_use)))
+                                                           security, tls_use, web_cfg)))
     if failure is not None:
         raise failure
     if result and result[0] is not None:
@@ -147,7 +150,8 @@ def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
 
 async def serve(cfg: MasterConfig, recover_log: bool = False,
                 ha_cfg: HAConfig | None = None,
-                security: Security = OPEN, tls_use: TLS = TLS()) -> tuple[str, int] | None:
+                security: Security = OPEN, tls_use: TLS = TLS(),
+                web_cfg: WebConfig | None = None) -> tuple[str, int] | None:
     """Serve until stopped; if this master stepped down, the new primary's URL
     and our port (``main`` then restarts it as that primary's shadow)."""
     # from our own address: a host with several (127.0.0.N in tests) is then
@@ -156,6 +160,7 @@ async def serve(cfg: MasterConfig, recover_log: bool = False,
                              secret=security.secret, tls=tls_use.client) as http:
         master = Master.open(cfg, make_caller(http), recover_log=recover_log)
         master.security = security
+        master.web_cfg = web_cfg or WebConfig()
         try:
             # a target answers `replicate` once it has the whole chunk
             replicator = Replicator(master, master.fenced(make_caller(http, COPY_TIMEOUT)))

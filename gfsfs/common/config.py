@@ -1,6 +1,6 @@
 """Configuration as data: ``configs/config.toml`` parsed into frozen dataclasses.
 
-Sections ``[master]``, ``[chunk_server]``, ``[client]``, ``[ha]``, ``[cluster]``, ``[tls]``. Every key has a default
+Sections ``[master]``, ``[chunk_server]``, ``[client]``, ``[ha]``, ``[cluster]``, ``[tls]``, ``[web]``. Every key has a default
 (documented beside it here and in configs/config.toml); every key can be
 overridden on the command line with ``--set SECTION.KEY=VALUE`` (VALUE is read as
 a TOML value, falling back to a string). An unknown section or key, or a value
@@ -118,6 +118,15 @@ class TLSConfig:
     require_client_cert: bool = False  # servers refuse clients without a cert from ca (mutual TLS)
 
 
+@dataclass(frozen=True)
+class WebConfig:
+    users_file: str = ""               # web page accounts (gfs web passwd); "" = no password logins
+    admin_token_file: str = ""         # bearer tokens that act as admin (gfs web token); "" = none
+    session_seconds: float = 28800.0   # a login session's lifetime (sessions live in the master's memory)
+    secure_cookies: bool = False       # always mark the session cookie Secure (it is under TLS anyway)
+    login_attempts: int = 10           # logins allowed per client address per minute
+
+
 SECTIONS: dict[str, type] = {
     "master": MasterConfig,
     "chunk_server": ChunkServerConfig,
@@ -125,6 +134,7 @@ SECTIONS: dict[str, type] = {
     "ha": HAConfig,
     "cluster": ClusterConfig,
     "tls": TLSConfig,
+    "web": WebConfig,
 }
 
 
@@ -136,6 +146,7 @@ class Config:
     ha: HAConfig = dataclasses.field(default_factory=HAConfig)
     cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
     tls: TLSConfig = dataclasses.field(default_factory=TLSConfig)
+    web: WebConfig = dataclasses.field(default_factory=WebConfig)
 
 
 def _coerce(where: str, typ: str, value: Any) -> Any:
@@ -181,6 +192,11 @@ def _validate(name: str, obj: Any) -> None:
         raise ConfigError(f"[ha] failover_seconds: must be at least 2, got {obj.failover_seconds}")
     if name == "cluster" and not 10 <= obj.token_seconds <= 3000:
         raise ConfigError(f"[cluster] token_seconds: must be 10..3000, got {obj.token_seconds}")
+    if name == "web":
+        if not 60 <= obj.session_seconds <= 30 * 86400:
+            raise ConfigError(f"[web] session_seconds: must be 60..2592000, got {obj.session_seconds}")
+        if obj.login_attempts < 1:
+            raise ConfigError(f"[web] login_attempts: must be at least 1, got {obj.login_attempts}")
     if name == "chunk_server":
         if obj.push_buffer_ttl <= 0:
             raise ConfigError(f"[chunk_server] push_buffer_ttl: must be positive, "

@@ -37,7 +37,9 @@ if hasattr(prometheus_client, "disable_created_metrics"):
 class DaemonMetrics:
     """One daemon's registry, its request metrics and its ``/metrics`` route."""
 
-    def __init__(self, app: App, daemon: str) -> None:
+    def __init__(self, app: App, daemon: str, access: str = "cluster") -> None:
+        """``access``: who may scrape (:mod:`gfsfs.common.rpc`; the master's
+        also takes the admin token, as Prometheus's ``bearer_token_file``)."""
         self.app = app
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("gfs_requests", "HTTP requests answered, by route and status",
@@ -52,7 +54,7 @@ class DaemonMetrics:
         self.registry.register(StateCollector(lambda: [info]))
         self.registry.register(StateCollector(self._auth))
         app.observers.append(self.observe)
-        app.route("GET", "/metrics", self.serve)
+        app.route("GET", "/metrics", self.serve, access=access)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         route = self._route_label(route)

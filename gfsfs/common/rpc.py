@@ -50,7 +50,8 @@ RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 # cluster secret configured (App.verifier None) every request is let in.
 CLUSTER = "cluster"     # signed with the cluster secret (daemons, mounts, the CLI)
 CHUNK = "chunk"         # signed, or holding a chunk token the handler checks (require_chunk)
-WEB = "web"             # signed, or a web session (App.web_session)
+WEB = "web"             # signed, or a web session (App.web_session), or the admin token
+ADMIN = "admin"         # signed, or the admin token (App.bearer): the gfs CLI's RPCs, /metrics
 OPEN = "open"           # anyone (the login page)
 
 
@@ -58,10 +59,12 @@ OPEN = "open"           # anyone (the login page)
 class Caller:
     """How the request being served proved itself: ``signed`` with the
     cluster secret, or only ``token`` (a chunk token, not yet checked against
-    a chunk), or a web ``session`` (its role)."""
+    a chunk), or a web ``session`` (its role; ``bearer``: proven by the admin
+    token in an ``Authorization: Bearer`` header, not by a cookie)."""
     signed: bool = False
     token: str | None = None
     session: str | None = None
+    bearer: bool = False
 
 
 TRUSTED = Caller(signed=True)
@@ -149,6 +152,7 @@ class Request:
     max_body: int
     body_timeout: float = 30.0
     target: str = ""            # as sent: the raw path and query (what a signature covers)
+    scheme: str = "http"        # "https" under TLS
     _done: bool = False
     _deadline: float = 0.0
 
@@ -250,7 +254,10 @@ class App:
         # a WEB route's caller without a signature: the session's role, or None
         self.web_session: Callable[[Request], str | None] | None = None
         # requests let in with a secret configured, by how they proved themselves (/metrics)
-        self.admitted: dict[str, int] = {"signed": 0, "token": 0, "session": 0}
+        self.admitted: dict[str, int] = {"signed": 0, "token": 0, "session": 0,
+                                         "bearer": 0}
+        # an ``Authorization: Bearer`` token on a WEB or ADMIN route: its role, or None
+        self.bearer: Callable[[str], str | None] | None = None
         self.max_rpc_body = max_rpc_body
         self.max_raw_body = max_raw_body
         self.observers: list[Callable[[str, int, float], None]] = []
@@ -272,6 +279,14 @@ class App:
         if verifier is None or access == OPEN:
             CALLER.set(TRUSTED)
             return
+        if header and header.startswith("Bearer ") and access in (WEB, ADMIN):
+            role = self.bearer(header[7:].strip()) if self.bearer is not None else None
+            if role is not None:
+                CALLER.set(Caller(session=role, bearer=True))
+                self.admitted["bearer"] += 1
+                return
+            verifier.refused += 1
+            raise GFSError(Code.UNAUTHORIZED, "authentication required")
         if header or access == CLUSTER:
             verifier.check(method, target, header, body)
             CALLER.set(TRUSTED)
@@ -413,7 +428,8 @@ def _make_request(scope: dict[str, Any], receive: Any, max_body: int,
     if scope.get("query_string"):
         target += "?" + scope["query_string"].decode("latin-1")
     return Request(scope["method"], scope["path"], query, headers, str(client[0]),
-                   receive, max_body, body_timeout, target=target)
+                   receive, max_body, body_timeout, target=target,
+                   scheme=str(scope.get("scheme") or "http"))
 
 
 async def _refuse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:

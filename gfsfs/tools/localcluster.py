@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets as secrets_random
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gfsfs.common.auth import secret as secrets
+from gfsfs.common.auth import web as webauth
 from gfsfs.common.auth.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,6 +164,40 @@ class Cluster:
         self.secret()
         return ["--set", f"cluster.secret_file={str(self.secret_file)!r}"]
 
+    @property
+    def web_users_file(self) -> Path | None:
+        return self.data / "web-users" if self.secure else None
+
+    @property
+    def admin_password_file(self) -> Path | None:
+        return self.data / "web-admin-password" if self.secure else None
+
+    @property
+    def admin_token_file(self) -> Path | None:
+        return self.data / "web-admin-token" if self.secure else None
+
+    def web_login(self) -> None:
+        """A secured cluster's web login: the user ``admin`` with a random
+        password in data/web-admin-password, and an admin token in
+        data/web-admin-token (both mode 0600, made once, kept after)."""
+        users, pw_file, token_file = (self.web_users_file, self.admin_password_file,
+                                      self.admin_token_file)
+        if users is None or pw_file is None or token_file is None:
+            return
+        webauth.ensure_token(token_file)
+        if not users.exists():
+            password = secrets_random.token_urlsafe(16)
+            webauth.write_private(pw_file, password + "\n")
+            webauth.set_user(users, "admin", "admin", password)
+
+    def web_sets(self) -> list[str]:
+        """The master's ``--set`` for :meth:`web_login`."""
+        if self.web_users_file is None:
+            return []
+        self.web_login()
+        return ["--set", f"web.users_file={str(self.web_users_file)!r}",
+                "--set", f"web.admin_token_file={str(self.admin_token_file)!r}"]
+
     def sets(self) -> list[str]:
         out: list[str] = self.secret_sets()
         for item in self.extra:
@@ -183,7 +219,8 @@ class Cluster:
         if self.master is None:
             argv = [python(), "-m", "master", "--host", self.host,
                     "--port", str(self.master_port), "--data-dir", str(self.data / "master"),
-                    "--set", f"master.log_dir={str(self.logs)!r}"] + self.sets()
+                    "--set", f"master.log_dir={str(self.logs)!r}"] + self.web_sets() \
+                + self.sets()
             self.master = Daemon("master", argv, self.logs / "master.out")
         self.master.start()
         # a restarted master keeps its port
@@ -526,6 +563,10 @@ def main(argv: list[str] | None = None) -> int:
         say("gfsfs: pids: " + ", ".join(f"{ch.name} {d.pid}" for ch in sup.children
                                         if (d := ch.daemon()) is not None)
             + f" (also in {cluster.logs}/NAME.pid)")
+        if cluster.admin_password_file is not None:
+            say(f"gfsfs: web page {cluster.url}/ — log in as admin with the password in "
+                f"{cluster.admin_password_file}; admin token (Authorization: Bearer, "
+                f"GFS_ADMIN_TOKEN_FILE for gfs) in {cluster.admin_token_file}")
         say(f"gfsfs: mounted at {mnt} — use it from another shell; a process that dies is "
             "restarted; Ctrl-C unmounts and stops everything.")
         sup.run()

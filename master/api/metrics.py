@@ -14,7 +14,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import Metric
 
 from gfsfs.common.metrics import FSYNC_BUCKETS, DaemonMetrics, counter, gauge, labelled_gauge
-from gfsfs.common.rpc import App
+from gfsfs.common.rpc import ADMIN, App
 
 from master.chunks.registry import ChunkRegistry
 from master.core import Master
@@ -25,7 +25,7 @@ from master.state.oplog import OpLog
 
 def install(master: Master, app: App) -> DaemonMetrics:
     """Serve ``GET /metrics`` for ``master`` on ``app``."""
-    metrics = DaemonMetrics(app, "master")
+    metrics = DaemonMetrics(app, "master", access=ADMIN)     # signed, or the admin token
     fsync = Histogram("gfs_master_oplog_fsync_seconds",
                       "op log group commit: one write + fsync of every record waiting",
                       buckets=FSYNC_BUCKETS, registry=metrics.registry)

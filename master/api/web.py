@@ -29,6 +29,16 @@ file where a directory should be...). Requests that change anything must carry
 the header ``X-GFS-Web: 1`` (the page sets it): a cross-site form cannot, so a
 page elsewhere cannot make a visitor's browser delete files here.
 
+On a secured cluster (``[cluster] secret_file``) the JSON API, downloads and
+uploads need a login (:mod:`master.api.weblogin`: a session cookie, the admin
+token, or the cluster signature; else 401 and nothing else), and changes made
+with a session need its CSRF token and the admin role. The page itself
+(``/``, ``/web/static/``) and the login routes are open: they hold no data.
+
+Paths (``?path=``) must be absolute, without ``..`` components or NUL, with
+names of at most 255 bytes and at most 4096 bytes in all: else 400 (EINVAL,
+ENAMETOOLONG) before anything is looked at.
+
 Traffic: :class:`Traffic` counts requests (the App's observers) and body bytes in
 and out (:func:`wrap`, an ASGI wrapper around the App) per second over the last
 minute.
@@ -53,8 +63,9 @@ import trio
 from gfsfs.common.config import ClientConfig
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import MAX_NAME
-from gfsfs.common.rpc import App, Request, Response
+from gfsfs.common.rpc import OPEN, WEB, App, Request, Response
 
+from master.api import weblogin
 from master.core import Master
 from master.state.namespace import ROOT_INO, Inode
 from master.services import queries
@@ -69,6 +80,7 @@ PIECE = 1 << 20                   # bytes per read while streaming a download
 MAX_LIST = 5000                   # directory entries listed at once
 MAX_TRASH = 100                   # trash entries shown
 MAX_PROBLEMS = 50                 # unhealthy chunks shown
+MAX_PATH = 4096                   # bytes in a path given to the page's API
 UPLOAD_BUFFER = 4 << 20           # the web client's upload_chunk_size
 CLIENT_START_TIMEOUT = 10.0
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -176,15 +188,16 @@ def install(master: Master, app: App) -> WebUI:
     ui = WebUI(master, app)
     _UIS[app] = ui
     app.observers.append(ui.traffic.observe)
-    app.route("GET", "/web/api/list", ui.api(ui.list_dir))
-    app.route("GET", "/web/api/file", ui.api(ui.file_info))
-    app.route("GET", "/web/api/cluster", ui.api(ui.cluster))
-    app.route("POST", "/web/api/mkdir", ui.api(ui.mkdir, change=True))
-    app.route("POST", "/web/api/delete", ui.api(ui.delete, change=True))
-    app.route("GET", "/web/download", ui.api(ui.download))
-    app.route("PUT", "/web/upload", ui.api(ui.upload, change=True))
-    app.route("GET", "/web/static/", ui.api(ui.static))
-    app.route("GET", "/", ui.index)
+    ui.login = weblogin.install(master.web_cfg, app)    # /web/login, sessions, admin token
+    app.route("GET", "/web/api/list", ui.api(ui.list_dir), access=WEB)
+    app.route("GET", "/web/api/file", ui.api(ui.file_info), access=WEB)
+    app.route("GET", "/web/api/cluster", ui.api(ui.cluster), access=WEB)
+    app.route("POST", "/web/api/mkdir", ui.api(ui.mkdir, change=True), access=WEB)
+    app.route("POST", "/web/api/delete", ui.api(ui.delete, change=True), access=WEB)
+    app.route("GET", "/web/download", ui.api(ui.download), access=WEB)
+    app.route("PUT", "/web/upload", ui.api(ui.upload, change=True), access=WEB)
+    app.route("GET", "/web/static/", ui.api(ui.static), access=OPEN)
+    app.route("GET", "/", ui.index, access=OPEN)   # other paths: checked in index
     return ui
 
 
@@ -264,6 +277,7 @@ class WebUI:
         self.started = time.time()
         self.pages = {p.name: p for p in STATIC.iterdir() if p.is_file()} \
             if STATIC.is_dir() else {}
+        self.login: weblogin.WebLogin | None = None
 
     # ------------------------------------------------------------ plumbing
 
@@ -274,6 +288,8 @@ class WebUI:
             try:
                 if change and req.headers.get(WEB_HEADER) != "1":
                     raise GFSError(Code.EPERM, "changes need the header X-GFS-Web: 1")
+                if change and self.login is not None:
+                    self.login.check_change(req)     # CSRF token, admin role
                 return await handler(req)
             except GFSError as exc:
                 if exc.code == "INTERNAL":
@@ -326,8 +342,10 @@ class WebUI:
         of valid names."""
         if path is None:
             raise GFSError(Code.BADREQ, "missing query parameter 'path'")
+        if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH:
+            raise GFSError(Code.ENAMETOOLONG, f"path over {MAX_PATH} bytes")
         if not path.startswith("/"):
-            raise GFSError(Code.EINVAL, f"path must start with '/': {path!r}")
+            raise GFSError(Code.EINVAL, f"path must start with '/': {path[:80]!r}")
         if "\0" in path:
             raise GFSError(Code.EINVAL, "path contains a NUL byte")
         parts = []
@@ -386,6 +404,9 @@ class WebUI:
     async def index(self, req: Request) -> Response:
         if req.path in ("/", "/index.html"):
             return self._file("index.html")
+        # any other path: say there is nothing only to those who may know
+        self.app.admit(WEB, req.method, req.target, req.headers.get("authorization"),
+                       None, None, req)
         if req.path.startswith("/web/"):       # the page's own namespace answers JSON
             return _error(GFSError(Code.NOROUTE, f"no route {req.method} {req.path}"))
         raise GFSError(Code.NOROUTE, f"no route {req.method} {req.path}")

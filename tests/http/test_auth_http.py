@@ -17,7 +17,7 @@ from gfsfs.common.auth.hmac import Signer, Verifier
 from gfsfs.common.auth.secret import Secret
 from gfsfs.common.auth.tokens import READ, WRITE, TokenKeys
 from gfsfs.common.config import ChunkServerConfig
-from gfsfs.common.rpc import Signing, pack, unpack
+from gfsfs.common.rpc import OPEN, Signing, pack, unpack
 from test_protocol import served_apps
 
 SECRET = Secret.of(b"s" * 32)
@@ -27,9 +27,17 @@ ADDRS = ["http://cs1", "http://cs2", "http://cs3"]
 
 
 def requests_for(app: Any) -> list[tuple[str, str]]:
-    """(method, path) of every RPC and route ``app`` serves, plus one it does not."""
+    """(method, path) of every RPC and route ``app`` serves but to anyone,
+    plus one it does not. Open to anyone: the login, the logout, "who am I",
+    and the page's shell and static files (no data in them); any other path
+    under ``/`` is checked by the page's handler."""
     out = [("POST", f"/rpc/{name}") for name in sorted(app.rpcs)]
-    for method, prefix, *_ in app.routes:
+    open_routes = {prefix for method, prefix, _, access in app.routes if access == OPEN}
+    assert open_routes <= {"/web/login", "/web/logout", "/web/api/session", "/web/static/",
+                           "/"}, open_routes
+    for method, prefix, _, access in app.routes:
+        if access == OPEN and prefix != "/":
+            continue
         path = prefix + ("1" if prefix.endswith("/") else "")
         out.append((method, path))
     return out + [("GET", "/no/such/route"), ("POST", "/rpc/no_such_rpc")]
@@ -49,7 +57,8 @@ def test_every_route_without_credentials_is_401_and_nothing_else(server: str,
                 body = pack({"ino": 1, "handle": 1, "version": 1, "path": "/"})
                 for headers in ({}, {"authorization": wrong.header(method, path, body)},
                                 {"authorization": "Bearer nothing"},
-                                {"x-gfs-token": "T1.forged"}, {"cookie": "gfs_session=x"}):
+                                {"x-gfs-token": "T1.forged"}, {"cookie": "gfs_session=x"},
+                                {"authorization": "Bearer not-the-admin-token"}):
                     resp = await http.request(method, path, content=body, headers=headers)
                     if resp.status_code != 401:
                         # a forged token gets as far as the handler's own check

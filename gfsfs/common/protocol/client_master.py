@@ -209,7 +209,9 @@ op log is unusable), chunk and lease counts and the ``servers`` rows of
 (:mod:`master.api.web` documents each route): ``GET /`` and ``GET /web/static/``
 (the page); JSON for it: ``GET /web/api/list``, ``GET /web/api/file``,
 ``GET /web/api/cluster``, ``POST /web/api/mkdir``, ``POST /web/api/delete``;
-file data: ``GET /web/download``, ``PUT /web/upload``.
+file data: ``GET /web/download``, ``PUT /web/upload``; logins
+(:mod:`master.api.weblogin`): ``POST /web/login``, ``POST /web/logout``,
+``GET /web/api/session``.
 """
 from __future__ import annotations
 
@@ -778,4 +780,7 @@ ROUTES: list[Route] = [
     Route("POST", "/web/api/delete?path=PATH", "delete a file or an empty directory"),
     Route("GET", "/web/download?path=FILE", "a file's bytes, streamed"),
     Route("PUT", "/web/upload?path=FILE", "the body becomes the file, streamed"),
+    Route("POST", "/web/login", "JSON user+password (or token): a session cookie, a CSRF token"),
+    Route("POST", "/web/logout", "forget the session (its CSRF token in X-GFS-CSRF)"),
+    Route("GET", "/web/api/session", "JSON: the session's user, role and CSRF token"),
 ]

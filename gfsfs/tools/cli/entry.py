@@ -11,16 +11,17 @@ import sys
 import trio
 
 from gfsfs.common.auth import secret as secrets
+from gfsfs.common.auth import web as webauth
 from gfsfs.common.auth.secret import Secret
 from gfsfs.common import config, masters, tls
 from gfsfs.common.config import ClientConfig, ConfigError
-from gfsfs.common.rpc import make_http
-from gfsfs.tools.cli import admin, chunkd, files, ha, quota, secret, snapshot, status, trash
+from gfsfs.common.rpc import RpcHTTP, make_http
+from gfsfs.tools.cli import admin, chunkd, files, ha, quota, secret, snapshot, status, trash, web
 from gfsfs.tools.cli.args import add_common_options
 from gfsfs.tools.cli.common import PROG, Failure, Master
 
 # the order of ``gfs --help``
-GROUPS = (status, files, chunkd, admin, snapshot, trash, quota, ha, secret)
+GROUPS = (status, files, chunkd, admin, snapshot, trash, quota, ha, secret, web)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +57,26 @@ def secret_of(args: argparse.Namespace) -> Secret | None:
     return secrets.from_config(path or os.environ.get("GFS_SECRET_FILE", ""))
 
 
+def admin_token_of(args: argparse.Namespace) -> str | None:
+    """Without a secret: the admin token, from $GFS_ADMIN_TOKEN_FILE, else
+    ``[web] admin_token_file``; None if neither names one. WebAuthError if
+    the file is unusable. It lets ``gfs`` call the admin RPCs
+    (master.api.weblogin.ADMIN_RPCS) of a secured cluster."""
+    path = os.environ.get("GFS_ADMIN_TOKEN_FILE") \
+        or config.load(args.config, list(args.overrides)).web.admin_token_file
+    return webauth.load_tokens(path)[0] if path else None
+
+
 async def run(args: argparse.Namespace, url: str, cfg: ClientConfig,
-              secret: Secret | None = None, tls_ctx: ssl.SSLContext | None = None) -> int:
-    async with make_http(timeout=cfg.request_timeout, connections=16, secret=secret,
-                         tls=tls_ctx) as http:
+              secret: Secret | None = None, tls_ctx: ssl.SSLContext | None = None,
+              token: str | None = None) -> int:
+    if token is not None and secret is None:
+        http: RpcHTTP = RpcHTTP(cfg.request_timeout, 16, None,
+                                webauth.BearerSigner(token), tls_ctx)  # type: ignore[arg-type]
+    else:
+        http = make_http(timeout=cfg.request_timeout, connections=16, secret=secret,
+                         tls=tls_ctx)
+    async with http:
         return int(await args.func(Master(http, url, cfg.failover_timeout), args))
 
 
@@ -76,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         url, cfg = master_url(args)
         secret = secret_of(args)
         tls_ctx = tls.client_context(config.load(args.config, list(args.overrides)).tls)
-    except (ConfigError, secrets.SecretError) as exc:
+        token = admin_token_of(args) if secret is None else None
+    except (ConfigError, secrets.SecretError, webauth.WebAuthError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     try:
-        return trio.run(run, args, url, cfg, secret, tls_ctx)
+        return trio.run(run, args, url, cfg, secret, tls_ctx, token)
     except Failure as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

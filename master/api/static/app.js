@@ -1,5 +1,8 @@
 // The gfsfs master's web page: plain JavaScript, no build step, no libraries.
 // Talks to the master's JSON API under /web/api/ and polls it every 2 s.
+// On a secured cluster it logs in first (POST /web/login: a session cookie and
+// a CSRF token, sent back as X-GFS-CSRF with every change); any 401 shows the
+// login form again.
 "use strict";
 
 const POLL_MS = 2000;
@@ -7,6 +10,9 @@ const $ = (sel) => document.querySelector(sel);
 let lastListing = "";
 let lastCluster = null;
 let uploading = false;
+// the login: {secured, user, role, csrf}; null until /web/api/session answered
+let session = null;
+let loggedOut = false;     // the login form is up: polling waits
 
 // ------------------------------------------------------------------ helpers
 
@@ -62,11 +68,21 @@ function toast(msg, info) {
   toast.timer = setTimeout(() => { t.hidden = true; }, info ? 2500 : 6000);
 }
 
+function changeHeaders() {
+  const h = { "X-GFS-Web": "1" };
+  if (session && session.csrf) h["X-GFS-CSRF"] = session.csrf;
+  return h;
+}
+
 async function api(url, opts) {
   opts = opts || {};
   const headers = Object.assign({}, opts.headers || {});
-  if (opts.method && opts.method !== "GET") headers["X-GFS-Web"] = "1";
-  const resp = await fetch(url, Object.assign({}, opts, { headers }));
+  if (opts.method && opts.method !== "GET") Object.assign(headers, changeHeaders());
+  const resp = await fetch(url, Object.assign({ credentials: "same-origin" }, opts, { headers }));
+  if (resp.status === 401) {
+    showLogin("please log in");
+    throw new Error("UNAUTHORIZED: please log in");
+  }
   const text = await resp.text();
   let body = null;
   try { body = text ? JSON.parse(text) : {}; } catch (e) { body = null; }
@@ -168,6 +184,7 @@ async function loadListing(force) {
   const path = currentPath();
   try {
     const resp = await fetch("/web/api/list" + q(path), { cache: "no-store" });
+    if (resp.status === 401) { showLogin("please log in"); return; }
     const text = await resp.text();
     if (!resp.ok) {
       let msg = text;
@@ -259,7 +276,7 @@ function uploadOne(file, dir) {
     const started = performance.now();
     const xhr = new XMLHttpRequest();
     xhr.open("PUT", url);
-    xhr.setRequestHeader("X-GFS-Web", "1");
+    for (const [k, v] of Object.entries(changeHeaders())) xhr.setRequestHeader(k, v);
     xhr.setRequestHeader("Content-Type", "application/octet-stream");
     xhr.upload.onprogress = (ev) => {
       if (!ev.lengthComputable) return;
@@ -270,6 +287,7 @@ function uploadOne(file, dir) {
     };
     xhr.onload = () => {
       box.hidden = true;
+      if (xhr.status === 401) showLogin("please log in");
       if (xhr.status >= 200 && xhr.status < 300) {
         const r = JSON.parse(xhr.responseText);
         status.dataset.state = "done";
@@ -456,9 +474,80 @@ async function loadCluster() {
   }
 }
 
+// ------------------------------------------------------------------ login
+
+function showSession() {
+  const secured = session && session.secured;
+  $("#account").hidden = !(secured && session.user);
+  $("#who").textContent = secured && session.user ? `${session.user} (${session.role})` : "";
+  document.body.classList.toggle("viewer", !!(session && session.role === "viewer"));
+}
+
+function showLogin(why) {
+  if (session && !session.secured) return;      // an open cluster: nothing to log in to
+  loggedOut = true;
+  session = Object.assign({}, session || {}, { secured: true, user: null, role: null, csrf: null });
+  showSession();
+  $("#main").hidden = true;
+  $("#login").hidden = false;
+  $("#login-error").textContent = why && why !== "please log in" ? why : "";
+  $("#summary").replaceChildren(el("span", { class: "pill warn" }, "not logged in"));
+  $("#login-user").focus();
+}
+
+function loggedIn(s) {
+  session = Object.assign({ secured: true }, s);
+  loggedOut = false;
+  showSession();
+  $("#login").hidden = true;
+  $("#main").hidden = false;
+  refresh(true);
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  const user = $("#login-user").value, password = $("#login-password").value;
+  $("#login-error").textContent = "";
+  try {
+    const resp = await fetch("/web/login", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-GFS-Web": "1" },
+      body: JSON.stringify({ user, password }) });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) {
+      $("#login-error").textContent = body.error ? body.error.message : "HTTP " + resp.status;
+      return;
+    }
+    $("#login-password").value = "";
+    loggedIn(body);
+  } catch (e) {
+    $("#login-error").textContent = "master unreachable: " + e.message;
+  }
+}
+
+async function logout() {
+  try {
+    await fetch("/web/logout", { method: "POST", credentials: "same-origin",
+                                 headers: changeHeaders() });
+  } catch (e) { /* the cookie may outlive an unreachable master; it expires */ }
+  showLogin("logged out");
+}
+
+async function start() {
+  try {
+    const resp = await fetch("/web/api/session", { cache: "no-store", credentials: "same-origin" });
+    session = await resp.json();
+  } catch (e) {
+    session = { secured: false };
+  }
+  if (session.secured && !session.user) showLogin("");
+  else loggedIn(session);
+}
+
 // ------------------------------------------------------------------ main
 
 function refresh(force) {
+  if (loggedOut || !session) return;
   loadListing(force);
   loadCluster();
 }
@@ -466,5 +555,7 @@ function refresh(force) {
 window.addEventListener("hashchange", () => { $("#fileinfo").hidden = true; loadListing(true); });
 $("#upload-input").addEventListener("change", upload);
 $("#mkdir-form").addEventListener("submit", mkdir);
-refresh(true);
+$("#login-form").addEventListener("submit", login);
+$("#logout-btn").addEventListener("click", logout);
+start();
 setInterval(() => refresh(false), POLL_MS);
