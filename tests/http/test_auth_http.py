@@ -187,3 +187,27 @@ def test_a_write_token_of_an_older_version_is_fenced() -> None:
         assert (status, code(reply)) == (409, "STALE")
         assert c.servers[0].store.length(7) == 0
     run_chunkds(go)
+
+
+def test_an_open_route_runs_as_no_one_and_a_signed_one_as_the_cluster() -> None:
+    from gfsfs.common.rpc import App, Request, Response, caller
+
+    app = App("t")
+    app.verifier = Verifier(SECRET)
+
+    async def who(req: Request) -> Response:
+        c = caller()
+        return Response.msgpack({"signed": c.signed, "session": c.session})
+    app.route("GET", "/open", who, access=OPEN)
+    app.route("GET", "/closed", who)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://x") as http:
+            # a signed request first, on the same client: nothing carries over
+            signed = await http.get("/closed", headers={
+                "authorization": Signer(SECRET).header("GET", "/closed", b"")})
+            assert unpack(signed.content) == {"signed": True, "session": None}
+            opened = await http.get("/open")
+            assert unpack(opened.content) == {"signed": False, "session": None}
+    trio.run(go)
