@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--master-ports", default="5000,5010,5020",
                    help="the primary's port, then the shadows' (default %(default)s)")
     p.add_argument("--chunk-base-port", type=int, default=5001)
+    p.add_argument("--insecure", action="store_true",
+                   help="no cluster secret: anyone who reaches the ports may do anything")
     return p.parse_args(argv)
 
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = HA_SETTINGS + [f"ha.etcd={json.dumps(etcd.url)}"]
         cluster = Cluster(base, 3, host=host, master_port=ports[0], extra=extra,
                           chunk_ports=[args.chunk_base_port + i for i in range(3)],
-                          also_masters=urls[1:], secure=True)
+                          also_masters=urls[1:], secure=not args.insecure)
         cluster.start_master()
         shadows = [shadow_master(cluster, i + 2, port) for i, port in enumerate(ports[1:])]
         for d in shadows:

@@ -25,7 +25,7 @@ pytestmark = [needs_fuse, pytest.mark.skipif(etcd_binary() is None, reason="need
 def start_ha(base: Path, mnt: Path, masters: list[int], chunk_base: int) -> subprocess.Popen[str]:
     return launch(["gfsfs.tools.localha", "--base", str(base), "--mountpoint", str(mnt),
                    "--master-ports", ",".join(map(str, masters)),
-                   "--chunk-base-port", str(chunk_base)], mnt, timeout=90)
+                   "--chunk-base-port", str(chunk_base), "--insecure"], mnt, timeout=90)
 
 
 @pytest.mark.allow_errors

@@ -32,7 +32,8 @@ def gfs(*args: str, master: str | None = None, env: dict[str, str] | None = None
 
 
 def gfs_json(cluster: Cluster, *args: str) -> Any:
-    r = gfs(*args, "--json", master=cluster.url)
+    env = {"GFS_SECRET_FILE": str(cluster.secret_file)} if cluster.secret_file else None
+    r = gfs(*args, "--json", master=cluster.url, env=env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 

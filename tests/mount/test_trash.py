@@ -14,6 +14,11 @@ import pytest
 from conftest import TEST_CHUNK_SIZE, mounted_cluster, needs_fuse
 from gfsfs.tools.localcluster import Cluster
 from test_cli import gfs, gfs_json
+
+
+def secret_env(cluster) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """gfs's way to the secured cluster's secret."""
+    return {"GFS_SECRET_FILE": str(cluster.secret_file)} if cluster.secret_file else {}
 from test_snapshot import chunk_files
 
 CAPACITY = 1 << 30
@@ -63,11 +68,11 @@ def test_trash_ls_restore_purge_and_df(cap_cluster: tuple[Cluster, Path]) -> Non
     assert entry["path"] == "/dir/big" and entry["size"] == len(data)
     assert abs(entry["deleted_ns"] - time.time_ns()) < 30e9
     assert entry["purge_ns"] - entry["deleted_ns"] == int(listing["trash_time"] * 1e9)
-    text = gfs("trash", "ls", master=cluster.url)
+    text = gfs("trash", "ls", master=cluster.url, env=secret_env(cluster))
     assert text.returncode == 0 and "/dir/big" in text.stdout and "3.0 MiB" in text.stdout
 
     # restore to the old path (a mount path works as well as /dir/big)
-    r = gfs("trash", "restore", str(big), master=cluster.url)
+    r = gfs("trash", "restore", str(big), master=cluster.url, env=secret_env(cluster))
     assert r.returncode == 0, r.stderr
     assert "restored /dir/big" in r.stdout
     assert big.read_bytes() == data
@@ -76,13 +81,13 @@ def test_trash_ls_restore_purge_and_df(cap_cluster: tuple[Cluster, Path]) -> Non
     # the old path is taken: a clear error; --to puts it elsewhere
     big.unlink()
     big.write_bytes(b"a new file of that name")
-    r = gfs("trash", "restore", "/dir/big", master=cluster.url)
+    r = gfs("trash", "restore", "/dir/big", master=cluster.url, env=secret_env(cluster))
     assert r.returncode == 1 and "exists" in r.stderr and "--to" in r.stderr
-    r = gfs("trash", "restore", "/dir/big", "--to", str(mnt / "restored"), master=cluster.url)
+    r = gfs("trash", "restore", "/dir/big", "--to", str(mnt / "restored"), master=cluster.url, env=secret_env(cluster))
     assert r.returncode == 0, r.stderr
     assert (mnt / "restored").read_bytes() == data
     assert big.read_bytes() == b"a new file of that name"
-    r = gfs("trash", "restore", "/no/such", master=cluster.url)
+    r = gfs("trash", "restore", "/no/such", master=cluster.url, env=secret_env(cluster))
     assert r.returncode == 1 and "not in the trash" in r.stderr
 
     # a directory that is gone: restoring needs --to
@@ -92,9 +97,9 @@ def test_trash_ls_restore_purge_and_df(cap_cluster: tuple[Cluster, Path]) -> Non
     (mnt / "gone").rmdir()
     [e] = gfs_json(cluster, "trash", "ls")["entries"]
     assert e["path"] is None
-    r = gfs("trash", "restore", "--ino", str(e["ino"]), master=cluster.url)
+    r = gfs("trash", "restore", "--ino", str(e["ino"]), master=cluster.url, env=secret_env(cluster))
     assert r.returncode == 1 and "no longer exists" in r.stderr
-    r = gfs("trash", "restore", "--ino", str(e["ino"]), "--to", "/f-back", master=cluster.url)
+    r = gfs("trash", "restore", "--ino", str(e["ino"]), "--to", "/f-back", master=cluster.url, env=secret_env(cluster))
     assert r.returncode == 0 and (mnt / "f-back").read_bytes() == b"x"
 
     # purge: --older-than spares what was deleted recently; then everything
@@ -115,6 +120,6 @@ def test_trash_ls_restore_purge_and_df(cap_cluster: tuple[Cluster, Path]) -> Non
     df = gfs_json(cluster, "df")
     assert df["total_bytes"] - df["free_bytes"] < 3 * len(data)
     print(f"df free: {full} before the purge, {free_bytes(mnt)} after")
-    r = gfs("trash", "purge", master=cluster.url)
+    r = gfs("trash", "purge", master=cluster.url, env=secret_env(cluster))
     assert r.returncode == 0 and "purged 0 files" in r.stdout
     assert big.read_bytes() == b"a new file of that name"
