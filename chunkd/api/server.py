@@ -178,13 +178,13 @@ class ChunkServer:
 
     async def read(self, req: Request) -> Response:
         handle = _path_handle(req.path[len("/chunk/"):])
+        require_chunk(self.tokens, handle, READ)      # before anything else is looked at
         offset, length = req.query_int("offset", 0), req.query_int("length")
         version = req.query_int("version", 0)
         if offset < 0 or length < 0:
             raise GFSError(Code.BADREQ, "offset and length must not be negative")
         if length > MAX_READ:
             raise GFSError(Code.TOOBIG, f"read of {length} bytes; at most {MAX_READ} at once")
-        require_chunk(self.tokens, handle, READ)
         have = self.store.version(handle)
         if have is None:
             raise GFSError(Code.NOCHUNK, f"no chunk {handle:016x}")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gfsfs.common.auth import secret as secrets
 from gfsfs.common.auth import web as webauth
+from gfsfs.common.auth.private import write_private
 from gfsfs.common.auth.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -187,7 +188,7 @@ class Cluster:
         webauth.ensure_token(token_file)
         if not users.exists():
             password = secrets_random.token_urlsafe(16)
-            webauth.write_private(pw_file, password + "\n")
+            write_private(pw_file, password + "\n")
             webauth.set_user(users, "admin", "admin", password)
 
     def web_sets(self) -> list[str]:

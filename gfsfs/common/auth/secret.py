@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from gfsfs.common.auth.private import read_private, write_private
 
 KEY_BYTES = 32
 
@@ -84,22 +85,7 @@ def parse(text: str, where: str = "secret") -> Secret:
 def load(path: str | os.PathLike[str]) -> Secret:
     """The secret in ``path``; :class:`SecretError` if it cannot be used."""
     p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise SecretError(f"secret file {p} does not exist "
-                          f"(make one with `gfs secret init {p}`)") from None
-    except OSError as exc:
-        raise SecretError(f"secret file {p}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SecretError(f"secret file {p} is not a regular file")
-    if st.st_mode & 0o077:
-        raise SecretError(f"secret file {p} is readable or writable by others "
-                          f"(mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {p}")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SecretError(f"secret file {p}: cannot read it: {exc}") from None
+    text = read_private(p, "secret file", f"make one with `gfs secret init {p}`", SecretError)
     return parse(text, str(p))
 
 
@@ -107,19 +93,12 @@ def generate(path: str | os.PathLike[str], *, overwrite: bool = False) -> Secret
     """Write a new secret of one random key to ``path`` (mode 0600, created
     with that mode so it is never readable by others, not even briefly)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
-    try:
-        fd = os.open(p, flags, 0o600)
-    except FileExistsError:
-        raise SecretError(f"secret file {p} exists already (keep it, or remove it first)") from None
     text = "# gfsfs cluster secret: every master, chunkd and mount of the cluster needs it\n" \
            + secrets.token_hex(KEY_BYTES) + "\n"
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        write_private(p, text, exclusive=not overwrite)
+    except FileExistsError:
+        raise SecretError(f"secret file {p} exists already (keep it, or remove it first)") from None
     return parse(text, str(p))
 
 

@@ -79,14 +79,22 @@ class TokenKeys:
         """The token ``text``, if it lets its holder ``access`` chunk ``handle``
         (at ``version``, for writes); UNAUTHORIZED if it is missing, forged or
         for something else, STALE if it expired or names an older version."""
-        token = self.parse(text)
-        if token.handle != handle or (access == WRITE and token.access != WRITE):
+        token = self.check_any(text, access)
+        if token.handle != handle:
             raise GFSError(Code.UNAUTHORIZED, "the chunk token is not for this access")
-        if token.expires_ms < self.clock() * 1000:
-            raise GFSError(Code.STALE, "the chunk token expired: ask the master again")
         if access == WRITE and version is not None and token.version < version:
             raise GFSError(Code.STALE, f"the chunk token is for version {token.version}; "
                                        f"the replica is at {version}")
+        return token
+
+    def check_any(self, text: str | None, access: str) -> Token:
+        """The token ``text`` if it is valid and unexpired with ``access``, for
+        whichever chunk (a push or a sync names none): UNAUTHORIZED or STALE."""
+        token = self.parse(text)
+        if access == WRITE and token.access != WRITE:
+            raise GFSError(Code.UNAUTHORIZED, "the chunk token is not for this access")
+        if token.expires_ms < self.clock() * 1000:
+            raise GFSError(Code.STALE, "the chunk token expired: ask the master again")
         return token
 
     def parse(self, text: str | None) -> Token:

@@ -19,9 +19,10 @@ import hmac
 import os
 import re
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from gfsfs.common.auth.private import read_private, write_private
 
 ROLES = ("admin", "viewer")
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
@@ -127,23 +128,6 @@ def load_users(path: str | os.PathLike[str]) -> dict[str, User]:
     return parse_users(text, str(p))
 
 
-def write_private(p: Path, text: str) -> None:
-    """``text`` into ``p`` atomically (a temporary file renamed over it), mode 0600."""
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def set_user(path: str | os.PathLike[str], name: str, role: str, password: str) -> bool:
     """Add ``name`` or change its role and password; True if it is new."""
     if not NAME.fullmatch(name):
@@ -180,19 +164,8 @@ def load_tokens(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """The tokens in ``path``; :class:`WebAuthError` if it is missing, empty
     or readable by others."""
     p = Path(path)
-    try:
-        st = p.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise WebAuthError(f"admin token file {p} is not a regular file")
-        if st.st_mode & 0o077:
-            raise WebAuthError(f"admin token file {p} is readable or writable by others "
-                               f"(mode {stat.S_IMODE(st.st_mode):04o}): chmod 600 {p}")
-        text = p.read_text()
-    except FileNotFoundError:
-        raise WebAuthError(f"admin token file {p} does not exist "
-                           f"(make one with `gfs web token {p}`)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WebAuthError(f"admin token file {p}: cannot read it: {exc}") from None
+    text = read_private(p, "admin token file", f"make one with `gfs web token {p}`",
+                        WebAuthError)
     tokens = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
