@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator
 import trio
 
 from gfsfs.common.auth.security import OPEN, Security
+from master.exports.rules import ExportTable
 from gfsfs.common.auth.tokens import READ, WRITE
 from gfsfs.common.config import MasterConfig, WebConfig
 from gfsfs.common.errors import Code, GFSError
@@ -67,6 +68,11 @@ class Master:
         self.security: Security = OPEN
         # the web page's logins ([web]; master.main sets it; master.api.weblogin)
         self.web_cfg: WebConfig = WebConfig()
+        # the export rules ([master] exports_file; master.main sets them; None:
+        # no exports, only holders of the secret get in) and their sessions
+        # (master.api.exports.Exports, set by build_app)
+        self.exports: ExportTable | None = None
+        self.shares: Any = None
         self.shipper = Shipper(cfg, oplog, self.role)
         oplog.remote = self.shipper.wait
         # a shadow's lag behind its primary (master.ha.service.HA sets it)

@@ -42,6 +42,7 @@ from master.state.logread import LogDamage
 from master.services.trash import TrashPurger
 from master.services.replication import COPY_TIMEOUT, Replicator
 from master.api.server import build_app
+from master.exports.rules import ExportTable
 from master.api import web, weblogin
 from master.ha import failover
 from master.ha.role import Role
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, ha_cfg = whole.master, whole.ha
         security = Security.from_config(whole.cluster)
         weblogin.check_config(whole.web)        # a bad users or token file stops here
+        exports = _exports(cfg, security)
         if cfg.role == "shadow" and not cfg.primary_url and not ha_cfg.etcd:
             raise ConfigError("[master] primary_url: a shadow needs its primary's URL "
                               "(or [ha] etcd, to learn it)")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(2)
     logs.setup("master", cfg.log_dir, cfg.log_level)
     try:
-        _run_master(cfg, ha_cfg, args.recover_log, security, tls_use, whole.web)
+        _run_master(cfg, ha_cfg, args.recover_log, security, tls_use, whole.web, exports)
     except ListenError as exc:
         log.error("%s", exc)
         print(f"gfs-master: {exc}", file=sys.stderr)
@@ -116,12 +118,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exports(cfg: MasterConfig, security: Security) -> ExportTable | None:
+    """The export rules of ``[master] exports_file`` (ConfigError if bad)."""
+    if not cfg.exports_file:
+        return None
+    if not security.on:
+        raise ConfigError("[master] exports_file: exports need the cluster secret "
+                          "([cluster] secret_file): without it no session can be checked")
+    return ExportTable(cfg.exports_file)
+
+
 def _run_master(cfg: MasterConfig, ha_cfg: HAConfig, recover_log: bool,
                 security: Security = OPEN, tls_use: TLS = TLS(),
-                web_cfg: WebConfig | None = None) -> None:
+                web_cfg: WebConfig | None = None,
+                exports: ExportTable | None = None) -> None:
     result: list[tuple[str, int] | None] = []
     failure = run_reporting(lambda: result.append(trio.run(serve, cfg, recover_log, ha_cfg,
-                                                           security, tls_use, web_cfg)))
+                                                           security, tls_use, web_cfg,
+                                                           exports)))
     if failure is not None:
         raise failure
     if result and result[0] is not None:
@@ -151,7 +165,8 @@ def make_caller(http: Any, timeout: float = 10.0) -> ChunkdCaller:
 async def serve(cfg: MasterConfig, recover_log: bool = False,
                 ha_cfg: HAConfig | None = None,
                 security: Security = OPEN, tls_use: TLS = TLS(),
-                web_cfg: WebConfig | None = None) -> tuple[str, int] | None:
+                web_cfg: WebConfig | None = None,
+                exports: ExportTable | None = None) -> tuple[str, int] | None:
     """Serve until stopped; if this master stepped down, the new primary's URL
     and our port (``main`` then restarts it as that primary's shadow)."""
     # from our own address: a host with several (127.0.0.N in tests) is then
@@ -161,6 +176,7 @@ async def serve(cfg: MasterConfig, recover_log: bool = False,
         master = Master.open(cfg, make_caller(http), recover_log=recover_log)
         master.security = security
         master.web_cfg = web_cfg or WebConfig()
+        master.exports = exports
         try:
             # a target answers `replicate` once it has the whole chunk
             replicator = Replicator(master, master.fenced(make_caller(http, COPY_TIMEOUT)))

@@ -43,6 +43,8 @@ from gfsfs.client import perms
 from gfsfs.client.append import Appender
 from gfsfs.client.chunkio import AheadPiece, ReadAhead, overlay, split_range
 from gfsfs.client.local import LocalReads
+from gfsfs.client.session import (ROOT_INO, Session, from_master, open_session, read_password,
+                                  to_master)
 from gfsfs.client.types import Attr, ChunkLoc, Ctx, InodeState, Replica, replica
 from gfsfs.client.write import Writer
 from gfsfs.common.auth import tokens
@@ -63,6 +65,9 @@ RID_RPCS = frozenset(name for name, m in client_master.MESSAGES.items()
 # Namespace RPCs that change nothing (others forget Client.fresh_attrs).
 READ_ONLY = frozenset({"lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr",
                        "statfs", "chunks"})
+# data-path RPCs an export session sends with the ctx of the file's opener
+# (the master checks it: master.exports.guard)
+DATA_RPCS = frozenset({"chunks", "lease", "append_lease", "extend"})
 FETCH_AHEAD_CHUNKS = 16   # chunk entries asked for at once when locations are missing
 
 
@@ -109,22 +114,30 @@ class Client:
         self.writer = Writer(self)
         self.local_reads = LocalReads(cfg.short_circuit)
         self.appender = Appender(self)
+        # an export session (open_session): its root is shown as our inode 1
+        self.session: Session | None = None
+        self.root = ROOT_INO
 
     @classmethod
     @asynccontextmanager
     async def open(cls, cfg: ClientConfig,
                    secret: Secret | None = None,
-                   tls: ssl.SSLContext | None = None) -> AsyncIterator[Client]:
+                   tls: ssl.SSLContext | None = None,
+                   session: bool = False) -> AsyncIterator[Client]:
         """``secret``: the cluster secret, to sign the requests to the masters
         with (the chunkds are shown the chunk tokens the master hands out).
         ``tls``: how ``https://`` masters and chunkds are verified and the
-        cert shown to them (:func:`gfsfs.common.tls.client_context`)."""
+        cert shown to them (:func:`gfsfs.common.tls.client_context`).
+        ``session``: open an export session first (:func:`wants_session`;
+        :mod:`gfsfs.client.session`); EACCES if no export lets us in."""
         try:
             async with rpc.make_http(cfg.request_timeout,
                                      local_address=cfg.source_address or None,
                                      secret=secret, tls=tls) as http, \
                     trio.open_nursery() as nursery:
                 client = cls(cfg, http, nursery)
+                if session:
+                    await client.open_session()
                 try:
                     yield client
                 finally:
@@ -137,6 +150,13 @@ class Client:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+
+    async def open_session(self) -> None:
+        """Open (or open again) our export session; its root is our inode 1."""
+        password = read_password(self.cfg.password_file) if self.cfg.password_file else None
+        session = await open_session(self.masters, self.http, self.cfg.export or "/", password)
+        self.session = None if session.open else session
+        self.root = session.root
 
     def state(self, ino: int) -> InodeState:
         st = self.inodes.get(ino)
@@ -170,7 +190,18 @@ class Client:
         makes it safe to send again."""
         if name in RID_RPCS and "rid" not in body:
             body = {**body, "rid": new_rid()}
-        return await self.masters.call(name, body)
+        if self.session is None and self.root == ROOT_INO:
+            return await self.masters.call(name, body)
+        body = self._as_opener(name, to_master(self.root, body))
+        try:
+            reply = await self.masters.call(name, body)
+        except GFSError as exc:
+            if exc.code != Code.UNAUTHORIZED or self.session is None:
+                raise
+            log.warning("export session refused (%s): opening a new one", exc.message)
+            await self.open_session()           # its rule changed: are we still let in?
+            reply = await self.masters.call(name, body)
+        return from_master(self.root, reply)
 
     async def _ns(self, rpc_name: str, ctx: Ctx | None, /, **fields: Any) -> Any:
         if rpc_name not in READ_ONLY:
@@ -229,6 +260,7 @@ class Client:
         attr = self._overlay(await self._ns("create", ctx, parent=parent, name=name, mode=mode,
                                             uid=uid, gid=gid, rdev=rdev))
         self.state(attr["ino"]).size = int(attr["size"])      # 0: its chunks are all new
+        self._opened_by(attr["ino"], ctx)
         self.fresh_attrs[attr["ino"]] = (attr, time.monotonic() + self.cfg.attr_timeout)
         return attr
 
@@ -418,9 +450,29 @@ class Client:
             st.locs = {i: v for i, v in st.locs.items() if v[0] is not None}
         return OpenFile(ino, flags, ReadAhead(self.cfg.readahead_bytes, self.cfg.readahead_pieces))
 
+    def _as_opener(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A data-path RPC of a session, sent in the name of whoever opened
+        the file (the master checks that caller's permission)."""
+        if name not in DATA_RPCS or "ctx" in body or self.session is None:
+            return body
+        ctx = self.state(body["ino"]).ctx
+        return body if ctx is None else {**body, "ctx": ctx}
+
+    def _opened_by(self, ino: int, ctx: Ctx | None) -> None:
+        """In an export session: ``ctx`` opened ``ino``, so its chunks are
+        fetched and leased in its name; locations another caller fetched are
+        not reused for it (the master checks each caller's permission)."""
+        if self.session is None or ctx is None:
+            return
+        st = self.state(ino)
+        if st.ctx != ctx:
+            st.ctx = ctx
+            st.locs = {}
+
     async def open_inode(self, ino: int, flags: int, ctx: Ctx | None = None) -> OpenFile:
         """open(2) of an existing ``ino`` with ``flags`` (the caller checked
         access): O_TRUNC empties the file first."""
+        self._opened_by(ino, ctx)
         if flags & os.O_TRUNC:
             await self.setattr(ino, ctx, size=0)
             return self.open_file(ino, flags, 0)

@@ -67,6 +67,7 @@ class InodeState:
     # handle -> (chunk index, replica addrs not yet fsync'd)
     unsynced: dict[int, tuple[int, set[str]]] = field(default_factory=dict)
     write_token: str | None = None    # the newest lease's chunk token: what a sync shows
+    ctx: Ctx | None = None            # an export session's: the caller who last opened it
     # bumped by every local change of the data or its layout: a buffered
     # write, a lease (new chunk locations), an extend, an append, a truncate
     # (at its start and at its end). What is fetched from the cluster is

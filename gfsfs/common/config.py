@@ -52,6 +52,7 @@ class MasterConfig:
     sync_shadows: int = 1              # a mutation waits for this many shadows' fsync (if connected)
     shadow_timeout: float = 5.0        # seconds a synchronous shadow may lag before it is dropped
     alone: str = "continue"            # no synchronous shadow left: "continue" or "refuse" mutations
+    exports_file: str = ""             # who may mount what (configs/exports.toml; docs/security.md); "" = none
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class ClientConfig:
     chunkd_timeout: float = 10.0       # seconds a chunkd read/push/commit may stall before failing over
     source_address: str = ""           # local address to connect from ("" = the OS picks)
     short_circuit: bool = True         # read replicas on this host from their files, not over HTTP
+    export: str = ""                   # mount through an export session rooted here ("" = with the secret, or "/")
+    password_file: str = ""            # the export's password (a file, mode 0600); "" = none
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def _validate(name: str, obj: Any) -> None:
         if f.name == "log_level" and getattr(obj, f.name).upper() not in (
                 "DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"[{name}] log_level: must be DEBUG, INFO, WARNING or ERROR")
-        if f.name.endswith("port") and getattr(obj, f.name) > 65535:
+        if (f.name == "port" or f.name.endswith("_port")) and getattr(obj, f.name) > 65535:
             raise ConfigError(f"[{name}] {f.name}: must be 0..65535")
 
 

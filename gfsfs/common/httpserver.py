@@ -305,7 +305,8 @@ class Exchange:
         else:
             resp = await app.answer_rpc(path, raw, self.req.target.decode("latin-1"),
                                         _header(self.req, b"authorization"),
-                                        _header(self.req, b"x-gfs-token"))
+                                        _header(self.req, b"x-gfs-token"),
+                                        peer=self.conn.client[0])
         headers = [(b"content-type", resp.content_type.encode()),
                    (b"content-length", str(len(resp.body)).encode())]
         headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]

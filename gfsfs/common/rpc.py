@@ -29,6 +29,7 @@ import trio
 from gfsfs.common.auth import hmac as auth_hmac
 from gfsfs.common.auth import tokens as auth_tokens
 from gfsfs.common.auth.secret import Secret
+from gfsfs.common.auth.session import PREFIX as SESSION_PREFIX
 from gfsfs.common.errors import Code, GFSError, code_for_status
 # MIN_BODY_RATE: bytes/s a request body must average (beyond body_timeout)
 from gfsfs.common.httpserver import MIN_BODY_RATE, AbortResponse, Limits, serve
@@ -49,6 +50,8 @@ RpcHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 # Who may call a route or RPC (App.rpc, App.route; docs/security.md). With no
 # cluster secret configured (App.verifier None) every request is let in.
 CLUSTER = "cluster"     # signed with the cluster secret (daemons, mounts, the CLI)
+SESSION = "session"     # signed with the secret, or by a mount's export session (App.session_key)
+SESSION_ADMIN = "session+admin"     # SESSION, or the admin token (a gfs CLI RPC a mount makes too)
 CHUNK = "chunk"         # signed, or holding a chunk token the handler checks (require_chunk)
 WEB = "web"             # signed, or a web session (App.web_session), or the admin token
 ADMIN = "admin"         # signed, or the admin token (App.bearer): the gfs CLI's RPCs, /metrics
@@ -60,11 +63,15 @@ class Caller:
     """How the request being served proved itself: ``signed`` with the
     cluster secret, or only ``token`` (a chunk token, not yet checked against
     a chunk), or a web ``session`` (its role; ``bearer``: proven by the admin
-    token in an ``Authorization: Bearer`` header, not by a cookie)."""
+    token in an ``Authorization: Bearer`` header, not by a cookie), or a
+    mount's export session (``mount``: its ticket, the key id it signed
+    with; master.exports applies the export's rules)."""
     signed: bool = False
     token: str | None = None
     session: str | None = None
     bearer: bool = False
+    mount: str | None = None
+    peer: str = ""              # the client's address (set for OPEN routes)
 
 
 TRUSTED = Caller(signed=True)
@@ -251,9 +258,12 @@ class App:
         self.web_session: Callable[[Request], str | None] | None = None
         # requests let in with a secret configured, by how they proved themselves (/metrics)
         self.admitted: dict[str, int] = {"signed": 0, "token": 0, "session": 0,
-                                         "bearer": 0}
+                                         "bearer": 0, "mount": 0}
         # an ``Authorization: Bearer`` token on a WEB or ADMIN route: its role, or None
         self.bearer: Callable[[str], str | None] | None = None
+        # the key of an export session's ticket seen from a client address, or
+        # None (SESSION routes: master.exports)
+        self.session_key: Callable[[str, str], bytes | None] | None = None
         self.max_rpc_body = max_rpc_body
         self.max_raw_body = max_raw_body
         self.observers: list[Callable[[str, int, float], None]] = []
@@ -268,17 +278,19 @@ class App:
         self.routes.append((method, prefix, handler, access))
 
     def admit(self, access: str, method: str, target: str, header: str | None,
-              token: str | None, body: bytes | None, req: Request | None = None) -> None:
+              token: str | None, body: bytes | None, req: Request | None = None,
+              peer: str = "") -> None:
         """Let the request in under ``access`` (setting :data:`CALLER` for its
-        handler), or raise UNAUTHORIZED. ``body`` None: streamed, not covered."""
+        handler), or raise UNAUTHORIZED. ``body`` None: streamed, not covered.
+        ``peer``: the client's address (an export session is good from one)."""
         verifier = self.verifier
         if verifier is None:
-            CALLER.set(TRUSTED)
+            CALLER.set(TRUSTED if access != OPEN else Caller(signed=True, peer=peer))
             return
         if access == OPEN:          # anyone, so no one in particular
-            CALLER.set(Caller())
+            CALLER.set(Caller(peer=peer))
             return
-        if header and header.startswith("Bearer ") and access in (WEB, ADMIN):
+        if header and header.startswith("Bearer ") and access in (WEB, ADMIN, SESSION_ADMIN):
             role = self.bearer(header[7:].strip()) if self.bearer is not None else None
             if role is not None:
                 CALLER.set(Caller(session=role, bearer=True))
@@ -286,8 +298,15 @@ class App:
                 return
             verifier.refused += 1
             raise GFSError(Code.UNAUTHORIZED, "authentication required")
-        if header or access == CLUSTER:
-            verifier.check(method, target, header, body)
+        if header or access in (CLUSTER, SESSION, SESSION_ADMIN):
+            lookup = self.session_key
+            session = (lambda kid: lookup(kid, peer)) \
+                if access in (SESSION, SESSION_ADMIN) and lookup is not None else None
+            kid = verifier.check(method, target, header, body, session)
+            if kid.startswith(SESSION_PREFIX):
+                CALLER.set(Caller(mount=kid))
+                self.admitted["mount"] += 1
+                return
             CALLER.set(TRUSTED)
             self.admitted["signed"] += 1
             return
@@ -335,14 +354,14 @@ class App:
                 raw = await req.body()
                 self.admit(self.rpc_access.get(req.path[5:], CLUSTER), "POST", req.target,
                            req.headers.get(auth_hmac.HEADER),
-                           req.headers.get(auth_tokens.HEADER), raw)
+                           req.headers.get(auth_tokens.HEADER), raw, peer=req.client)
                 return route_name, await self._rpc_reply(req.path[5:], raw)
             route = self._route(req.method, req.path)
             if route is not None:
                 prefix, handler, access = route
                 route_name = prefix
                 self.admit(access, req.method, req.target, req.headers.get(auth_hmac.HEADER),
-                           req.headers.get(auth_tokens.HEADER), None, req)
+                           req.headers.get(auth_tokens.HEADER), None, req, peer=req.client)
                 return route_name, await handler(req)
             self.admit(CLUSTER, req.method, req.target, req.headers.get(auth_hmac.HEADER),
                        None, None)     # no route: say so only to those who may know
@@ -368,15 +387,17 @@ class App:
         return best
 
     async def answer_rpc(self, path: str, raw: bytes, target: str = "",
-                         header: str | None = None, token: str | None = None) -> Response:
+                         header: str | None = None, token: str | None = None,
+                         peer: str = "") -> Response:
         """``POST /rpc/<name>`` whose whole body the server already read: the
         server's fast path for small RPCs (:mod:`gfsfs.common.httpserver`),
         with the same replies, errors and observers as :meth:`__call__`.
-        ``target``, ``header``, ``token``: as sent, for :meth:`admit`."""
+        ``target``, ``header``, ``token``: as sent, and ``peer`` (the client's
+        address), for :meth:`admit`."""
         start = time.monotonic()
         try:
             self.admit(self.rpc_access.get(path[5:], CLUSTER), "POST", target or path,
-                       header, token, raw)
+                       header, token, raw, peer=peer)
             resp = await self._rpc_reply(path[5:], raw)
         except GFSError as exc:
             resp = self._error_reply("POST", path, exc)
@@ -539,6 +560,11 @@ class RpcHTTP(httpx.AsyncClient):
                          auth=Signing(signer) if signer else None)
         self.rpc_timeout = timeout
         self.rpc_pool = RpcPool(connections, local_address, signer, tls)
+
+    def sign_with(self, signer: auth_hmac.Signer | None) -> None:
+        """Sign from now on with ``signer`` (a mount's export session)."""
+        self.auth = Signing(signer) if signer else None
+        self.rpc_pool.signer = signer
 
     async def aclose(self) -> None:
         try:

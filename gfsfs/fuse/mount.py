@@ -31,6 +31,7 @@ from gfsfs.common import tls as gtls
 from gfsfs.fuse import ext as fuse_ext
 from gfsfs.common import logs
 from gfsfs.client.core import Client
+from gfsfs.client.session import SessionError, wanted as session_wanted
 from gfsfs.common.config import ClientConfig
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.fuse.operations import Operations
@@ -38,7 +39,8 @@ from gfsfs.fuse.operations import Operations
 log = logging.getLogger("gfsfs.mount")
 
 # -o options we interpret; everything else is handed to libfuse as is.
-OUR_OPTIONS = {"attr_timeout", "entry_timeout", "debug", "ro", "allow_other"}
+OUR_OPTIONS = {"attr_timeout", "entry_timeout", "debug", "ro", "allow_other", "export",
+               "password_file"}
 READ_AHEAD_KB = 1024     # kernel read-ahead of the mount's bdi (FUSE's default is 128)
 
 
@@ -88,6 +90,10 @@ def client_config(args: argparse.Namespace, opts: dict[str, str | None]) -> Clie
                 raise gconfig.ConfigError(f"-o {key}: not a number: {opts[key]!r}") from None
     if "debug" in opts or args.debug:
         changes["log_level"] = "DEBUG"
+    for key in ("export", "password_file"):         # an export session (docs/security.md)
+        if opts.get(key):
+            changes[key] = os.path.abspath(opts[key]) if key == "password_file" \
+                else opts[key]
     return dataclasses.replace(cfg, **changes)
 
 
@@ -99,7 +105,7 @@ def fuse_options(opts: dict[str, str | None]) -> set[str]:
     if os.getuid() == 0 or "allow_other" in opts:
         fuse_opts.add("allow_other")
     for key, value in opts.items():
-        if key in ("attr_timeout", "entry_timeout"):
+        if key in ("attr_timeout", "entry_timeout", "export", "password_file"):
             continue
         fuse_opts.add(key if value is None else f"{key}={value}")
     return fuse_opts
@@ -115,10 +121,16 @@ async def check_master(cfg: ClientConfig, read_only: bool = False,
     with the master to start at first: the one that answered -- or, unless
     the mount is read-only (which may stay on a shadow), the primary it names.
     A shadow answers this too, so waiting here means no master answers at
-    all: give up after :data:`MOUNT_WAIT` seconds, not ``failover_timeout``."""
+    all: give up after :data:`MOUNT_WAIT` seconds, not ``failover_timeout``.
+    An export session is opened here first, if we want one: its refusal
+    stops the mount (``info["readonly"]``: the export is read-only)."""
     cfg = dataclasses.replace(cfg, failover_timeout=min(cfg.failover_timeout, MOUNT_WAIT))
-    async with Client.open(cfg, secret, tls=tls) as client:
+    async with Client.open(cfg, secret, tls=tls,
+                           session=session_wanted(cfg, secret)) as client:
         info = await client.statfs(find_primary=not read_only)
+        if client.session is not None:
+            info = {**info, "readonly": client.session.readonly,
+                    "export": client.session.export}
         return info, client.masters.spec()
 
 
@@ -154,7 +166,8 @@ async def tune_readahead(mountpoint: str) -> None:
 async def serve(cfg: ClientConfig, mountpoint: str, fuse_opts: set[str], read_only: bool,
                 ready_fd: int | None, secret: Secret | None = None,
                 tls: ssl.SSLContext | None = None) -> None:
-    async with Client.open(cfg, secret, tls=tls) as client, trio.open_nursery() as nursery:
+    async with Client.open(cfg, secret, tls=tls, session=session_wanted(cfg, secret)) \
+            as client, trio.open_nursery() as nursery:
         ops = Operations(client, cfg, read_only=read_only)
         log.debug("FUSE options: %s", sorted(fuse_opts))
         with fuse_ext.installed(nursery, ops.fallocate):
@@ -200,15 +213,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         info, spec = trio.run(check_master, cfg, "ro" in opts, secret, tls)
+    except SessionError as exc:
+        print(f"gfs-mount: {exc}", file=sys.stderr)
+        return 2
     except GFSError as exc:
         if exc.code == Code.PROTOCOL:       # logged: the console and the log file
             log.error("cannot mount: %s; upgrade the client or the master", exc.message)
+        elif exc.code in (Code.EACCES, Code.EAGAIN, Code.ENOENT, Code.ENOTDIR):
+            print(f"gfs-mount: cannot mount {cfg.export or '/'}: {exc.message}",
+                  file=sys.stderr)
         else:
             print(f"gfs-mount: master {cfg.master_url} does not answer: {exc}", file=sys.stderr)
         return 1
     log.info("master %s: %s chunkds, chunk size %s", spec.split(",")[0],
              info.get("chunkds"), info.get("chunk_size"))
     cfg = dataclasses.replace(cfg, master_url=spec)
+    if info.get("readonly") and "ro" not in opts:
+        log.info("export %s is read-only: mounting read-only", info.get("export"))
+        opts["ro"] = None
     with ExitStack() as stack:
         ready_fd = None if args.foreground else daemonize()
         if ready_fd is not None:

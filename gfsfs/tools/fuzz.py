@@ -38,6 +38,15 @@ from gfsfs.common.rpc import Signing
 FAR = 1 << 40                   # chunk handles and inode numbers no cluster reaches
 INTS = [0, 1, -1, 2, 255, 4096, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 32,
         (1 << 53) + 1, (1 << 63) - 1, -(1 << 63), (1 << 64) - 1]
+# what anyone may ask without credentials (an unsigned request is let in)
+OPEN_PATHS = ("/rpc/session_open", "/web/static/", "/web/login", "/web/logout",
+              "/web/api/session")
+
+
+def _open(path: str) -> bool:
+    return path == "/" or path.startswith(OPEN_PATHS)
+
+
 FLOATS = [float("nan"), float("inf"), float("-inf"), 1e300, -1e300, -0.0, 0.5, 1e-300]
 ADDRS = ["http://127.0.0.1:1", "http://127.0.0.1:99999", "http://127.0.0.1:0",
          "http://127.0.0.1:1,http://127.0.0.1:2", "ftp://127.0.0.1:21", "http://", "",
@@ -51,7 +60,7 @@ MASTER_RPCS: dict[str, dict[str, str]] = {
     "getxattr": {"ino": "ino", "name": "name", "ctx": "ctx"},
     "readdir": {"ino": "ino", "offset": "int", "limit": "int", "ctx": "ctx"},
     "statfs": {"ino": "ino"}, "cluster_status": {}, "fsck": {}, "trash_list": {}, "fileinfo": {"ino": "ino"},
-    "chunks": {"ino": "ino", "first": "int", "count": "int"},
+    "chunks": {"ino": "ino", "first": "int", "count": "int", "ctx": "ctx"},
     "setattr": {"ino": "mine", "mode": "int", "uid": "id", "gid": "id", "size": "int",
                 "atime_ns": "int", "mtime_ns": "int", "write_handle": "bool", "ctx": "ctx"},
     "create": {"parent": "mine", "name": "name", "mode": "int", "uid": "id", "gid": "id",
@@ -65,9 +74,10 @@ MASTER_RPCS: dict[str, dict[str, str]] = {
     "setxattr": {"ino": "mine", "name": "name", "value": "bytes", "flags": "int"},
     "removexattr": {"ino": "mine", "name": "name"},
     "lease": {"ino": "mine", "index": "int", "avoid": "list", "offset": "int", "data": "bytes",
-              "size": "int", "sync": "bool", "mtime_ns": "int"},
-    "append_lease": {"ino": "mine", "index": "int"},
-    "extend": {"ino": "mine", "size": "int", "mtime_ns": "int"},
+              "size": "int", "sync": "bool", "mtime_ns": "int", "ctx": "ctx"},
+    "append_lease": {"ino": "mine", "index": "int", "ctx": "ctx"},
+    "extend": {"ino": "mine", "size": "int", "mtime_ns": "int", "ctx": "ctx"},
+    "session_open": {"path": "str", "ts": "str", "nonce": "str", "proof": "str"},
     "register": {"id": "fakeid", "addr": "addr", "rack": "str", "capacity_bytes": "int",
                  "used_bytes": "int", "free_bytes": "int", "chunks": "pairs"},
     "heartbeat": {"id": "fakeid", "capacity_bytes": "int", "used_bytes": "int",
@@ -303,7 +313,8 @@ class Fuzzer:
             self.tally.failures.append(f"{where}: {type(exc).__name__}: {exc}")
             return
         # (the server itself refuses a protocol upgrade, 400, before any app sees it)
-        if unsigned and resp.status_code != 401 and not (
+        path = urllib.parse.urlsplit(url).path
+        if unsigned and resp.status_code != 401 and not _open(path) and not (
                 resp.status_code == 400 and "upgrade" in (kw.get("headers") or {})):
             self.tally.failures.append(f"{where}: unsigned, answered {resp.status_code}")
         self.tally.note(where, resp.status_code, resp.content,

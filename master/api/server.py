@@ -13,11 +13,13 @@ from typing import Any
 
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import INLINE_MAX, MAX_NAME, PROTOCOL_VERSION, check_version
-from gfsfs.common.rpc import App, Request, Response, need, opt
+from gfsfs.common.rpc import CLUSTER, OPEN, SESSION, App, Request, Response, need, opt
 from gfsfs.common.validate import check_addr, check_bytes, check_id, check_server_id, opt_float
 
 from master.state import image, records
 from master.api import ha as ha_api, metrics, web
+from master.api.exports import Exports
+from master.exports import guard
 from master.ha.service import HA
 from master.services import queries, quotas, trash
 from master.core import FirstWrite, Master
@@ -220,11 +222,16 @@ class Handlers:
 
     # ------------------------------------------------------------ data path
 
+    # the data path's ``ctx`` (an export session's opener) is checked by
+    # master.exports.guard; here it is only validated
+
     async def chunks(self, req: Req) -> Req:
+        _ctx(req)
         count = min(_nat(req, "count"), MAX_CHUNKS)
         return self.m.chunks(need(req, "ino", int), _nat(req, "first"), count)
 
     async def lease(self, req: Req) -> Req:
+        _ctx(req)
         avoid = opt(req, "avoid", list, [])
         if not all(isinstance(a, str) for a in avoid):
             raise GFSError(Code.BADREQ, "avoid must be a list of chunkd ids")
@@ -241,9 +248,11 @@ class Handlers:
                                   frozenset(avoid), first)
 
     async def append_lease(self, req: Req) -> Req:
+        _ctx(req)
         return await self.m.append_lease(need(req, "ino", int), _nat(req, "index", 0))
 
     async def extend(self, req: Req) -> Req:
+        _ctx(req)
         rec = records.extend(need(req, "ino", int), _nat(req, "size"),
                              need(req, "mtime_ns", int))
         return await self.m.mutate_attr(rec, None)
@@ -405,9 +414,16 @@ def build_app(master: Master, ha: HA | None = None) -> App:
     app = App("master", max_rpc_body=master.cfg.max_request_bytes,
               body_timeout=master.cfg.body_timeout)
     handlers = Handlers(master)
+    shares = Exports(master, master.exports)
+    app.session_key = shares.session_key
     for name in RPCS:
         handler = getattr(handlers, name)
-        app.rpc(name, primary_only(master, handler) if name in PRIMARY_ONLY else handler)
+        if name in guard.SESSION_RPCS:      # a mount's session may call it, under its export
+            handler = shares.guarded(name, handler)
+        app.rpc(name, primary_only(master, handler) if name in PRIMARY_ONLY else handler,
+                access=SESSION if name in guard.SESSION_RPCS else CLUSTER)
+    app.rpc("session_open", shares.session_open, access=OPEN)
+    master.shares = shares
     app.route("GET", "/status", handlers.status)
     ha_api.install(master, ha or HA(master, None), app)   # /rpc/promote, /ha/follow, ...
     metrics.install(master, app)            # GET /metrics (Prometheus)

@@ -43,7 +43,6 @@ import logging
 import os
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +51,10 @@ import trio
 
 from gfsfs.common import rpc
 from gfsfs.common.auth import web as webauth
+from gfsfs.common.auth.attempts import Attempts
 from gfsfs.common.config import WebConfig
 from gfsfs.common.errors import Code, GFSError
-from gfsfs.common.rpc import ADMIN, OPEN, App, Request, Response
+from gfsfs.common.rpc import ADMIN, OPEN, SESSION, SESSION_ADMIN, App, Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,6 @@ CSRF_HEADER = "x-gfs-csrf"
 WEB_HEADER = "x-gfs-web"
 MAX_SESSIONS = 10_000
 MAX_LOGIN_BODY = 8192
-MAX_TRACKED = 10_000            # client addresses whose login attempts are counted
-WINDOW = 60.0                   # seconds of the login rate limit
 HASHERS = trio.CapacityLimiter(2)   # scrypt runs in threads, two at a time
 
 # the master RPCs the admin token may call (the gfs CLI's); every other RPC
@@ -127,7 +125,7 @@ class WebLogin:
         self._users: dict[str, webauth.User] = {}
         self._users_stat: tuple[int, int, int] | None = None
         self.sessions: dict[str, Session] = {}        # sha256(cookie) -> session
-        self.attempts: dict[str, deque[float]] = {}
+        self.attempts = Attempts(cfg.login_attempts, clock)
         self.failures = 0
 
     # ------------------------------------------------------------ credentials
@@ -201,31 +199,6 @@ class WebLogin:
         if who.session != "admin":
             raise GFSError(Code.EACCES, "read-only login (viewer): changes need an admin")
 
-    # ------------------------------------------------------------ rate limit
-
-    def _allow(self, addr: str) -> float:
-        """0 if ``addr`` may try to log in now, else the seconds to wait."""
-        now = self.clock()
-        q = self.attempts.get(addr)
-        if q is None:
-            if len(self.attempts) >= MAX_TRACKED:
-                for a in [a for a, d in self.attempts.items() if not d or d[-1] < now - WINDOW]:
-                    del self.attempts[a]
-                if len(self.attempts) >= MAX_TRACKED:
-                    return WINDOW       # under a flood every new address waits
-            q = self.attempts[addr] = deque()
-        while q and q[0] <= now - WINDOW:
-            q.popleft()
-        if len(q) >= self.cfg.login_attempts:
-            return max(1.0, q[0] + WINDOW - now)
-        q.append(now)           # counted now (so parallel tries count), forgiven if it succeeds
-        return 0.0
-
-    def _forgive(self, addr: str) -> None:
-        q = self.attempts.get(addr)
-        if q:
-            q.pop()
-
     # ------------------------------------------------------------ routes
 
     def _cookie(self, req: Request, value: str, max_age: int) -> str:
@@ -240,7 +213,7 @@ class WebLogin:
                     not req.headers.get("content-type", "").startswith("application/json"):
                 return _err("BADREQ", "log in with a JSON body and the header X-GFS-Web: 1",
                             400)
-            wait = self._allow(req.client)
+            wait = self.attempts.allow(req.client)
             if wait:
                 return _err("EAGAIN", f"too many login attempts: try again in {wait:.0f} s",
                             429, {"retry-after": str(int(wait + 0.999))})
@@ -273,7 +246,7 @@ class WebLogin:
                         (user if isinstance(user, str) else "(token)")[:64], req.client)
             return _err("UNAUTHORIZED", "wrong user name or password", 401)
         sid, s = session
-        self._forgive(req.client)
+        self.attempts.forgive(req.client)
         log.info("web login: %s (%s) from %s", s.user, s.role, req.client)
         max_age = int(s.expires - self.clock())
         return _json({"user": s.user, "role": s.role, "csrf": s.csrf, "expires": s.expires},
@@ -325,7 +298,7 @@ def install(cfg: WebConfig, app: App) -> WebLogin:
     app.web_session = login.session_role
     app.bearer = login.bearer_role
     for name in ADMIN_RPCS & set(app.rpc_access):
-        app.rpc_access[name] = ADMIN
+        app.rpc_access[name] = SESSION_ADMIN if app.rpc_access[name] == SESSION else ADMIN
     app.route("POST", "/web/login", login.login, access=OPEN)
     app.route("POST", "/web/logout", login.logout, access=OPEN)
     app.route("GET", "/web/api/session", login.whoami(app), access=OPEN)

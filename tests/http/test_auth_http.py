@@ -28,10 +28,13 @@ ADDRS = ["http://cs1", "http://cs2", "http://cs3"]
 
 def requests_for(app: Any) -> list[tuple[str, str]]:
     """(method, path) of every RPC and route ``app`` serves but to anyone,
-    plus one it does not. Open to anyone: the login, the logout, "who am I",
+    plus one it does not. Open to anyone: an export session's open, the
+    login, the logout, "who am I",
     and the page's shell and static files (no data in them); any other path
     under ``/`` is checked by the page's handler."""
-    out = [("POST", f"/rpc/{name}") for name in sorted(app.rpcs)]
+    open_rpcs = {name for name in app.rpcs if app.rpc_access[name] == OPEN}
+    assert open_rpcs <= {"session_open"}, open_rpcs      # its own checks: test_exports
+    out = [("POST", f"/rpc/{name}") for name in sorted(app.rpcs) if name not in open_rpcs]
     open_routes = {prefix for method, prefix, _, access in app.routes if access == OPEN}
     assert open_routes <= {"/web/login", "/web/logout", "/web/api/session", "/web/static/",
                            "/"}, open_routes

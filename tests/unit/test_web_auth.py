@@ -95,9 +95,9 @@ def test_sessions_expire_and_follow_the_users_file(tmp_path: Path) -> None:
 def test_login_rate_limit_per_address() -> None:
     now = [0.0]
     login = WebLogin(WebConfig(login_attempts=3), clock=lambda: now[0])
-    assert [login._allow("a") for _ in range(3)] == [0, 0, 0]
-    assert login._allow("a") > 0 and login._allow("b") == 0
-    login._forgive("a")                      # a success is not held against it
-    assert login._allow("a") == 0 and login._allow("a") > 0
+    assert [login.attempts.allow("a") for _ in range(3)] == [0, 0, 0]
+    assert login.attempts.allow("a") > 0 and login.attempts.allow("b") == 0
+    login.attempts.forgive("a")                      # a success is not held against it
+    assert login.attempts.allow("a") == 0 and login.attempts.allow("a") > 0
     now[0] += 61
-    assert login._allow("a") == 0
+    assert login.attempts.allow("a") == 0

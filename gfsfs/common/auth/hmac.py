@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 
 from gfsfs.common.auth.secret import Secret
+from gfsfs.common.auth.session import PREFIX as SESSION_PREFIX
 from gfsfs.common.errors import Code, GFSError
 
 HEADER = "authorization"
@@ -71,7 +72,7 @@ def _refuse() -> GFSError:
 
 def parse(header: str) -> dict[str, str]:
     scheme, _, rest = header.partition(" ")
-    if scheme != SCHEME or len(header) > 512:
+    if scheme != SCHEME or len(header) > 640:
         raise _refuse()
     fields: dict[str, str] = {}
     for part in rest.split(","):
@@ -97,24 +98,36 @@ class Verifier:
         self.order: deque[tuple[float, str]] = deque()
         self.refused = 0                            # requests refused (metrics)
 
-    def check(self, method: str, target: str, header: str | None, body: bytes | None) -> None:
-        """Raise UNAUTHORIZED unless ``header`` signs this request. ``body``
-        None: the route streams its body, so an UNSIGNED body is accepted;
-        otherwise the digest must be that of ``body``."""
+    def check(self, method: str, target: str, header: str | None, body: bytes | None,
+              session: Callable[[str], bytes | None] | None = None) -> str:
+        """Raise UNAUTHORIZED unless ``header`` signs this request; the key id
+        that signed it. ``body`` None: the route streams its body, so an
+        UNSIGNED body is accepted; otherwise the digest must be that of
+        ``body``. ``session``: the key of an export session's ticket (a key id
+        of :data:`gfsfs.common.auth.session.PREFIX`), None if it is no good;
+        without it such key ids are refused."""
         try:
-            self._check(method, target, header, body)
+            return self._check(method, target, header, body, session)
         except GFSError:
             self.refused += 1
             raise
 
-    def _check(self, method: str, target: str, header: str | None, body: bytes | None) -> None:
+    def _material(self, kid: str, session: Callable[[str], bytes | None] | None) -> bytes:
+        if kid.startswith(SESSION_PREFIX):
+            material = session(kid) if session is not None else None
+        else:
+            key = self.secret.key(kid)
+            material = key.material if key is not None else None
+        if material is None:
+            raise _refuse()
+        return material
+
+    def _check(self, method: str, target: str, header: str | None, body: bytes | None,
+               session: Callable[[str], bytes | None] | None) -> str:
         if not header:
             raise _refuse()
         f = parse(header)
-        key = self.secret.key(f["kid"])
-        if key is None:
-            raise _refuse()
-        expected = _hmac.new(key.material,
+        expected = _hmac.new(self._material(f["kid"], session),
                              _message(method, target, f["ts"], f["nonce"], f["body"]),
                              "sha256").hexdigest()
         if not _hmac.compare_digest(expected, f["sig"]):
@@ -127,6 +140,12 @@ class Verifier:
         if abs(now - ts) > self.skew:
             raise _refuse()
         self._remember(f["nonce"], ts + self.skew, now)
+        return f["kid"]
+
+    def remember_once(self, nonce: str, ts: float) -> None:
+        """Note ``nonce`` of a request made at ``ts``; UNAUTHORIZED if it was
+        seen before (another signed thing than a request: an export's open)."""
+        self._remember(nonce, ts + self.skew, self.clock())
 
     def _remember(self, nonce: str, until: float, now: float) -> None:
         order = self.order

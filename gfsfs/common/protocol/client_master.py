@@ -44,6 +44,18 @@ Replies to create, mkdir, symlink, link, unlink and rmdir also carry
 gives the kernel's next getattr of it (the kernel drops its copy on every
 change) instead of asking again.
 
+client -> master  (export sessions; docs/security.md#exports)
+-------------------------------------------------------------
+``session_open {path, [ts, nonce, proof]}`` -> ``{"ticket", "key", "wrapped",
+"root", "readonly", "export", "maproot"}`` (or ``{"open": true, "root"}`` from
+a master without a cluster secret): asked by a mount without the secret, or
+of an export; needs no credentials but what the export rule wants (the
+client's address, the export's password proven by ``proof``). The mount then
+signs with the ticket and key (:mod:`gfsfs.common.auth.session`), sees
+``root`` as its root, and every request passes master.exports.guard. The
+data path's requests (``chunks``, ``lease``, ``append_lease``, ``extend``)
+then carry ``[ctx]``, the file's opener, whose permission is checked.
+
 client -> master  (data path)
 -----------------------------
 ``chunks {ino, first, count}`` -> ``{"size": int, "chunk_size": int, "chunks":
@@ -374,6 +386,7 @@ class ChunksReq(TypedDict):
     ino: int
     first: int
     count: int
+    ctx: NotRequired[Ctx]           # an export session's reader (master.exports.guard)
 
 
 class ChunkLocation(TypedDict):
@@ -392,6 +405,7 @@ class ChunksReply(TypedDict):
 class LeaseReq(TypedDict):
     ino: int
     index: int
+    ctx: NotRequired[Ctx]           # an export session's writer (master.exports.guard)
     avoid: NotRequired[list[str]]   # chunkd ids the client could not reach
     # a first write, created with the chunk when the lease allocates it:
     data: NotRequired[bytes]        # at most INLINE_MAX bytes
@@ -417,6 +431,7 @@ class LeaseReply(Grant):
 
 class AppendLeaseReq(TypedDict):
     ino: int
+    ctx: NotRequired[Ctx]
     index: NotRequired[int]         # at least this chunk (the one before it was full)
 
 
@@ -430,6 +445,27 @@ class ExtendReq(TypedDict):
     ino: int
     size: int
     mtime_ns: int
+    ctx: NotRequired[Ctx]
+
+
+# ---------------------------------------------------------------- export sessions
+
+class SessionOpenReq(TypedDict):
+    path: str                       # the directory the mount sees as its root
+    ts: NotRequired[str]            # with proof: unix ms
+    nonce: NotRequired[str]         # with proof: hex, used once
+    proof: NotRequired[str]         # gfsfs.common.auth.session.open_proof of the password
+
+
+class SessionOpenReply(TypedDict):
+    open: NotRequired[bool]         # an open cluster: nothing to sign (only root)
+    root: int                       # the inode shown as the mount's root
+    ticket: NotRequired[str]        # the key id of the session's signatures
+    key: NotRequired[bytes]         # the session key (wrapped: XOR a pad of the password)
+    wrapped: NotRequired[bool]
+    readonly: NotRequired[bool]
+    export: NotRequired[str]
+    maproot: NotRequired[list[int] | None]
 
 
 # ---------------------------------------------------------------- admin
@@ -749,6 +785,9 @@ MESSAGES: dict[str, Message] = table(
     Message("append_lease", AppendLeaseReq, AppendLeaseReply,
             "the lease of the chunk a record append goes to"),
     Message("extend", ExtendReq, Attr, "file size = max(size, current), and mtime"),
+    # export sessions (docs/security.md#exports)
+    Message("session_open", SessionOpenReq, SessionOpenReply,
+            "a mount's session of an export (no credentials needed but the rule's)"),
     # admin
     Message("setgoal", SetgoalReq, SetgoalReply, "the replication goal, maybe of a tree"),
     Message("fileinfo", FileinfoReq, FileinfoReply, "a file's chunks, replicas, leases"),
