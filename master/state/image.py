@@ -10,7 +10,7 @@ import stat
 from typing import Any
 
 from master.state import quota
-from master.state.namespace import Directory, Inode, Namespace
+from master.state.namespace import ChunkTable, Directory, Inode, Namespace
 
 FORMAT = 1
 
@@ -36,8 +36,7 @@ def _inode(i: Inode) -> list[Any]:
     extra: Any = None
     if i.dir is not None:
         d = i.dir
-        extra = [d.parent, d.next_cookie,
-                 [[d.names[c], d.entries[d.names[c]][0], c] for c in d.cookies]]
+        extra = [d.parent, d.next_cookie, [list(row) for row in d.rows()]]
     elif i.chunks is not None:
         extra = list(i.chunks.items())
     return [i.ino, i.mode, i.uid, i.gid, i.nlink, i.atime_ns, i.mtime_ns, i.ctime_ns,
@@ -48,7 +47,9 @@ def from_state(state: dict[str, Any], default_goal: int) -> Namespace:
     ns = Namespace(state["chunk_size"], default_goal)
     ns.next_ino = state["next_ino"]
     ns.next_handle = state["next_handle"]
-    ns.chunks = {h: [v, r] for h, v, r in state["chunks"]}
+    ns.chunks = ChunkTable()
+    for h, v, r in state["chunks"]:
+        ns.chunks.new(h, v, r)
     ns.inodes = {}
     for row in state["inodes"]:
         (ino, mode, uid, gid, nlink, atime, mtime, ctime, size, rdev, goal, xattrs,
@@ -59,9 +60,7 @@ def from_state(state: dict[str, Any], default_goal: int) -> Namespace:
             parent, next_cookie, entries = extra
             d = Directory(parent)
             for name, child, cookie in entries:
-                d.entries[name] = (child, cookie)
-                d.cookies.append(cookie)
-                d.names[cookie] = name
+                d.add(name, child, cookie)
             d.next_cookie = next_cookie
             inode.dir = d
         elif stat.S_ISREG(mode):
