@@ -14,18 +14,23 @@ from typing import Any
 
 from master.state import quota
 from master.state.namespace import ChunkTable, Directory, Inode, Namespace
-from master.state.nodes import S_IFDIR, S_IFMT, S_IFREG, share
+from master.state.nodes import INO_BITS, S_IFDIR, S_IFMT, S_IFREG
 
 FORMAT = 2
-# Format 2 (issue 15): one flat row per inode, chunks inline in their file's row
-#   [ino, mode, uid, gid, nlink, atime_ns, mtime_ns, ctime_ns, size, goal, xattrs, body]
+# Format 2 (issue 15): "inodes" is 13 columns, one value per inode in each:
+#   ino, mode, uid, gid, nlink, atime_ns, mtime_ns, ctime_ns, size, goal, xattrs,
+#   body, version
 #   xattrs: None or [name, value, name, value, ...]
 #   body:   directory [parent, next_cookie, name, ino, cookie, name, ino, cookie, ...]
-#           regular file None or [index, handle, version, index, handle, version, ...]
+#           regular file: None (no chunks), the handle of its only chunk (index 0;
+#           its version in the version column), or [index, handle, version, ...]
 #           symlink: target (bytes); device: rdev or None; fifo/socket: None
+#   version: the chunk's version for a file with a handle as body, else None
 # "refs" is [handle, refcount, ...] for the chunks shared by more than one file.
+# Columns of plain ints pack and unpack fast (no list per inode).
 # Format 1 (read, never written): "chunks" [[handle, version, refs]], one row per
 # inode with its xattrs as pairs and its directory or chunk map (_from_state_v1).
+COLUMNS = 13
 
 
 @contextmanager
@@ -44,13 +49,12 @@ def gc_paused() -> Iterator[None]:
 def to_state(ns: Namespace) -> dict[str, Any]:
     """A fresh, msgpack-able copy of the whole namespace (shares nothing)."""
     with gc_paused():
-        versions = ns.chunks.versions
         return {
             "format": FORMAT,
             "chunk_size": ns.chunk_size,
             "next_ino": ns.next_ino,
             "next_handle": ns.next_handle,
-            "inodes": [_row(i, versions) for i in ns.inodes.values()],
+            "inodes": _columns(ns),
             "refs": [x for pair in ns.chunks.refs.items() for x in pair],
             "trash": [[ino, *entry] for ino, entry in ns.trash.items()],
             "epoch": [ns.epoch, ns.primary],
@@ -60,22 +64,43 @@ def to_state(ns: Namespace) -> dict[str, Any]:
         }
 
 
-def _row(i: Inode, versions: dict[int, int]) -> list[Any]:
+def _columns(ns: Namespace) -> list[list[Any]]:
+    cols: list[list[Any]] = [[] for _ in range(COLUMNS)]
+    (c_ino, c_mode, c_uid, c_gid, c_nlink, c_at, c_mt, c_ct, c_size, c_goal, c_xattrs,
+     c_body, c_version) = cols
+    versions = ns.chunks.versions
+    for i in ns.inodes.values():
+        c_ino.append(i.ino)
+        c_mode.append(i.mode)
+        c_uid.append(i.uid)
+        c_gid.append(i.gid)
+        c_nlink.append(i.nlink)
+        c_at.append(i.atime_ns)
+        c_mt.append(i.mtime_ns)
+        c_ct.append(i.ctime_ns)
+        c_size.append(i.size)
+        c_goal.append(i.goal)
+        xattrs = i._xattrs
+        c_xattrs.append(None if xattrs is None else [x for kv in xattrs.items() for x in kv])
+        body, version = _body(i, versions)
+        c_body.append(body)
+        c_version.append(version)
+    return cols
+
+
+def _body(i: Inode, versions: dict[int, int]) -> tuple[Any, int | None]:
     body = i._body
     cls = body.__class__
     if cls is Directory:
         out: list[Any] = [body.parent, body.next_cookie]
         for name, ino, cookie in body.rows():
             out += (name, ino, cookie)
-        body = out
-    elif i.mode & S_IFMT == S_IFREG and body is not None:
-        pairs = [(0, body)] if cls is int else body.items()
-        body = [x for index, h in pairs for x in (index, h, versions[h])]
-    xattrs = i._xattrs
-    if xattrs is not None:
-        xattrs = [x for pair in xattrs.items() for x in pair]
-    return [i.ino, i.mode, i.uid, i.gid, i.nlink, i.atime_ns, i.mtime_ns, i.ctime_ns,
-            i.size, i.goal, xattrs, body]
+        return out, None
+    if i.mode & S_IFMT == S_IFREG and body is not None:
+        if cls is int:
+            return body, versions[body]
+        return [x for index, h in body.items() for x in (index, h, versions[h])], None
+    return body, None
 
 
 def from_state(state: dict[str, Any], default_goal: int) -> Namespace:
@@ -101,22 +126,25 @@ def _from_state_v2(state: dict[str, Any], default_goal: int) -> Namespace:
     versions = ns.chunks.versions
     inodes: dict[int, Inode] = {}
     make = Inode.__new__
-    for ino, mode, uid, gid, nlink, at, mt, ct, size, goal, xattrs, body in state["inodes"]:
+    same = {}.setdefault           # one int object per mode, uid, gid value
+    for (ino, mode, uid, gid, nlink, at, mt, ct, size, goal, xattrs, body,
+         version) in zip(*state["inodes"]):
         i = make(Inode)
-        i.ino, i.mode, i.uid, i.gid, i.nlink = ino, share(mode), share(uid), share(gid), nlink
+        i.ino, i.mode, i.uid, i.gid = ino, same(mode, mode), same(uid, uid), same(gid, gid)
         # one int object for equal times (they mostly are)
-        i.atime_ns = at
-        i.mtime_ns = at if mt == at else mt
-        i.ctime_ns = i.mtime_ns if ct == mt else ct
+        i.nlink, i.atime_ns = nlink, at
+        i.mtime_ns = mt = at if mt == at else mt
+        i.ctime_ns = mt if ct == mt else ct
         i.size, i.goal, i.parent = size, goal, 0
-        i._xattrs = None if not xattrs else dict(zip(xattrs[::2], xattrs[1::2]))
+        i._xattrs = dict(zip(xattrs[::2], xattrs[1::2])) if xattrs else None
         fmt = mode & S_IFMT
         if fmt == S_IFDIR:
-            i._body = _directory(body)
-        elif fmt == S_IFREG and body:
-            i._body = _chunks(body, versions)
-        else:
-            i._body = body
+            body = _directory(body)
+        elif version is not None:
+            versions[body] = version
+        elif fmt == S_IFREG and body is not None:
+            body = _chunks(body, versions)
+        i._body = body
         inodes[ino] = i
     ns.inodes = inodes
     refs = state.get("refs", [])
@@ -127,21 +155,20 @@ def _from_state_v2(state: dict[str, Any], default_goal: int) -> Namespace:
 def _directory(body: list[Any]) -> Directory:
     d = Directory(body[0])
     d.next_cookie = body[1]
-    add = d.add
+    packed, names = d._map, d._names
     for k in range(2, len(body), 3):
-        add(body[k], body[k + 1], body[k + 2])
+        name = body[k]
+        packed[name] = body[k + 2] << INO_BITS | body[k + 1]
+        names.append(name)
     return d
 
 
 def _chunks(body: list[int], versions: dict[int, int]) -> int | dict[int, int]:
-    if len(body) == 3 and body[0] == 0:
-        versions[body[1]] = body[2]
-        return body[1]
     out = {}
     for k in range(0, len(body), 3):
         out[body[k]] = body[k + 1]
         versions[body[k + 1]] = body[k + 2]
-    return out
+    return out if len(out) != 1 or 0 not in out else out[0]
 
 
 def _from_state_v1(state: dict[str, Any], default_goal: int) -> Namespace:

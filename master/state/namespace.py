@@ -214,16 +214,24 @@ class Namespace:
 
     def rebuild_parents(self) -> None:
         """Every non-directory's parents from the directory entries (on load)."""
-        self.more_parents = {}
-        for inode in self.inodes.values():
+        self.more_parents = more = {}
+        inodes = self.inodes
+        dirs = []
+        for inode in inodes.values():
             if inode.dir is None:
                 inode.parent = 0
-        for d in self.inodes.values():
-            if d.dir is not None:
-                for child in d.dir.children():
-                    inode = self.inodes.get(child)
-                    if inode is not None:
-                        self._named(inode, d.ino)
+            else:
+                dirs.append(inode)
+        for d in dirs:
+            assert d.dir is not None
+            for child in d.dir.children():
+                inode = inodes.get(child)
+                if inode is None or inode.is_dir:
+                    continue
+                if not inode.parent:
+                    inode.parent = d.ino
+                else:
+                    more.setdefault(inode.ino, []).append(d.ino)
 
     def check_growth(self, ino: int, size: int, now: int) -> None:
         """Raise QUOTA if file ``ino`` growing to ``size`` bytes would take a
