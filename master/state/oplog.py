@@ -45,6 +45,7 @@ and cuts there).
 from __future__ import annotations
 
 import bisect
+import ctypes
 import errno
 import gc
 import logging
@@ -128,17 +129,34 @@ def _write_checkpoint(data_dir: Path, seq: int, state: Any) -> Path:
     return final
 
 
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _libc_prctl()
+PR_SET_PDEATHSIG = 1
+
+
 def _fork_writer(data_dir: Path, seq: int, snapshot: Callable[[], Any]) -> int:
     """Write the checkpoint in a child process: fork(2) gives it an immutable
     copy of the namespace (copy-on-write pages) at this instant, so the master
     keeps serving and mutating while the child serialises (GFS §2.6.3 builds
     checkpoints in a separate thread; a thread here would share the GIL and
     the mutating objects). The child's exit code is 0 or the errno."""
+    parent = os.getpid()
     pid = os.fork()
     if pid != 0:
         return pid
     code = 255
     try:
+        # a writer outliving a killed master could race the next one's checkpoint
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            raise OSError(errno.ECHILD, "the master went away")
         gc.disable()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
