@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from gfsfs.common.protocol import PROTOCOL_VERSION
 
 from master.chunks.registry import Chunkd, ChunkNeed, ChunkRegistry
+from master.state.image import gc_paused
 from master.state.namespace import ROOT_INO, Inode, Namespace
 
 if TYPE_CHECKING:
@@ -143,6 +144,11 @@ def trash_list(master: Master) -> dict[str, Any]:
 
 def scan(master: Master) -> dict[int, ChunkNeed]:
     """handle -> ChunkNeed for every chunk a file (or a trashed file) references."""
+    with gc_paused():        # a ChunkNeed per chunk: no collection walking them all
+        return _scan(master)
+
+
+def _scan(master: Master) -> dict[int, ChunkNeed]:
     ns, reg = master.ns, master.registry
     out: dict[int, ChunkNeed] = {}
     for inode in ns.inodes.values():

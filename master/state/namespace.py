@@ -15,15 +15,16 @@ Replica locations are not here: they are soft state (see :mod:`master.chunks.reg
 from __future__ import annotations
 
 import stat
-from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
 from typing import Any
 
 from gfsfs.common.errors import Code, GFSError
 from gfsfs.common.protocol import (MAX_NAME, MAX_SYMLINK, RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE)
 
 from master.state import quota as quotas
+from master.state.nodes import ChunkMap, ChunkTable, Directory, Inode
 from master.state.quota import Quota
+
+__all__ = ["ChunkMap", "ChunkTable", "Directory", "Inode", "Namespace", "ROOT_INO", "Record"]
 
 ROOT_INO = 1
 MAX_FILE_SIZE = 1 << 50          # EFBIG beyond this
@@ -34,78 +35,6 @@ MAX_GOAL = 16                    # largest replication goal (as [master] replica
 FILE_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 
 Record = dict[str, Any]
-
-
-class Directory:
-    """A directory's entries; each gets a cookie, increasing with insertion."""
-
-    __slots__ = ("entries", "cookies", "names", "next_cookie", "parent")
-
-    def __init__(self, parent: int) -> None:
-        self.entries: dict[bytes, tuple[int, int]] = {}   # name -> (ino, cookie)
-        self.cookies: list[int] = []                       # ascending
-        self.names: dict[int, bytes] = {}                  # cookie -> name
-        self.next_cookie = 1
-        self.parent = parent
-
-    def get(self, name: bytes) -> int | None:
-        entry = self.entries.get(name)
-        return None if entry is None else entry[0]
-
-    def add(self, name: bytes, ino: int) -> None:
-        cookie = self.next_cookie
-        self.next_cookie += 1
-        self.entries[name] = (ino, cookie)
-        self.cookies.append(cookie)
-        self.names[cookie] = name
-
-    def remove(self, name: bytes) -> int:
-        ino, cookie = self.entries.pop(name)
-        del self.names[cookie]
-        del self.cookies[bisect_left(self.cookies, cookie)]
-        return ino
-
-    def retarget(self, name: bytes, ino: int) -> None:
-        """Point ``name`` at another inode, keeping its cookie (RENAME_EXCHANGE)."""
-        self.entries[name] = (ino, self.entries[name][1])
-
-    def after(self, offset: int, limit: int) -> list[tuple[bytes, int, int]]:
-        """Up to ``limit`` entries with cookie > ``offset``: (name, ino, cookie)."""
-        start = bisect_right(self.cookies, offset)
-        out = []
-        for cookie in self.cookies[start:start + limit]:
-            name = self.names[cookie]
-            out.append((name, self.entries[name][0], cookie))
-        return out
-
-
-@dataclass(slots=True)
-class Inode:
-    ino: int
-    mode: int
-    uid: int
-    gid: int
-    nlink: int
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-    size: int = 0
-    rdev: int = 0
-    goal: int = 1
-    xattrs: dict[bytes, bytes] = field(default_factory=dict)
-    target: bytes = b""                      # symlinks
-    dir: Directory | None = None             # directories
-    chunks: dict[int, int] | None = None     # regular files: chunk index -> handle (sparse)
-    # a non-directory's first name's directory (0: none; the others' are in
-    # Namespace.more_parents). Derived from the entries, never persisted.
-    parent: int = 0
-
-    @property
-    def is_dir(self) -> bool:
-        return self.dir is not None
-
-    def touch(self, now: int) -> None:
-        self.mtime_ns = self.ctime_ns = now
 
 
 def check_name(name: bytes) -> bytes:
@@ -125,7 +54,7 @@ class Namespace:
     def __init__(self, chunk_size: int, default_goal: int = 3) -> None:
         self.chunk_size = chunk_size
         self.inodes: dict[int, Inode] = {}
-        self.chunks: dict[int, list[int]] = {}     # handle -> [version, refcount]
+        self.chunks = ChunkTable()                 # handle -> [version, refcount]
         self.next_ino = ROOT_INO + 1
         self.next_handle = 1
         self.garbage: set[int] = set()             # handles no file references any more
@@ -224,8 +153,7 @@ class Namespace:
         return chunks.get(index)
 
     def version(self, handle: int) -> int | None:
-        entry = self.chunks.get(handle)
-        return None if entry is None else entry[0]
+        return self.chunks.version(handle)
 
     def is_ancestor(self, anc: int, ino: int) -> bool:
         """Whether directory ``anc`` is ``ino`` or one of its ancestors."""
@@ -250,7 +178,7 @@ class Namespace:
             seen.add(inode.ino)
             out.append(inode)
             if inode.dir is not None:
-                stack.extend(child for child, _cookie in inode.dir.entries.values())
+                stack.extend(inode.dir.children())
         return out
 
     # ------------------------------------------------------------ names, quotas
@@ -286,16 +214,24 @@ class Namespace:
 
     def rebuild_parents(self) -> None:
         """Every non-directory's parents from the directory entries (on load)."""
-        self.more_parents = {}
-        for inode in self.inodes.values():
+        self.more_parents = more = {}
+        inodes = self.inodes
+        dirs = []
+        for inode in inodes.values():
             if inode.dir is None:
                 inode.parent = 0
-        for d in self.inodes.values():
-            if d.dir is not None:
-                for child, _cookie in d.dir.entries.values():
-                    inode = self.inodes.get(child)
-                    if inode is not None:
-                        self._named(inode, d.ino)
+            else:
+                dirs.append(inode)
+        for d in dirs:
+            assert d.dir is not None
+            for child in d.dir.children():
+                inode = inodes.get(child)
+                if inode is None or inode.is_dir:
+                    continue
+                if not inode.parent:
+                    inode.parent = d.ino
+                else:
+                    more.setdefault(inode.ino, []).append(d.ino)
 
     def check_growth(self, ino: int, size: int, now: int) -> None:
         """Raise QUOTA if file ``ino`` growing to ``size`` bytes would take a
@@ -366,7 +302,7 @@ class Namespace:
         """Checks shared by create/mkdir/symlink; then the new inode, linked in."""
         assert parent.dir is not None
         name = check_name(rec["name"])
-        if name in parent.dir.entries:
+        if name in parent.dir:
             raise GFSError(Code.EEXIST, f"{name!r} exists")
         ino, now = rec["ino"], rec["now"]
         if ino in self.inodes:
@@ -427,7 +363,7 @@ class Namespace:
         name = check_name(rec["name"])
         if inode.is_dir:
             raise GFSError(Code.EPERM, "hard link to a directory")
-        if name in parent.dir.entries:
+        if name in parent.dir:
             raise GFSError(Code.EEXIST, f"{name!r} exists")
         if inode.nlink >= MAX_LINKS:
             raise GFSError(Code.EMLINK, "too many links")
@@ -462,7 +398,7 @@ class Namespace:
         victim = self.lookup(parent.ino, check_name(rec["name"]))
         if victim.dir is None:
             raise GFSError(Code.ENOTDIR, f"{rec['name']!r} is not a directory")
-        if victim.dir.entries:
+        if victim.dir.count:
             raise GFSError(Code.ENOTEMPTY, f"{rec['name']!r} is not empty")
         assert parent.dir is not None
         charged = self._unname_deltas(victim, parent.ino)
@@ -495,19 +431,16 @@ class Namespace:
         del self.inodes[inode.ino]
         self.quotas.pop(inode.ino, None)            # a removed directory's quota goes
         self.more_parents.pop(inode.ino, None)
-        for handle in (inode.chunks or {}).values():
+        for handle in inode.chunk_handles():
             self._unref(handle)
 
     def _new_chunk(self, handle: int, version: int) -> None:
         """A chunk that one file references; handles are never reused."""
-        self.chunks[handle] = [version, 1]
+        self.chunks.new(handle, version)
         self.next_handle = max(self.next_handle, handle + 1)
 
     def _unref(self, handle: int) -> None:
-        entry = self.chunks[handle]
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del self.chunks[handle]
+        if self.chunks.unref(handle):
             self.garbage.add(handle)
 
     def _op_rename(self, rec: Record) -> None:
@@ -534,7 +467,7 @@ class Namespace:
         if dst is not None and src.is_dir:
             if dst.dir is None:
                 raise GFSError(Code.ENOTDIR, f"{dname!r} is not a directory")
-            if dst.dir.entries:
+            if dst.dir.count:
                 raise GFSError(Code.ENOTEMPTY, f"{dname!r} is not empty")
         elif dst is not None and dst.is_dir:
             raise GFSError(Code.EISDIR, f"{dname!r} is a directory")
@@ -650,7 +583,7 @@ class Namespace:
             raise GFSError(Code.EEXIST, f"xattr {name!r} exists")
         if flags & XATTR_REPLACE and name not in inode.xattrs:
             raise GFSError(Code.ENODATA, f"no xattr {name!r}")
-        inode.xattrs[name] = value
+        inode.set_xattr(name, value)
         inode.ctime_ns = rec["now"]
         return inode.ino
 
@@ -658,7 +591,7 @@ class Namespace:
         inode = self.get(rec["ino"])
         if rec["name"] not in inode.xattrs:
             raise GFSError(Code.ENODATA, f"no xattr {rec['name']!r}")
-        del inode.xattrs[rec["name"]]
+        inode.remove_xattr(rec["name"])
         inode.ctime_ns = rec["now"]
         return inode.ino
 
@@ -683,10 +616,9 @@ class Namespace:
             self._unref(rec["handle"])
 
     def _op_set_version(self, rec: Record) -> None:
-        entry = self.chunks.get(rec["handle"])
-        if entry is None:
+        if rec["handle"] not in self.chunks:
             raise GFSError(Code.NOCHUNK, f"no chunk {rec['handle']}")
-        entry[0] = rec["version"]
+        self.chunks.set_version(rec["handle"], rec["version"])
 
     def _op_extend(self, rec: Record) -> int:
         inode = self.get_file(rec["ino"])
@@ -729,8 +661,8 @@ class Namespace:
             inode = stack.pop()
             if inode.dir is None:
                 continue
-            for cookie in inode.dir.cookies:
-                child = self.inodes[inode.dir.entries[inode.dir.names[cookie]][0]]
+            for _name, child_ino in inode.dir.items():
+                child = self.inodes[child_ino]
                 if child.ino in seen:
                     continue
                 seen.add(child.ino)
@@ -748,7 +680,7 @@ class Namespace:
         parent = self.get_dir(rec["parent"])
         assert parent.dir is not None
         name = check_name(rec["name"])
-        if name in parent.dir.entries:
+        if name in parent.dir:
             raise GFSError(Code.EEXIST, f"{name!r} exists")
         if src.dir is not None and self.is_ancestor(src.ino, parent.ino):
             raise GFSError(Code.EINVAL, "cannot snapshot a directory into itself")
@@ -765,7 +697,7 @@ class Namespace:
         links: dict[int, int] = {}            # names each copied non-directory gets
         for old in order:
             if old.dir is not None:
-                for child, _cookie in old.dir.entries.values():
+                for child in old.dir.children():
                     links[child] = links.get(child, 0) + 1
         now = rec["now"]
         charged: quotas.Deltas = {}
@@ -778,23 +710,22 @@ class Namespace:
             nlink = old.nlink if old.dir is not None else (1 if old is src else links[old.ino])
             copy = Inode(new[old.ino], old.mode, old.uid, old.gid, nlink, old.atime_ns,
                          old.mtime_ns, now, size=old.size, rdev=old.rdev, goal=old.goal,
-                         xattrs=dict(old.xattrs), target=old.target)
+                         xattrs=old.xattrs, target=old.target)
             if old.dir is not None:
                 d = Directory(parent.ino if old is src else new[old.dir.parent])
-                for cookie in old.dir.cookies:
-                    child_name = old.dir.names[cookie]
-                    d.add(child_name, new[old.dir.entries[child_name][0]])
+                for child_name, child_ino in old.dir.items():
+                    d.add(child_name, new[child_ino])
                 copy.dir = d
             elif old.chunks is not None:
-                copy.chunks = dict(old.chunks)
-                for handle in old.chunks.values():
-                    self.chunks[handle][1] += 1
+                copy.chunks = old.chunks.copy()
+                for handle in old.chunk_handles():
+                    self.chunks.ref(handle)
             self.inodes[copy.ino] = copy
         parent.dir.add(name, first)
         self._named(self.inodes[first], parent.ino)
         for old in order:                   # the copies' names' directories
             if old.dir is not None:
-                for child, _cookie in old.dir.entries.values():
+                for child in old.dir.children():
                     self._named(self.inodes[new[child]], new[old.ino])
         quotas.charge(self, charged, now)
         if src.dir is not None:
@@ -807,9 +738,9 @@ class Namespace:
         """Many ``set_version`` at once (a snapshot revoking a tree's leases);
         chunks deleted meanwhile are skipped, versions never go down."""
         for handle, version in rec["versions"]:
-            entry = self.chunks.get(handle)
-            if entry is not None and entry[0] < version:
-                entry[0] = version
+            current = self.chunks.version(handle)
+            if current is not None and current < version:
+                self.chunks.set_version(handle, version)
 
     def _op_reserve_handles(self, rec: Record) -> None:
         """Chunk handles below ``next_handle`` are taken (a copy-on-write copies
@@ -842,7 +773,7 @@ class Namespace:
         parent = self.get_dir(rec["parent"])
         assert parent.dir is not None
         name = check_name(rec["name"])
-        if name in parent.dir.entries:
+        if name in parent.dir:
             raise GFSError(Code.EEXIST, f"{name!r} exists")
         inode = self.inodes[ino]
         charged: quotas.Deltas = {}

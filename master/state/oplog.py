@@ -15,9 +15,11 @@ buffered so far with one write + one fsync, so one fsync serves every mutation
 waiting at that moment.
 
 Checkpoint: under the same lock, flush the current log, switch appends to a new
-``oplog.<D>``, take the state (synchronously, so it is exactly the records up
-to S), then write ``checkpoint.<S>`` to a temp file, fsync, rename, fsync the
-dir, and only then delete older checkpoints and logs.
+``oplog.<D>``, fork (synchronously, so the child's copy of the namespace is
+exactly the records up to S); the child writes ``checkpoint.<S>`` to a temp
+file, fsyncs, renames, fsyncs the dir and exits while the master goes on
+serving (:func:`_fork_writer`); only then are older checkpoints and logs
+deleted. Without fork: the state is taken in the loop and written in a thread.
 
 A failed write or fsync (ENOSPC, EIO): every record after ``durable_seq`` is
 lost. The file is cut back to its durable size, ``on_failure`` (the master's
@@ -43,9 +45,12 @@ and cuts there).
 from __future__ import annotations
 
 import bisect
+import ctypes
 import errno
+import gc
 import logging
 import os
+import signal
 import struct
 import time
 import zlib
@@ -124,8 +129,85 @@ def _write_checkpoint(data_dir: Path, seq: int, state: Any) -> Path:
     return final
 
 
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_prctl = _libc_prctl()
+PR_SET_PDEATHSIG = 1
+
+
+def _fork_writer(data_dir: Path, seq: int, snapshot: Callable[[], Any]) -> int:
+    """Write the checkpoint in a child process: fork(2) gives it an immutable
+    copy of the namespace (copy-on-write pages) at this instant, so the master
+    keeps serving and mutating while the child serialises (GFS §2.6.3 builds
+    checkpoints in a separate thread; a thread here would share the GIL and
+    the mutating objects). The child's exit code is 0 or the errno."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    code = 255
+    try:
+        # a writer outliving a killed master could race the next one's checkpoint
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            raise OSError(errno.ECHILD, "the master went away")
+        gc.disable()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _write_checkpoint(data_dir, seq, snapshot())
+        code = 0
+    except OSError as exc:
+        code = exc.errno if exc.errno and 0 < exc.errno < 255 else 255
+    finally:
+        os._exit(code)
+
+
+async def _wait_exit(pid: int) -> int:
+    """The exit code of child ``pid``, waited for without blocking trio."""
+    pidfd = -1
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pass
+    try:
+        if pidfd >= 0:
+            await trio.lowlevel.wait_readable(pidfd)
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            await trio.sleep(0.005)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+
+
+async def _reap_writer(pid: int, data_dir: Path) -> None:
+    """Wait for checkpoint writer ``pid``; OSError with its errno if it failed."""
+    try:
+        code = await _wait_exit(pid)
+    except BaseException:           # cancelled: the half-written checkpoint goes
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        (data_dir / f"{CKPT_PREFIX}tmp").unlink(missing_ok=True)
+        raise
+    if code != 0:
+        err = code if 0 < code < 255 else errno.EIO
+        raise OSError(err, f"checkpoint writer failed: {os.strerror(err)}")
+
+
 class OpLog:
     """Append-only, group-committed op log with checkpoints."""
+
+    # write checkpoints in a forked child (False: snapshot in the request loop,
+    # write in a thread -- the loop then stalls while the snapshot is taken)
+    fork_checkpoints = hasattr(os, "fork") and hasattr(os, "waitstatus_to_exitcode")
 
     def __init__(self, data_dir: str | Path) -> None:
         self.dir = Path(data_dir)
@@ -418,10 +500,17 @@ class OpLog:
                 if start != self._log_start:
                     self._open_new_log(start)
                 # no await from here: the state is exactly the records up to seq
-                seq, state = self.last_seq, snapshot()
-            if seq == self.checkpoint_seq and seq > 0:
-                return seq
-            await trio.to_thread.run_sync(_write_checkpoint, self.dir, seq, state)
+                seq = self.last_seq
+                if seq == self.checkpoint_seq and seq > 0:
+                    return seq
+                if self.fork_checkpoints:
+                    pid = _fork_writer(self.dir, seq, snapshot)
+                else:
+                    state = snapshot()
+            if self.fork_checkpoints:
+                await _reap_writer(pid, self.dir)
+            else:
+                await trio.to_thread.run_sync(_write_checkpoint, self.dir, seq, state)
             self.checkpoint_seq = seq
             await trio.to_thread.run_sync(self._remove_old, seq, start)
             log.info("checkpoint at record %d written", seq)
