@@ -297,16 +297,17 @@ class Exchange:
     async def _fast_rpc(self, length: int) -> None:
         app = self.conn.app
         path = urllib.parse.unquote(self.req.target.partition(b"?")[0].decode("latin-1"))
-        try:
+        try:                            # the headers first: a stranger's body is never read
+            admission = app.admit_rpc(path, self.req.target.decode("latin-1"),
+                                      _header(self.req, b"authorization"),
+                                      _header(self.req, b"x-gfs-token"), self.conn.client[0])
             raw = await self._small_body(length, app.body_timeout)
-        except GFSError as exc:         # stalled or cut short: answer and close
+        except GFSError as exc:         # refused, stalled or cut short: answer and close
             self.keep_alive = False
             resp = app.answer_error("POST", path, exc)
+            resp.headers["connection"] = "close"
         else:
-            resp = await app.answer_rpc(path, raw, self.req.target.decode("latin-1"),
-                                        _header(self.req, b"authorization"),
-                                        _header(self.req, b"x-gfs-token"),
-                                        peer=self.conn.client[0])
+            resp = await app.answer_rpc(path, raw, admission=admission)
         headers = [(b"content-type", resp.content_type.encode()),
                    (b"content-length", str(len(resp.body)).encode())]
         headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]
@@ -393,14 +394,16 @@ class Exchange:
     async def _start(self, status: int, raw: list[tuple[bytes, bytes]]) -> bytes:
         """The response head; how its body will be framed."""
         headers = [(bytes(k).lower(), bytes(v)) for k, v in raw]
-        if not self.body_done and not await self._drain():   # the client may not reuse it
-            self.keep_alive = False
-        length = None
+        length, closing = None, False
         for k, v in headers:
             if k == b"connection" and b"close" in v.lower():
-                self.keep_alive = False
+                closing = True
             elif k == b"content-length":
                 length = int(v)
+        # an unread body the app gave up on (connection: close) is not waited
+        # for: the reply goes at once (and _linger drops what follows it)
+        if closing or (not self.body_done and not await self._drain()):
+            self.keep_alive = False
         chunked = length is None and self.req.http_version == b"1.1"
         if length is None and not chunked:
             self.keep_alive = False         # HTTP/1.0: the body ends with the connection

@@ -75,6 +75,17 @@ class Caller:
 
 
 TRUSTED = Caller(signed=True)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request let in on its headers (:meth:`App.admit_head`): its caller,
+    the counter of :attr:`App.admitted` it adds to (``""``: none, an open
+    cluster or route), and a signature whose body digest and nonce are still
+    to be checked (:meth:`App.admit_body`)."""
+    caller: Caller
+    how: str = ""
+    signed: auth_hmac.Signed | None = None
 CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("gfsfs_caller", default=TRUSTED)
 
 
@@ -282,46 +293,67 @@ class App:
               peer: str = "") -> None:
         """Let the request in under ``access`` (setting :data:`CALLER` for its
         handler), or raise UNAUTHORIZED. ``body`` None: streamed, not covered.
-        ``peer``: the client's address (an export session is good from one)."""
+        ``peer``: the client's address (an export session is good from one).
+        Both halves: :meth:`admit_head`, then :meth:`admit_body`."""
+        self.admit_body(self.admit_head(access, method, target, header, token, req, peer), body)
+
+    def admit_head(self, access: str, method: str, target: str, header: str | None,
+                   token: str | None, req: Request | None = None,
+                   peer: str = "") -> Admission:
+        """The rules of admission, on the request's headers alone, before its
+        body is read: who the caller is (an :class:`Admission`), or
+        UNAUTHORIZED. A signature's body digest and nonce are left to
+        :meth:`admit_body`."""
         verifier = self.verifier
         if verifier is None:
-            CALLER.set(TRUSTED if access != OPEN else Caller(signed=True, peer=peer))
-            return
+            return Admission(TRUSTED if access != OPEN else Caller(signed=True, peer=peer))
         if access == OPEN:          # anyone, so no one in particular
-            CALLER.set(Caller(peer=peer))
-            return
+            return Admission(Caller(peer=peer))
         if header and header.startswith("Bearer ") and access in (WEB, ADMIN, SESSION_ADMIN):
             role = self.bearer(header[7:].strip()) if self.bearer is not None else None
             if role is not None:
-                CALLER.set(Caller(session=role, bearer=True))
-                self.admitted["bearer"] += 1
-                return
-            verifier.refused += 1
-            raise GFSError(Code.UNAUTHORIZED, "authentication required")
+                return Admission(Caller(session=role, bearer=True), "bearer")
+            raise self._refuse(verifier)
         if header or access in (CLUSTER, SESSION, SESSION_ADMIN):
-            lookup = self.session_key
-            session = (lambda kid: lookup(kid, peer)) \
-                if access in (SESSION, SESSION_ADMIN) and lookup is not None else None
-            kid = verifier.check(method, target, header, body, session)
-            if kid.startswith(SESSION_PREFIX):
-                CALLER.set(Caller(mount=kid))
-                self.admitted["mount"] += 1
-                return
-            CALLER.set(TRUSTED)
-            self.admitted["signed"] += 1
-            return
+            signed = verifier.check_head(method, target, header, self._sessions(access, peer))
+            if signed.kid.startswith(SESSION_PREFIX):
+                return Admission(Caller(mount=signed.kid), "mount", signed)
+            return Admission(TRUSTED, "signed", signed)
         if access == CHUNK and token:
-            CALLER.set(Caller(token=token))
-            self.admitted["token"] += 1
-            return
+            return Admission(Caller(token=token), "token")
         if access == WEB and req is not None and self.web_session is not None:
             role = self.web_session(req)
             if role is not None:
-                CALLER.set(Caller(session=role))
-                self.admitted["session"] += 1
-                return
+                return Admission(Caller(session=role), "session")
+        raise self._refuse(verifier)
+
+    def admit_body(self, admission: Admission, body: bytes | None) -> None:
+        """Finish :meth:`admit_head` once the body is read (``body`` None: a
+        streamed route): a signature's digest and nonce; then :data:`CALLER`."""
+        if admission.signed is not None:
+            assert self.verifier is not None
+            self.verifier.check_body(admission.signed, body)
+        CALLER.set(admission.caller)
+        if admission.how:
+            self.admitted[admission.how] += 1
+
+    def admit_rpc(self, path: str, target: str, header: str | None, token: str | None,
+                  peer: str = "") -> Admission:
+        """:meth:`admit_head` of ``POST path`` (``/rpc/<name>``)."""
+        return self.admit_head(self.rpc_access.get(path[5:], CLUSTER), "POST", target or path,
+                               header, token, peer=peer)
+
+    def _sessions(self, access: str, peer: str) -> Callable[[str], bytes | None] | None:
+        """Export sessions' keys as seen from ``peer``, where ``access`` takes them."""
+        lookup = self.session_key
+        if access not in (SESSION, SESSION_ADMIN) or lookup is None:
+            return None
+        return lambda kid: lookup(kid, peer)
+
+    @staticmethod
+    def _refuse(verifier: auth_hmac.Verifier) -> GFSError:
         verifier.refused += 1
-        raise GFSError(Code.UNAUTHORIZED, "authentication required")
+        return GFSError(Code.UNAUTHORIZED, "authentication required")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -351,10 +383,11 @@ class App:
             if req.path.startswith("/rpc/") and req.method == "POST":
                 route_name = req.path
                 req.max_body = self.max_rpc_body
-                raw = await req.body()
-                self.admit(self.rpc_access.get(req.path[5:], CLUSTER), "POST", req.target,
-                           req.headers.get(auth_hmac.HEADER),
-                           req.headers.get(auth_tokens.HEADER), raw, peer=req.client)
+                admission = self.admit_rpc(req.path, req.target,
+                                           req.headers.get(auth_hmac.HEADER),
+                                           req.headers.get(auth_tokens.HEADER), req.client)
+                raw = await req.body()          # only once the headers let it in
+                self.admit_body(admission, raw)
                 return route_name, await self._rpc_reply(req.path[5:], raw)
             route = self._route(req.method, req.path)
             if route is not None:
@@ -388,16 +421,18 @@ class App:
 
     async def answer_rpc(self, path: str, raw: bytes, target: str = "",
                          header: str | None = None, token: str | None = None,
-                         peer: str = "") -> Response:
+                         peer: str = "", admission: Admission | None = None) -> Response:
         """``POST /rpc/<name>`` whose whole body the server already read: the
         server's fast path for small RPCs (:mod:`gfsfs.common.httpserver`),
         with the same replies, errors and observers as :meth:`__call__`.
-        ``target``, ``header``, ``token``: as sent, and ``peer`` (the client's
-        address), for :meth:`admit`."""
+        ``admission``: what :meth:`admit_rpc` made of its headers before the
+        body was read; without it, ``target``, ``header``, ``token`` (as sent)
+        and ``peer`` (the client's address) are checked here."""
         start = time.monotonic()
         try:
-            self.admit(self.rpc_access.get(path[5:], CLUSTER), "POST", target or path,
-                       header, token, raw, peer=peer)
+            if admission is None:
+                admission = self.admit_rpc(path, target, header, token, peer)
+            self.admit_body(admission, raw)
             resp = await self._rpc_reply(path[5:], raw)
         except GFSError as exc:
             resp = self._error_reply("POST", path, exc)

@@ -153,3 +153,79 @@ def test_a_daemon_will_not_start_with_a_secret_others_can_read(daemon: str,
     r = subprocess.run([python(), "-m", daemon, *missing], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 2 and "does not exist" in r.stderr and "gfs secret init" in r.stderr
+
+
+# ------------------------------------------------- refused before the body is read
+
+def raw_exchange(url: str, head: bytes, body: bytes = b"") -> bytes:
+    """Send ``head`` and ``body`` (not the rest the head may announce) and read
+    the reply until the server closes: within 5 s, or socket.timeout."""
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(head + body)
+        reply = b""
+        while piece := sock.recv(65536):
+            reply += piece
+            if b"\r\n\r\n" in reply and REFUSAL_BYTES in reply:
+                break
+        return reply
+
+
+REFUSAL_BYTES = msgpack.packb(REFUSAL)
+
+
+def rpc_head(name: str, length: int | None, auth: str | None = None) -> bytes:
+    lines = [f"POST /rpc/{name} HTTP/1.1", "host: x", "content-type: application/msgpack"]
+    lines.append(f"content-length: {length}" if length is not None
+                 else "transfer-encoding: chunked")
+    if auth:
+        lines.append(f"authorization: {auth}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_an_unsigned_rpc_is_refused_before_its_body_is_read(secured: Cluster,
+                                                            framing: str) -> None:
+    length = 16_000_000 if framing == "length" else None    # the fast path, or ASGI's
+    for url in (secured.url, secured.servers[0].url):
+        start = b"\x82\xa3ino\x01" if length else b"f42400\r\n\x82\xa3ino\x01"   # 16 MB chunk
+        reply = raw_exchange(url, rpc_head("lookup", length), start)
+        status, _, rest = reply.partition(b"\r\n")
+        assert status == b"HTTP/1.1 401 Unauthorized", reply[:200]
+        head, _, body = rest.partition(b"\r\n\r\n")
+        assert b"connection: close" in head.lower() and body == REFUSAL_BYTES
+
+
+def test_a_signed_rpc_with_a_tampered_body_is_refused(secured: Cluster) -> None:
+    auth = signed(secured.secret(), "statfs", {})["authorization"]
+    tampered = msgpack.packb({"x": 1})
+    reply = raw_exchange(secured.url, rpc_head("statfs", len(tampered), auth), tampered)
+    assert reply.startswith(b"HTTP/1.1 401") and reply.endswith(REFUSAL_BYTES)
+    # the same header with its own body is still good: a refused digest spends no nonce
+    assert post(secured.url, "statfs", {}, {"authorization": auth}).status_code == 200
+
+
+# ------------------------------------------------- replays across a restart
+
+@pytest.fixture
+def small_secured(tmp_path: Path) -> Iterator[Cluster]:
+    c = make_cluster(tmp_path, chunkds=1, secure=True)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_a_request_signed_before_a_restart_is_refused_after_it(small_secured: Cluster) -> None:
+    c = small_secured
+    for restart, url in ((c.restart_master, lambda: c.url),
+                         (lambda: c.restart_chunkd(0), lambda: c.servers[0].url)):
+        name = "statfs" if restart == c.restart_master else "sync"
+        captured = signed(c.secret(), name, {})
+        first = post(url(), name, {}, captured)
+        restart()
+        replay = post(url(), name, {}, captured)
+        assert (replay.status_code, msgpack.unpackb(replay.content)) == (401, REFUSAL)
+        fresh = post(url(), name, {}, signed(c.secret(), name, {}))
+        assert fresh.status_code == first.status_code != 401, fresh.content

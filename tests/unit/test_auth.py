@@ -142,6 +142,35 @@ def test_an_unsigned_body_is_only_for_streaming_routes() -> None:
     refused(v.check, "POST", "/rpc/create", header, b"\x80")     # an RPC: the body is covered
 
 
+def test_the_header_is_checked_before_the_body_and_the_nonce_kept_after_it() -> None:
+    clock = Clock()
+    s, v = Signer(A, clock), Verifier(A, clock=clock)
+    header = s.header("POST", "/rpc/lookup", b"\x80")
+    refused(v.check_head, "POST", "/rpc/lookup", Signer(B, clock).header("POST", "/rpc/lookup",
+                                                                         b"\x80"))
+    signed = v.check_head("POST", "/rpc/lookup", header)      # no body needed
+    assert not v.nonces
+    refused(v.check_body, signed, b"\x81")                    # a tampered body
+    assert not v.nonces and v.refused == 2
+    assert v.check_body(v.check_head("POST", "/rpc/lookup", header), b"\x80") == A.signing.kid
+    refused(v.check_body, v.check_head("POST", "/rpc/lookup", header), b"\x80")   # a replay
+
+
+def test_a_request_signed_before_the_verifier_started_is_refused() -> None:
+    clock = Clock()
+    s = Signer(A, clock)
+    before = s.header("GET", "/status", b"")
+    clock.now += 0.0005                     # the same millisecond: clock granularity
+    same_ms = Verifier(A, clock=clock)
+    same_ms.check("GET", "/status", before, b"")
+    clock.now += 1.0                        # a restart a second later: a replay
+    v = Verifier(A, clock=clock)
+    refused(v.check, "GET", "/status", before, b"")
+    v.check("GET", "/status", s.header("GET", "/status", b""), b"")
+    refused(v.remember_once, "0" * 16, clock.now - 1.0)        # an export's open, likewise
+    v.remember_once("1" * 16, clock.now)
+
+
 @pytest.mark.parametrize("header", [
     None, "", "Basic dXNlcjpwdw==", "GFS-HMAC", "GFS-HMAC kid=1", "GFS-HMAC " + "x" * 600,
     "GFS-HMAC kid=a,ts=1,nonce=00000000000000000000,body=x,sig=y,extra=z",
