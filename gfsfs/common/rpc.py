@@ -559,20 +559,36 @@ class Signing(httpx.Auth):
     """Signs each httpx request with the cluster secret
     (:mod:`gfsfs.common.auth.hmac`), except one that carries a chunk token:
     that one proves itself with the token alone. A body given as bytes is
-    covered by the signature; a streamed one is sent UNSIGNED."""
+    covered by the signature; a streamed one is sent UNSIGNED.
+
+    httpx picks (or opens) the connection after the request is signed, so a
+    request signed just before its daemon restarted reaches the new process
+    with a timestamp older than its start and is refused (the replay rule,
+    docs/security.md). So a 401 to a request whose body can be sent again is
+    signed afresh and sent once more: a 401 is given before any handler runs,
+    so nothing is done twice. (RpcPool signs after its connection is open,
+    so its requests are never older than the process that reads them.)"""
 
     def __init__(self, signer: auth_hmac.Signer) -> None:
         self.signer = signer
 
     def auth_flow(self, request: httpx.Request) -> Any:
-        if auth_tokens.HEADER not in request.headers and auth_hmac.HEADER not in request.headers:
-            try:
-                body: bytes | None = request.content
-            except httpx.RequestNotRead:
-                body = None
-            request.headers[auth_hmac.HEADER] = self.signer.header(
-                request.method, request.url.raw_path.decode("latin-1"), body)
-        yield request
+        if auth_tokens.HEADER in request.headers or auth_hmac.HEADER in request.headers:
+            yield request
+            return
+        try:
+            body: bytes | None = request.content
+        except httpx.RequestNotRead:
+            body = None
+        self._sign(request, body)
+        response = yield request
+        if response.status_code == 401 and body is not None:
+            self._sign(request, body)
+            yield request
+
+    def _sign(self, request: httpx.Request, body: bytes | None) -> None:
+        request.headers[auth_hmac.HEADER] = self.signer.header(
+            request.method, request.url.raw_path.decode("latin-1"), body)
 
 
 class RpcHTTP(httpx.AsyncClient):

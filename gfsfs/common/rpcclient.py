@@ -165,7 +165,8 @@ class RpcPool:
                    (b"content-length", str(len(body)).encode())]
         if token:
             headers.append((b"x-gfs-token", token.encode("latin-1")))
-        elif self.signer is not None:
+        elif self.signer is not None:     # signed on its connection: never older than
+            # the process that will read it (a daemon refuses what predates its start)
             headers.append((b"authorization",
                             self.signer.header("POST", path, body).encode("latin-1")))
         head = request_head(b"POST", path.encode(), headers)

@@ -14,10 +14,12 @@ from typing import Any
 import httpx
 import msgpack
 import pytest
+import trio
 
 import gfsfs
 from gfsfs.common.auth import secret as secrets
 from gfsfs.common.auth.hmac import Signer
+from gfsfs.common.rpc import Signing, call, make_http
 from gfsfs.common.shortcircuit import FRAME, socket_name
 from gfsfs.tools.localcluster import Cluster, python
 from conftest import make_cluster
@@ -229,3 +231,14 @@ def test_a_request_signed_before_a_restart_is_refused_after_it(small_secured: Cl
         assert (replay.status_code, msgpack.unpackb(replay.content)) == (401, REFUSAL)
         fresh = post(url(), name, {}, signed(c.secret(), name, {}))
         assert fresh.status_code == first.status_code != 401, fresh.content
+    # a pooled client that talked to the old master talks to the new one
+    trio.run(pooled_calls_across_a_restart, c)
+
+
+async def pooled_calls_across_a_restart(c: Cluster) -> None:
+    async with make_http(secret=c.secret()) as http:
+        assert "chunk_size" in await call(http, c.url, "statfs", {})
+        await trio.to_thread.run_sync(c.restart_master)
+        assert "chunk_size" in await call(http, c.url, "statfs", {})
+        async with httpx.AsyncClient(auth=Signing(Signer(c.secret()))) as streams:
+            assert (await streams.get(f"{c.url}/metrics")).status_code == 200

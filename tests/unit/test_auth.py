@@ -3,9 +3,11 @@ the pure logic, with a clock the test moves."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from gfsfs.common.auth import secret as secrets
 from gfsfs.common.auth.hmac import SKEW, Signer, Verifier
@@ -244,3 +246,34 @@ def test_generated_secrets_differ(tmp_path: Path) -> None:
     one = secrets.generate(tmp_path / "1").signing.material
     two = secrets.generate(tmp_path / "2").signing.material
     assert one != two and os.stat(tmp_path / "2").st_mode & 0o077 == 0
+
+
+# ---------------------------------------------------------------- the client's signing
+
+def test_httpx_signing_signs_a_refused_request_afresh_once() -> None:
+    import httpx
+
+    from gfsfs.common.rpc import Signing
+    from gfsfs.common.auth.hmac import parse
+
+    seen: list[tuple[str, bytes]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers["authorization"], request.read()))
+        return httpx.Response(401 if len(seen) == 1 else 200)
+
+    async def go(content: object) -> int:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer),
+                                     auth=Signing(Signer(A))) as http:
+            resp = await http.post("http://x/rpc/statfs", content=content)
+            return resp.status_code
+
+    assert trio.run(go, b"\x80") == 200         # signed before a restart: once more
+    (first, body1), (second, body2) = seen
+    assert body1 == body2 == b"\x80" and parse(first)["nonce"] != parse(second)["nonce"]
+    seen.clear()
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"chunk data"
+    assert trio.run(go, stream()) == 401        # a stream cannot be sent again
+    assert len(seen) == 1
