@@ -112,6 +112,14 @@ class _Extender:
     error: GFSError | None = None      # a failed extend, raised by the next settle
 
 
+def _append_body(target: AppendTarget, chunk_size: int, sync: bool,
+                 record_id: int) -> dict[str, Any]:
+    lease = target.lease
+    return {"handle": lease.handle, "version": lease.version,
+            "secondaries": [s.addr for s in lease.secondaries], "chunk_size": chunk_size,
+            "min_offset": target.min_offset, "sync": sync, "record_id": record_id}
+
+
 class Appender:
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -144,13 +152,11 @@ class Appender:
         failures = 0
         paddings = 0
         last: GFSError | None = None
+        record_id = secrets.randbits(63) or 1       # one for every attempt: lands once
         while True:
             target = await self._target(ino, min_index)
             lease = target.lease
-            body: dict[str, Any] = {
-                "handle": lease.handle, "version": lease.version,
-                "secondaries": [s.addr for s in lease.secondaries], "chunk_size": cs,
-                "min_offset": target.min_offset, "sync": sync}
+            body = _append_body(target, cs, sync, record_id)
             try:
                 if len(payload) <= INLINE_MAX:
                     body["data"] = payload
