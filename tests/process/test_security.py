@@ -153,3 +153,41 @@ def test_a_daemon_will_not_start_with_a_secret_others_can_read(daemon: str,
     r = subprocess.run([python(), "-m", daemon, *missing], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 2 and "does not exist" in r.stderr and "gfs secret init" in r.stderr
+
+
+def test_a_rotated_secret_is_read_again_without_restarts(tmp_path: Path) -> None:
+    """docs/security.md#rotating-the-secret, with no restart: the new key put
+    first (signing) beside the old one, then the old one removed; every
+    daemon follows within seconds, and the cluster keeps working."""
+    import time
+    from gfsfs.common.auth.private import write_private
+    c = make_cluster(tmp_path, secure=True)
+    try:
+        c.start()
+        old = c.secret()
+        assert old is not None and c.secret_file is not None
+        new = secrets.Secret.of(os.urandom(32))
+        body: dict[str, Any] = {"ino": 1}
+
+        def answered(secret: secrets.Secret) -> int:
+            return post(c.url, "getattr", body, signed(secret, "getattr", body)).status_code
+
+        write_private(c.secret_file, f"{new.keys[0].material.hex()}\n"
+                                     f"{old.keys[0].material.hex()}\n")
+        time.sleep(3)
+        assert answered(new) == 200 and answered(old) == 200
+        data = os.urandom(1 << 20)
+        with gfsfs.connect(c.url, secret_file=str(c.secret_file), short_circuit=False) as fs:
+            with fs.open("/rotated", "wb") as f:        # tokens of the new signing key
+                f.write(data)
+        write_private(c.secret_file, f"{new.keys[0].material.hex()}\n")
+        time.sleep(3)
+        assert answered(old) == 401 and answered(new) == 200
+        time.sleep(2)                   # heartbeats signed with the new key still count
+        report = msgpack.unpackb(post(c.url, "fsck", {}, signed(new, "fsck", {})).content)
+        assert (report["chunkds_alive"], report["chunkds_dead"]) == (3, 0), report
+        with gfsfs.connect(c.url, secret_file=str(c.secret_file), short_circuit=False) as fs:
+            with fs.open("/rotated", "rb") as f:
+                assert f.read() == data
+    finally:
+        c.stop()
