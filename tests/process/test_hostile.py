@@ -372,3 +372,36 @@ def test_fuzz_a_secured_cluster(tmp_path: Path, request: pytest.FixtureRequest) 
         if _failed(request):
             print(c.logs_text())
         c.stop()
+
+
+def test_fuzz_through_an_export_session(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The fuzz signed by a mount's export session (docs/security.md#exports)
+    instead of the secret: every request passes the export guard first, and
+    nothing it is sent makes a 5xx or a traceback."""
+    import httpx
+    import msgpack
+    from gfsfs.common.auth.session import session_secret
+    exports = tmp_path / "exports.toml"
+    exports.write_text('[[export]]\nname = "fuzz"\nfrom = "127.0.0.1"\npath = "/"\n')
+    c = make_cluster(tmp_path, secure=True,
+                     extra=["master.body_timeout=2.0", "chunk_server.body_timeout=2.0",
+                            f"master.exports_file={str(exports)!r}"])
+    try:
+        c.start()
+        opened = httpx.post(f"{c.url}/rpc/session_open", timeout=10,
+                            content=msgpack.packb({"path": "/"}))
+        assert opened.status_code == 200, opened.content
+        reply = msgpack.unpackb(opened.content)
+        tally = fuzz.run(c.url, [d.url for d in c.servers], seed=12, count=FUZZ_COUNT // 4,
+                         secret=session_secret(reply["ticket"], reply["key"]))
+        print(tally.summary())
+        assert tally.failures == [], tally.failures[:20]
+        assert not [k for k, n in tally.counts.items() if k[1] >= 500 and k[1] != 503]
+        # most hostile requests go where a session may not (401); some reach the handlers
+        assert sum(n for k, n in tally.counts.items() if k[1] == 200) >= 10
+        problems = fuzz.log_problems(c.logs)
+        assert problems == [], problems[:20]
+    finally:
+        if _failed(request):
+            print(c.logs_text())
+        c.stop()

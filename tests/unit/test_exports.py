@@ -172,6 +172,10 @@ def test_the_guard_squashes_root_and_owns_new_inodes_by_the_caller() -> None:
                 ctx={"uid": 1000, "gid": 1000})
     assert (req["uid"], req["gid"]) == (1000, 1000)
     refused(Code.BADREQ, t, "getattr", ino=t.team, ctx={"uid": "0", "gid": 0})
+    refused(Code.BADREQ, t, "create", parent=[t.team], name=b"x", mode=0o644, uid=0, gid=0)
+    refused(Code.BADREQ, t, "lease", ino={"x": 1}, index=0)
+    refused(Code.BADREQ, t, "getattr", ino=True)
+    refused(Code.BADREQ, t, "getattr", ino=t.team, ctx=[0, 0])
     # data: the squashed root may not read root's 0600 file; its owner may
     refused(Code.EACCES, t, "chunks", ino=t.rootonly, first=0, count=1)
     refused(Code.EACCES, t, "lease", ino=t.rootonly, index=0)
