@@ -273,6 +273,7 @@ class Appender:
                 except GFSError as exc:
                     log.error("queued appends to inode %d failed: %s", ino, exc)
                     q.error = exc
+                    self.client.note_error(ino, exc)
                     q.done += len(q.records)        # dropped with it
                     q.records.clear()
                     q.bytes = 0
@@ -347,6 +348,7 @@ class Appender:
                         "extend of inode %d to %d failed: %s", ino, target, exc)
                     ext.want = max(ext.want, target)
                     ext.error = exc
+                    self.client.note_error(ino, exc)
                     return
                 st = self.client.state(ino)
                 st.size = max(st.size, int(attr.get("size", target)))
