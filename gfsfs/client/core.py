@@ -129,7 +129,7 @@ class Client:
         with (the chunkds are shown the chunk tokens the master hands out).
         ``tls``: how ``https://`` masters and chunkds are verified and the
         cert shown to them (:func:`gfsfs.common.tls.client_context`).
-        ``session``: open an export session first (:func:`wants_session`;
+        ``session``: open an export session first (:func:`gfsfs.client.session.wanted`;
         :mod:`gfsfs.client.session`); EACCES if no export lets us in."""
         try:
             async with rpc.make_http(cfg.request_timeout,
