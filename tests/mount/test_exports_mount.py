@@ -131,6 +131,13 @@ def test_an_address_no_rule_allows_cannot_mount(site: Site) -> None:
     assert "no export allows / from 127.0.0.9" in site.refused(NOBODY)
     # an allowed address, but a path its rule does not cover
     assert "no export allows /private" in site.refused(TEAM, "-o", "export=/private")
+    secret = site.cluster.secret()
+    assert secret is not None
+    metrics = httpx.get(f"{site.cluster.url}/metrics", timeout=10, headers={
+        "authorization": Signer(secret).header("GET", "/metrics", None)}).text
+    refused = [line for line in metrics.splitlines()
+               if line.startswith("gfs_master_export_opens_refused")]
+    assert refused and float(refused[0].split()[-1]) >= 2, refused
 
 
 def test_a_whole_tree_export_reads_and_writes_without_the_secret(site: Site) -> None:
