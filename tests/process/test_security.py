@@ -191,3 +191,25 @@ def test_a_rotated_secret_is_read_again_without_restarts(tmp_path: Path) -> None
                 assert f.read() == data
     finally:
         c.stop()
+
+
+def test_a_request_replayed_after_a_restart_is_refused(tmp_path: Path) -> None:
+    """The nonces a daemon saw are not kept across its restart; a request
+    signed before the new process started is refused instead."""
+    c = make_cluster(tmp_path, chunkds=0, secure=True)
+    try:
+        c.start()
+        secret = c.secret()
+        assert secret is not None
+        body: dict[str, Any] = {"ino": 1}
+        captured = signed(secret, "getattr", body)
+        assert post(c.url, "getattr", body, captured).status_code == 200
+        assert post(c.url, "getattr", body, captured).status_code == 401    # a replay
+        import time
+        time.sleep(1.2)                 # signed more than START_MARGIN before the restart
+        c.restart_master(kill=True)
+        replayed = post(c.url, "getattr", body, captured)
+        assert replayed.status_code == 401 and msgpack.unpackb(replayed.content) == REFUSAL
+        assert post(c.url, "getattr", body, signed(secret, "getattr", body)).status_code == 200
+    finally:
+        c.stop()

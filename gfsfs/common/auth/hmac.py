@@ -14,7 +14,9 @@ the wire use TLS (docs/security.md).
 The server (:class:`Verifier`) refuses, always with the same short 401: no
 header, a malformed one, an unknown key, a wrong signature or body digest, a
 timestamp more than :data:`SKEW` seconds from its clock, a nonce it has seen
-(a replay). Comparisons are constant-time.
+(a replay), or one signed before the server started (the nonces of a
+predecessor are not kept: so a replay across a restart is refused too).
+Comparisons are constant-time.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ HEADER = "authorization"
 SCHEME = "GFS-HMAC"
 UNSIGNED = "UNSIGNED"
 SKEW = 60.0                 # seconds a request's timestamp may differ from the server's clock
+START_MARGIN = 1.0          # seconds before start-up a request may have been signed (clock steps)
 MAX_NONCES = 2_000_000      # nonces remembered at most (a full cache refuses, it never forgets early)
 EMPTY = hashlib.sha256(b"").hexdigest()
 
@@ -97,6 +100,9 @@ class Verifier:
         self.nonces: dict[str, float] = {}          # nonce -> when it may be forgotten
         self.order: deque[tuple[float, str]] = deque()
         self.refused = 0                            # requests refused (metrics)
+        # nonces are kept in memory only: a request signed before this process
+        # started (a replay of one its predecessor saw) is refused
+        self.not_before = clock() - START_MARGIN
 
     def check(self, method: str, target: str, header: str | None, body: bytes | None,
               session: Callable[[str], bytes | None] | None = None) -> str:
@@ -137,7 +143,7 @@ class Verifier:
                 raise _refuse()
         now = self.clock()
         ts = int(f["ts"]) / 1000
-        if abs(now - ts) > self.skew:
+        if abs(now - ts) > self.skew or ts < self.not_before:
             raise _refuse()
         self._remember(f["nonce"], ts + self.skew, now)
         return f["kid"]
