@@ -297,16 +297,27 @@ class Exchange:
     async def _fast_rpc(self, length: int) -> None:
         app = self.conn.app
         path = urllib.parse.unquote(self.req.target.partition(b"?")[0].decode("latin-1"))
-        try:
-            raw = await self._small_body(length, app.body_timeout)
-        except GFSError as exc:         # stalled or cut short: answer and close
+        early = app.refuse_early(path, self.req.target.decode("latin-1"),
+                                 _header(self.req, b"authorization"),
+                                 _header(self.req, b"x-gfs-token"), peer=self.conn.client[0]) \
+            if hasattr(app, "refuse_early") else None
+        if early is not None:           # refused from its headers: its body is never read
             self.keep_alive = False
-            resp = app.answer_error("POST", path, exc)
+            resp = early
         else:
-            resp = await app.answer_rpc(path, raw, self.req.target.decode("latin-1"),
-                                        _header(self.req, b"authorization"),
-                                        _header(self.req, b"x-gfs-token"),
-                                        peer=self.conn.client[0])
+            try:
+                raw = await self._small_body(length, app.body_timeout)
+            except GFSError as exc:     # stalled or cut short: answer and close
+                self.keep_alive = False
+                resp = app.answer_error("POST", path, exc)
+            else:
+                resp = await app.answer_rpc(path, raw, self.req.target.decode("latin-1"),
+                                            _header(self.req, b"authorization"),
+                                            _header(self.req, b"x-gfs-token"),
+                                            peer=self.conn.client[0])
+        await self._send_fast(resp)
+
+    async def _send_fast(self, resp: Any) -> None:
         headers = [(b"content-type", resp.content_type.encode()),
                    (b"content-length", str(len(resp.body)).encode())]
         headers += [(k.encode(), v.encode()) for k, v in resp.headers.items()]

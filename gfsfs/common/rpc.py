@@ -351,6 +351,8 @@ class App:
             if req.path.startswith("/rpc/") and req.method == "POST":
                 route_name = req.path
                 req.max_body = self.max_rpc_body
+                self._admit_headers(req.path, req.target, req.headers.get(auth_hmac.HEADER),
+                                    req.headers.get(auth_tokens.HEADER), req.client)
                 raw = await req.body()
                 self.admit(self.rpc_access.get(req.path[5:], CLUSTER), "POST", req.target,
                            req.headers.get(auth_hmac.HEADER),
@@ -385,6 +387,27 @@ class App:
                                                             or len(prefix) > len(best[0])):
                 best = (prefix, handler, access)
         return best
+
+    def refuse_early(self, path: str, target: str, header: str | None, token: str | None,
+                     peer: str = "") -> Response | None:
+        """The reply to ``POST /rpc/<name>`` that its headers alone already
+        refuse (no credentials, a wrong signature, a stale clock), before
+        its body is read; None to read the body and go on (:meth:`answer_rpc`
+        checks everything again, with the body)."""
+        try:
+            self._admit_headers(path, target, header, token, peer)
+        except GFSError as exc:
+            return self.answer_error("POST", path, exc)
+        return None
+
+    def _admit_headers(self, path: str, target: str, header: str | None, token: str | None,
+                       peer: str) -> None:
+        """:meth:`admit` of an RPC from its headers alone (UNAUTHORIZED, or
+        nothing: the full admit with the body follows and is what counts)."""
+        counted = dict(self.admitted)
+        self.admit(self.rpc_access.get(path[5:], CLUSTER), "POST", target or path,
+                   header, token, auth_hmac.NOT_READ, peer=peer)
+        self.admitted.update(counted)
 
     async def answer_rpc(self, path: str, raw: bytes, target: str = "",
                          header: str | None = None, token: str | None = None,

@@ -213,3 +213,31 @@ def test_a_request_replayed_after_a_restart_is_refused(tmp_path: Path) -> None:
         assert post(c.url, "getattr", body, signed(secret, "getattr", body)).status_code == 200
     finally:
         c.stop()
+
+
+def test_an_unsigned_rpc_is_refused_before_its_body_is_read(secured: Cluster) -> None:
+    """A caller without the secret cannot make a daemon read (and buffer) up
+    to max_request_bytes: the 401 comes from the headers, at once, and the
+    connection is closed; a signed request with a changed body is still
+    refused once its body is read."""
+    host, port = secured.url.split("//")[1].split(":")
+    targets = [(host, int(port))] + [(d.url.split("//")[1].split(":")[0],
+                                      int(d.url.rsplit(":", 1)[1])) for d in secured.servers]
+    for addr in targets:
+        with socket.create_connection(addr, timeout=5) as s:
+            s.sendall(b"POST /rpc/lookup HTTP/1.1\r\nhost: x\r\ncontent-type: application/msgpack"
+                      b"\r\ncontent-length: 16000000\r\n\r\n" + b"\x80" * 10)
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                piece = s.recv(4096)            # the 5 s timeout: the body is not awaited
+                if not piece:
+                    break
+                reply += piece
+            assert reply.startswith(b"HTTP/1.1 401"), (addr, reply[:200])
+            assert b"connection: close" in reply.lower(), reply[:300]
+    secret = secured.secret()
+    assert secret is not None
+    body = {"parent": 1, "name": b"x"}
+    headers = signed(secret, "lookup", body)
+    r = post(secured.url, "lookup", {"parent": 1, "name": b"y"}, headers)   # another body
+    assert r.status_code == 401 and msgpack.unpackb(r.content) == REFUSAL

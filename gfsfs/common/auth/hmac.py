@@ -38,6 +38,10 @@ SKEW = 60.0                 # seconds a request's timestamp may differ from the 
 START_MARGIN = 1.0          # seconds before start-up a request may have been signed (clock steps)
 MAX_NONCES = 2_000_000      # nonces remembered at most (a full cache refuses, it never forgets early)
 EMPTY = hashlib.sha256(b"").hexdigest()
+# a ``body`` for Verifier.check before the body is read: everything in the
+# header is checked (key, signature, clock); the body digest and the nonce
+# are checked by the second call, with the body
+NOT_READ = b"\0not read\0"
 
 
 def body_digest(body: bytes | None) -> str:
@@ -138,13 +142,15 @@ class Verifier:
                              "sha256").hexdigest()
         if not _hmac.compare_digest(expected, f["sig"]):
             raise _refuse()
-        if f["body"] != UNSIGNED or body is not None:
-            if not _hmac.compare_digest(f["body"], body_digest(body or b"")):
-                raise _refuse()
         now = self.clock()
         ts = int(f["ts"]) / 1000
         if abs(now - ts) > self.skew or ts < self.not_before:
             raise _refuse()
+        if body is NOT_READ:            # headers only (before the body is read): no more yet
+            return f["kid"]
+        if f["body"] != UNSIGNED or body is not None:
+            if not _hmac.compare_digest(f["body"], body_digest(body or b"")):
+                raise _refuse()
         self._remember(f["nonce"], ts + self.skew, now)
         return f["kid"]
 
