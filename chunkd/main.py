@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from gfsfs.common.auth.secret import SecretError
+from gfsfs.common.auth import reload
 from gfsfs.common.auth.security import OPEN, Security
 from gfsfs.common import logs, tls
 from gfsfs.common.config import ChunkServerConfig, ConfigError, add_arguments, from_args
@@ -187,6 +188,7 @@ async def run(cfg: ChunkServerConfig, sid: str, server_dir: Path, port: int,
                               reports=reports, fence=fence) for url in urls]
                 async with trio.open_nursery() as background:
                     await _background(background, server, cfg, sid)
+                    background.start_soon(reload.watch_security, security, http)
                     async for signum in signals:
                         log.info("chunkd %s: signal %d, stopping", sid, signum)
                         break

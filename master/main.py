@@ -33,6 +33,7 @@ from gfsfs.common.httpserver import ListenError, run_reporting
 from gfsfs.common.config import ConfigError, HAConfig, MasterConfig, TLSConfig, WebConfig
 from gfsfs.common.auth.secret import SecretError
 from gfsfs.common.auth.web import WebAuthError
+from gfsfs.common.auth import reload
 from gfsfs.common.auth.security import OPEN, Security
 
 from master.chunks.registry import LivenessMonitor
@@ -180,7 +181,10 @@ async def serve(cfg: MasterConfig, recover_log: bool = False,
         try:
             # a target answers `replicate` once it has the whole chunk
             replicator = Replicator(master, master.fenced(make_caller(http, COPY_TIMEOUT)))
-            await _run(cfg, master, replicator, HA(master, http), ha_cfg, tls_use)
+            async with trio.open_nursery() as watcher:      # a rotated secret, read again
+                watcher.start_soon(reload.watch_security, security, http)
+                await _run(cfg, master, replicator, HA(master, http), ha_cfg, tls_use)
+                watcher.cancel_scope.cancel()
         finally:
             master.close()
     log.info("master stopped")

@@ -23,6 +23,7 @@ per-chunk lock only makes single operations atomic.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from gfsfs.common.protocol import BLOCK_SIZE, INLINE_MAX
 from gfsfs.common.rpc import call, need, opt
 
 from chunkd.mutations.push import PushBuffers, check_addr, check_data_id
+from chunkd.mutations.records import RecordMemory
 from chunkd.storage.replicas import Replicas
 from chunkd.storage.store import MAX_CHUNK_BYTES, check_handle, check_version
 
@@ -51,6 +53,7 @@ class Mutation:
     data_id: str
     sync: bool
     inline: bytes | None = None
+    record_id: int = 0              # a record append's (chunkd.mutations.records); 0: none
 
     @classmethod
     def parse(cls, req: dict[str, Any]) -> Mutation:
@@ -65,6 +68,8 @@ class Mutation:
     def wire(self) -> dict[str, Any]:
         out = {"handle": self.handle, "version": self.version, "offset": self.offset,
                "data_id": self.data_id, "sync": self.sync}
+        if self.record_id:
+            out["record_id"] = self.record_id
         if self.inline is not None:
             out["data"] = self.inline
             del out["data_id"]
@@ -82,6 +87,7 @@ class Append:
     min_offset: int
     sync: bool
     secondaries: list[str]
+    record_id: int = 0              # the same for every attempt of one record (0: none)
 
     @classmethod
     def parse(cls, req: dict[str, Any]) -> Append:
@@ -95,7 +101,15 @@ class Append:
         min_offset = min(max(0, opt(req, "min_offset", int, 0)), chunk_size)
         sync = opt(req, "sync", bool, False)
         secondaries = check_addrs(opt(req, "secondaries", list, []))
-        return cls(handle, version, data_id, inline, chunk_size, min_offset, sync, secondaries)
+        return cls(handle, version, data_id, inline, chunk_size, min_offset, sync, secondaries,
+                   _record_id(req))
+
+
+def _record_id(req: dict[str, Any]) -> int:
+    rid = opt(req, "record_id", int, 0)
+    if not 0 <= rid < 1 << 63:
+        raise GFSError(Code.BADREQ, "record_id must be 0..2**63-1")
+    return rid
 
 
 class Mutations:
@@ -111,6 +125,7 @@ class Mutations:
         self.buffers = buffers
         self.http = http
         self.peer_timeout = peer_timeout
+        self.records = RecordMemory()
 
     async def commit(self, req: dict[str, Any]) -> dict[str, Any]:
         """At the primary: apply here, then on every secondary, in this order."""
@@ -150,15 +165,35 @@ class Mutations:
                 raise GFSError(Code.STALE,
                                f"chunk {a.handle:016x} is at version {have}, not {a.version}")
             length = self.store.length(a.handle) or 0
+            seen = self.records.find(a.handle, a.record_id, data, length) \
+                if a.record_id else None
+            if seen is not None:        # a retry of a record this replica has: not twice
+                return await self._again(a, seen.offset, data)
             offset = max(length, a.min_offset)
             if offset + len(data) > a.chunk_size:
                 return await self._pad(a, length)
-            m = Mutation(a.handle, a.version, offset, a.data_id, a.sync, a.inline)
+            m = Mutation(a.handle, a.version, offset, a.data_id, a.sync, a.inline, a.record_id)
             await self.apply_local(m, data)
             self.reports.note_primary(a.handle)
             await self.fan_out(a.secondaries, "apply", m.wire())
         if a.inline is None:
             self.buffers.discard(a.data_id)
+        return {"offset": offset, "length": len(data)}
+
+    async def _again(self, a: Append, offset: int, data: bytes) -> dict[str, Any]:
+        """A record this replica applied at ``offset`` already: the same bytes
+        at the same offset on every secondary (those that have them write
+        them again), and the first answer; called under the order lock."""
+        self.records.repeats += 1
+        m = Mutation(a.handle, a.version, offset, a.data_id, a.sync, a.inline, a.record_id)
+        if a.sync:
+            await self.store.sync(a.handle)
+        self.reports.note_primary(a.handle)
+        await self.fan_out(a.secondaries, "apply", m.wire())
+        if a.inline is None:
+            self.buffers.discard(a.data_id)
+        log.info("record %x of chunk %016x retried: already at offset %d, not appended again",
+                 a.record_id, a.handle, offset)
         return {"offset": offset, "length": len(data)}
 
     async def _pad(self, a: Append, length: int) -> dict[str, Any]:
@@ -176,7 +211,7 @@ class Mutations:
 
     async def apply(self, req: dict[str, Any]) -> dict[str, Any]:
         """At a secondary: apply what the primary applied, at its offset."""
-        m = Mutation.parse(req)
+        m = dataclasses.replace(Mutation.parse(req), record_id=_record_id(req))
         data = m.inline if m.inline is not None else self.buffers.get(m.data_id)
         async with self.replicas.order_lock(m.handle):
             await self.apply_local(m, data)
@@ -192,6 +227,7 @@ class Mutations:
         async with self.replicas.order_lock(handle):
             await self.replicas.guard(handle, self.store.truncate(handle, length,
                                                                   expect_version=version))
+            self.records.cut(handle, length)
             await self.fan_out(secondaries, "truncate",
                                {"handle": handle, "version": version, "length": length})
         return {}
@@ -228,15 +264,21 @@ class Mutations:
         return {}
 
     async def delete(self, req: dict[str, Any]) -> dict[str, Any]:
-        await self.replicas.delete(check_handles(need(req, "handles", list)))
+        handles = check_handles(need(req, "handles", list))
+        await self.replicas.delete(handles)
+        for handle in handles:
+            self.records.forget(handle)
         return {}
 
     async def apply_local(self, m: Mutation, data: bytes) -> None:
-        """Write ``data`` to this replica (fsync'd when ``m.sync``)."""
+        """Write ``data`` to this replica (fsync'd when ``m.sync``); a record
+        append's id is remembered with where it landed."""
         await self.replicas.guard(m.handle, self.store.write(m.handle, m.offset, data,
                                                              expect_version=m.version))
         if m.sync:
             await self.store.sync(m.handle)
+        if m.record_id:
+            self.records.note(m.handle, m.record_id, m.offset, data)
 
     async def fan_out(self, addrs: list[str], name: str, body: dict[str, Any]) -> None:
         """``name`` on every secondary at once; UNAVAILABLE naming those that failed."""

@@ -112,6 +112,14 @@ class _Extender:
     error: GFSError | None = None      # a failed extend, raised by the next settle
 
 
+def _append_body(target: AppendTarget, chunk_size: int, sync: bool,
+                 record_id: int) -> dict[str, Any]:
+    lease = target.lease
+    return {"handle": lease.handle, "version": lease.version,
+            "secondaries": [s.addr for s in lease.secondaries], "chunk_size": chunk_size,
+            "min_offset": target.min_offset, "sync": sync, "record_id": record_id}
+
+
 class Appender:
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -144,13 +152,11 @@ class Appender:
         failures = 0
         paddings = 0
         last: GFSError | None = None
+        record_id = secrets.randbits(63) or 1       # one for every attempt: lands once
         while True:
             target = await self._target(ino, min_index)
             lease = target.lease
-            body: dict[str, Any] = {
-                "handle": lease.handle, "version": lease.version,
-                "secondaries": [s.addr for s in lease.secondaries], "chunk_size": cs,
-                "min_offset": target.min_offset, "sync": sync}
+            body = _append_body(target, cs, sync, record_id)
             try:
                 if len(payload) <= INLINE_MAX:
                     body["data"] = payload
@@ -267,6 +273,7 @@ class Appender:
                 except GFSError as exc:
                     log.error("queued appends to inode %d failed: %s", ino, exc)
                     q.error = exc
+                    self.client.note_error(ino, exc)
                     q.done += len(q.records)        # dropped with it
                     q.records.clear()
                     q.bytes = 0
@@ -341,6 +348,7 @@ class Appender:
                         "extend of inode %d to %d failed: %s", ino, target, exc)
                     ext.want = max(ext.want, target)
                     ext.error = exc
+                    self.client.note_error(ino, exc)
                     return
                 st = self.client.state(ino)
                 st.size = max(st.size, int(attr.get("size", target)))

@@ -82,6 +82,7 @@ class OpenFile:
     ino: int
     flags: int
     ahead: ReadAhead
+    err_seen: int = 0               # the inode's err_seq its last fsync reported
 
     @property
     def writable(self) -> bool:
@@ -128,7 +129,7 @@ class Client:
         with (the chunkds are shown the chunk tokens the master hands out).
         ``tls``: how ``https://`` masters and chunkds are verified and the
         cert shown to them (:func:`gfsfs.common.tls.client_context`).
-        ``session``: open an export session first (:func:`wants_session`;
+        ``session``: open an export session first (:func:`gfsfs.client.session.wanted`;
         :mod:`gfsfs.client.session`); EACCES if no export lets us in."""
         try:
             async with rpc.make_http(cfg.request_timeout,
@@ -448,7 +449,8 @@ class Client:
         if not (st.wbuf or st.inflight):
             st.size = -1 if size is None else size
             st.locs = {i: v for i, v in st.locs.items() if v[0] is not None}
-        return OpenFile(ino, flags, ReadAhead(self.cfg.readahead_bytes, self.cfg.readahead_pieces))
+        return OpenFile(ino, flags, ReadAhead(self.cfg.readahead_bytes, self.cfg.readahead_pieces),
+                        st.err_seq)
 
     def _as_opener(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """A data-path RPC of a session, sent in the name of whoever opened
@@ -480,7 +482,7 @@ class Client:
 
     async def release(self, of: OpenFile) -> None:
         of.ahead.pieces.clear()
-        await self.flush(of.ino)
+        await self.flush(of.ino, of)
 
     # ------------------------------------------------------------ reads
 
@@ -642,15 +644,41 @@ class Client:
         """The largest record :meth:`append` takes: chunk_size/4."""
         return await self.appender.max_record()
 
-    async def flush(self, ino: int) -> None:
-        await self.appender.drain(ino)
-        await self.writer.flush(ino, sync=False)
-        await self.appender.settle(ino)
+    async def flush(self, ino: int, of: OpenFile | None = None) -> None:
+        """close(2) of a descriptor of ``of``: write back, and report a failure
+        of this inode's background work since ``of``'s last fsync (a close
+        reports it, it does not consume it: another descriptor of the same
+        open file -- a forked child's -- closing first hides nothing)."""
+        await self._written_back(ino, of, sync=False)
 
-    async def fsync(self, ino: int) -> None:
-        await self.appender.drain(ino)
-        await self.writer.flush(ino, sync=True)
-        await self.appender.settle(ino)
+    async def fsync(self, ino: int, of: OpenFile | None = None) -> None:
+        """fsync(2) through ``of``: as :meth:`flush`, made durable, and the
+        failures reported are consumed for ``of`` (Linux's errseq_t)."""
+        await self._written_back(ino, of, sync=True)
+
+    async def _written_back(self, ino: int, of: OpenFile | None, sync: bool) -> None:
+        try:
+            await self.appender.drain(ino)
+            await self.writer.flush(ino, sync=sync)
+            await self.appender.settle(ino)
+        except GFSError:
+            if of is not None and sync:
+                of.err_seen = self.state(ino).err_seq
+            raise
+        st = self.inodes.get(ino)
+        if of is not None and st is not None and st.err_seq > of.err_seen \
+                and (sync or of.writable):      # a reader's close is told nothing
+            if sync:
+                of.err_seen = st.err_seq
+            assert st.err_last is not None
+            raise GFSError(st.err_last.code, st.err_last.message)
+
+    def note_error(self, ino: int, err: GFSError) -> None:
+        """A background write, append or extend of ``ino`` failed (every open
+        file of it will hear of it: :meth:`flush`, :meth:`fsync`)."""
+        st = self.state(ino)
+        st.err_seq += 1
+        st.err_last = err
 
     async def flush_all(self) -> None:
         for ino in list(self.inodes):

@@ -64,6 +64,11 @@ class InodeState:
     slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(BATCHES_IN_FLIGHT))
     pending_end: int = 0              # end of data written but not yet extended
     error: GFSError | None = None     # a failed background write, reported once
+    # every failure of a background write, append or extend of this inode
+    # (Linux's errseq_t): each open file reports those since it last did at
+    # its fsync, and at a flush (close) those since its last fsync
+    err_seq: int = 0
+    err_last: GFSError | None = None
     # handle -> (chunk index, replica addrs not yet fsync'd)
     unsynced: dict[int, tuple[int, set[str]]] = field(default_factory=dict)
     write_token: str | None = None    # the newest lease's chunk token: what a sync shows

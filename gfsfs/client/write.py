@@ -146,6 +146,7 @@ class Writer:
             (log.warning if expected else log.error)("write-back of inode %d failed: %s",
                                                      ino, exc)
             st.error = exc if isinstance(exc, GFSError) else GFSError(Code.EIO, str(exc))
+            self.client.note_error(ino, st.error)
         finally:
             st.slots.release()
             st.inflight.remove(entry)

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 RESENDABLE = frozenset({
     "lookup", "getattr", "readdir", "readlink", "getxattr", "listxattr", "statfs", "chunks",
     "lease", "append_lease", "extend", "fileinfo", "cluster_status", "fsck", "dump_metadata",
-    "trash_list", "checkpoint", "setgoal", "drain"})
+    "trash_list", "checkpoint", "setgoal", "drain", "session_open"})
 
 SWITCH = "switch"       # believe another master, send again
 AGAIN = "again"         # ask the same master again

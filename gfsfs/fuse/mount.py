@@ -23,6 +23,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from gfsfs.common.auth import reload
 from gfsfs.common.auth import secret as secrets
 from gfsfs.common.auth.secret import Secret
 from gfsfs.common import config as gconfig
@@ -176,6 +177,8 @@ async def serve(cfg: ClientConfig, mountpoint: str, fuse_opts: set[str], read_on
         try:
             nursery.start_soon(watch_signals)
             nursery.start_soon(tune_readahead, mountpoint)
+            if client.session is None:      # a rotated secret is read again
+                nursery.start_soon(reload.watch_client, secret, client.http)
             log.info("mounted %s on %s", cfg.master_url, mountpoint)
             if ready_fd is not None:
                 os.write(ready_fd, b"1")

@@ -458,11 +458,13 @@ class Operations(pyfuse3.Operations):
 
     @errno_boundary
     async def flush(self, fh: int) -> None:
-        await self.client.flush(self._file(fh).ino)
+        of = self._file(fh)
+        await self.client.flush(of.ino, of)
 
     @errno_boundary
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.client.fsync(self._file(fh).ino)
+        of = self._file(fh)
+        await self.client.fsync(of.ino, of)
 
     @errno_boundary
     async def release(self, fh: int) -> None:

@@ -45,6 +45,7 @@ class Exports:
         self.table = table
         self.attempts = Attempts(OPEN_TRIES)
         self.opened = 0                     # sessions opened (metrics)
+        self.refused = 0                    # opens refused
 
     def session_key(self, kid: str, peer: str) -> bytes | None:
         """The key of ticket ``kid`` if it is good from ``peer`` under
@@ -100,6 +101,7 @@ class Exports:
         table = self.table.current(time.time())
         export = table.match(peer, path, self._proven(req, table, path))
         if export is None:
+            self.refused += 1
             log.warning("exports: refused a mount of %s from %s", path, peer)
             raise GFSError(Code.EACCES, f"no export allows {path} from {peer}")
         root = self._root(path)

@@ -100,6 +100,12 @@ def chunk_metrics(master: Master) -> Iterator[Metric]:
     yield counter("gfs_master_refused_versions",
                   "chunk reports claiming a version no grant of this master explains",
                   master.leases.refused_versions)
+    shares = master.shares
+    if shares is not None:
+        yield counter("gfs_master_export_sessions_opened",
+                      "mounts let in by an export rule (session_open)", shares.opened)
+        yield counter("gfs_master_export_opens_refused",
+                      "session_open refusals (no rule, wrong password)", shares.refused)
 
 
 def chunkd_metrics(reg: ChunkRegistry) -> Iterator[Metric]:

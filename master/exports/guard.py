@@ -116,7 +116,11 @@ def apply(ns: Namespace, name: str, req: dict[str, Any], export: Export, root: i
         req["ino"] = root
     for key in INODE_FIELDS.get(name, ("ino",)):
         value = req.get(key)
-        if isinstance(value, int) and not within(ns, value, root):
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise GFSError(Code.BADREQ, f"field {key!r} must be an inode number")
+        if not within(ns, value, root):
             raise GFSError(Code.ENOENT, f"no inode {value}")
     if name == "lookup" and req.get("parent") == root and req.get("name") in (b"..", ".."):
         req["name"] = b"."                      # the root's parent is the root

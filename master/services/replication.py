@@ -57,7 +57,7 @@ from gfsfs.common.errors import GFSError
 from master.chunks.registry import Chunkd, ChunkNeed, Copy
 from master.core import Master
 from master.chunks.leases import ChunkdCaller
-from master.services.queries import scan
+from master.services.queries import scan_cooperatively
 from master.services.rebalance import plan_moves
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Replicator:
     async def run_once(self, nursery: trio.Nursery | None = None) -> int:
         """Start the copies this round allows (in ``nursery``, else wait for
         them here) and trim over-goal chunks; returns how many copies started."""
-        needs = scan(self.m)
+        needs = await scan_cooperatively(self.m)
         self.trim(needs)
         copies = self.plan(needs) if self.clock() - self.born >= self.grace else []
         if self.clock() - self.born >= self.grace:

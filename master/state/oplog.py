@@ -188,18 +188,31 @@ async def _wait_exit(pid: int) -> int:
             os.close(pidfd)
 
 
-async def _reap_writer(pid: int, data_dir: Path) -> None:
-    """Wait for checkpoint writer ``pid``; OSError with its errno if it failed."""
+WRITER_TIMEOUT = 1800.0     # seconds a checkpoint writer may take (10 M files: ~30 s)
+
+
+async def _reap_writer(pid: int, data_dir: Path, timeout: float = WRITER_TIMEOUT) -> None:
+    """Wait for checkpoint writer ``pid``; OSError with its errno if it failed,
+    ETIMEDOUT if it hung (a child forked from a threaded process can): the
+    next checkpoint tries again."""
     try:
-        code = await _wait_exit(pid)
+        with trio.move_on_after(timeout) as waited:
+            code = await _wait_exit(pid)
     except BaseException:           # cancelled: the half-written checkpoint goes
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        (data_dir / f"{CKPT_PREFIX}tmp").unlink(missing_ok=True)
+        _kill_writer(pid, data_dir)
         raise
+    if waited.cancelled_caught:
+        _kill_writer(pid, data_dir)
+        raise OSError(errno.ETIMEDOUT, f"checkpoint writer hung for {timeout:g} s: killed")
     if code != 0:
         err = code if 0 < code < 255 else errno.EIO
         raise OSError(err, f"checkpoint writer failed: {os.strerror(err)}")
+
+
+def _kill_writer(pid: int, data_dir: Path) -> None:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    (data_dir / f"{CKPT_PREFIX}tmp").unlink(missing_ok=True)
 
 
 class OpLog:

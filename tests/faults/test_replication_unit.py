@@ -228,3 +228,34 @@ def test_a_chunk_a_client_asks_for_goes_first(tmp_path: Path) -> None:
         rep = Replicator(h.master, caller=replicate_ok(h), grace=0)
         assert rep.plan(scan(h.master))[0].handle == last
     run(tmp_path, body, replication_max=1, replication_per_chunkd=1)
+
+
+def test_the_replicators_scan_yields_to_requests_and_equals_the_full_scan(
+        tmp_path: Path) -> None:
+    """issue 15: the round's scan lets other tasks run every few thousand
+    inodes (the request loop is not stalled for the whole scan), and finds
+    what the one-piece scan finds; a file removed meanwhile is not in it."""
+    from master.services.queries import scan_cooperatively
+
+    async def body(h: Harness) -> None:
+        inos = await setup(h, {"c1": "a", "c2": "b", "c3": "c"}, files=6, chunks=2)
+        want = scan(h.master)
+        ran: list[int] = []
+
+        async def other() -> None:
+            for i in range(1000):
+                ran.append(i)
+                await trio.sleep(0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            got = await scan_cooperatively(h.master, step=2)
+            nursery.cancel_scope.cancel()
+        assert len(ran) >= 3                     # it ran between the scan's steps
+        assert {h_: (n.goal, sorted(n.refs), len(n.live)) for h_, n in got.items()} == \
+            {h_: (n.goal, sorted(n.refs), len(n.live)) for h_, n in want.items()}
+        gone = set(h.master.ns.inodes[inos[0]].chunks.values())
+        await h.call("unlink", parent=1, name=b"f0")
+        await h.call("trash_purge", inos=[inos[0]])
+        assert not gone & set(await scan_cooperatively(h.master, step=2))
+    run(tmp_path, body)

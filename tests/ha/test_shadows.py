@@ -248,6 +248,13 @@ def test_a_read_only_mount_on_a_shadow_reads_what_the_primary_writes(pair: Pair,
         wait_for("the shadow to have the last file",
                  lambda: (ro.mountpoint / "f19").exists()
                  and (ro.mountpoint / "f19").stat().st_size == 100_019)
+
+        def located(i: int) -> bool:        # the chunkd's report reached the shadow too
+            ino = os.stat(rw.mountpoint / f"f{i}").st_ino
+            found = call(pair.shadow.url, "chunks", ino=ino, first=0, count=1)["chunks"]
+            return bool(found) and all(c.get("replicas") for c in found)
+        wait_for("the shadow to know where the chunks are",
+                 lambda: all(located(i) for i in (0, 7, 19)))
         for i in (0, 7, 19):
             assert (ro.mountpoint / f"f{i}").read_bytes() == (rw.mountpoint / f"f{i}").read_bytes()
         with pytest.raises(OSError) as e:

@@ -256,3 +256,42 @@ def test_heartbeat_sends_its_protocol_and_logs_a_mismatch_clearly(
         assert "chunkd cs1 and master http://master speak different protocols" in errors[0]
         assert "protocol 999" in errors[0]
     run(go, master.app)
+
+
+def test_a_retried_record_append_lands_once() -> None:
+    """issue 12: the primary applied a record but a secondary was out of
+    reach; the writer's retry (same record_id) gets the first offset back,
+    the secondary that missed it gets it there, and nothing is appended twice.
+    Another record id, or the same id with other bytes, is a new record."""
+    body = {"handle": 7, "version": 1, "chunk_size": 1 << 20, "data": b"rec-A",
+            "record_id": 99}
+
+    async def go(c: Cluster) -> None:
+        await c.create(7, 1)
+        first = await c.rpc(ADDRS[0], "append", {**body, "secondaries": [ADDRS[1], DEAD]})
+        assert first[0] == 503 and error(first[1]) == "UNAVAILABLE"
+        again = await c.rpc(ADDRS[0], "append", {**body, "secondaries": ADDRS[1:]})
+        assert again == (200, {"offset": 0, "length": 5})
+        assert c.servers[0].mutations.records.repeats == 1
+        for addr in ADDRS:              # the same bytes at the same offset everywhere
+            assert (await c.read(addr, 7, 0, 100)).content == b"rec-A"
+        other = await c.rpc(ADDRS[0], "append", {**body, "record_id": 100,
+                                                 "secondaries": ADDRS[1:]})
+        assert other == (200, {"offset": 5, "length": 5})
+        changed = await c.rpc(ADDRS[0], "append", {**body, "data": b"rec-B",
+                                                   "secondaries": ADDRS[1:]})
+        assert changed == (200, {"offset": 10, "length": 5})
+        for addr in ADDRS:
+            assert (await c.read(addr, 7, 0, 100)).content == b"rec-Arec-Arec-B"
+        # a secondary of the first attempt that becomes primary knows it too
+        moved = await c.rpc(ADDRS[1], "append", {**body, "record_id": 100,
+                                                 "secondaries": [ADDRS[0], ADDRS[2]]})
+        assert moved == (200, {"offset": 5, "length": 5})
+        # forgotten when the chunk is cut below it
+        assert (await c.rpc(ADDRS[0], "truncate", {"handle": 7, "version": 1, "length": 5,
+                                                   "secondaries": ADDRS[1:]}))[0] == 200
+        later = await c.rpc(ADDRS[0], "append", {**body, "record_id": 100,
+                                                 "secondaries": ADDRS[1:]})
+        assert later == (200, {"offset": 5, "length": 5})
+        assert c.servers[0].mutations.records.repeats == 1
+    run(go)

@@ -451,8 +451,8 @@ def test_client_append_after_write(cluster: Cluster) -> None:
 
 def test_client_append_survives_dead_chunkd(cluster: Cluster) -> None:
     """kill -9 a chunkd while 8 tasks append: every acknowledged record is
-    present and whole at the offset append returned; records whose attempt
-    failed half-way may appear twice (reported), never torn."""
+    present and whole at the offset append returned, and there once: a retry
+    carries its record id and lands where the failed attempt did (issue 12)."""
     placed: dict[int, bytes] = {}
 
     async def main() -> None:
@@ -485,5 +485,7 @@ def test_client_append_survives_dead_chunkd(cluster: Cluster) -> None:
                 print(f"retries {c.appender.retries}")
                 assert not problems, problems[:3]
                 assert set(seen) == {(w, s) for w in range(8) for s in range(60)}
+                twice = {r: n for r, n in seen.items() if n > 1}
+                assert not twice, f"appended more than once: {twice}"
 
     trio.run(main)

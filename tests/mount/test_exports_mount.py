@@ -131,6 +131,13 @@ def test_an_address_no_rule_allows_cannot_mount(site: Site) -> None:
     assert "no export allows / from 127.0.0.9" in site.refused(NOBODY)
     # an allowed address, but a path its rule does not cover
     assert "no export allows /private" in site.refused(TEAM, "-o", "export=/private")
+    secret = site.cluster.secret()
+    assert secret is not None
+    metrics = httpx.get(f"{site.cluster.url}/metrics", timeout=10, headers={
+        "authorization": Signer(secret).header("GET", "/metrics", None)}).text
+    refused = [line for line in metrics.splitlines()
+               if line.startswith("gfs_master_export_opens_refused")]
+    assert refused and float(refused[0].split()[-1]) >= 2, refused
 
 
 def test_a_whole_tree_export_reads_and_writes_without_the_secret(site: Site) -> None:
@@ -154,6 +161,22 @@ def test_a_subtree_export_cannot_be_left_and_squashes_root(site: Site) -> None:
     os.mkdir(mp / "sub")
     assert os.stat(mp / "sub" / "..").st_ino == 1
     assert (site.admin / "team" / "sub").is_dir()
+    # df of the export shows its quota as the size
+    admin_rpc(site, "quota_set", ino=os.stat(site.admin / "team").st_ino, bytes=50 << 20)
+    st = os.statvfs(mp)
+    assert st.f_blocks * st.f_frsize == 50 << 20
+    admin_rpc(site, "quota_rm", ino=os.stat(site.admin / "team").st_ino)
+
+
+def admin_rpc(site: Site, name: str, **body: Any) -> Any:
+    """An RPC signed with the cluster secret (what the gfs CLI sends)."""
+    secret = site.cluster.secret()
+    assert secret is not None
+    raw = msgpack.packb(body)
+    r = httpx.post(f"{site.cluster.url}/rpc/{name}", content=raw, timeout=10,
+                   headers={"authorization": Signer(secret).header("POST", f"/rpc/{name}", raw)})
+    assert r.status_code == 200, r.content
+    return msgpack.unpackb(r.content)
 
 
 def session_client(address: str, cluster: Cluster, export: str = "/", **kw: Any) -> Any:

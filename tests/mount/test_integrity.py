@@ -174,6 +174,9 @@ def _pids_under(base: Path) -> list[int]:
     return pids
 
 
+# the mounts are stopped under a running fsx: a release the kernel already
+# dropped when the mount went away makes pyfuse3 log "fuse_reply_* failed"
+@pytest.mark.allow_errors
 def test_fsx_cluster_stops_its_cluster_on_sigterm(tmp_path: Path) -> None:
     """SIGTERM to ``gfs-fsx --cluster`` unmounts both mounts and stops the
     master and chunkds it started (before, they were left behind)."""

@@ -246,3 +246,36 @@ def test_large_buffered_writes_are_sent_early(cluster: Cluster) -> None:
                 assert await other.read(ino, 0, 2 * CS) == b"z" * 2 * CS
     trio.run(main)
 
+
+
+def test_a_failed_background_append_reaches_every_open_file(cluster: Cluster) -> None:
+    """errseq semantics: a queued append that failed after write(2) returned
+    is reported by the fsync of every open file of the inode -- even when
+    another descriptor's close (a forked child's, sharing the open file)
+    heard of it first -- and once per open file; a close reports without
+    consuming, and a reader's close is told nothing."""
+    import os as _os
+    from gfsfs.common.errors import GFSError
+
+    async def test(c: Client) -> None:
+        ino = (await c.create(1, b"log", stat.S_IFREG | 0o644, 0, 0))["ino"]
+        await c.appender.append(ino, b"first record\n")
+        a = c.open_file(ino, _os.O_WRONLY | _os.O_APPEND)
+        b = c.open_file(ino, _os.O_WRONLY | _os.O_APPEND)
+        reader = c.open_file(ino, _os.O_RDONLY)
+        cluster.master.kill()                       # the next append cannot get its lease
+        await c.appender.enqueue(ino, b"lost record\n")
+        with pytest.raises(GFSError):
+            await c.flush(ino, b)                   # the first to hear of it
+        with pytest.raises(GFSError):
+            await c.flush(ino, a)                   # a close reports it ...
+        with pytest.raises(GFSError):
+            await c.fsync(ino, a)                   # ... and does not consume it
+        cluster.restart_master()                    # the same port: the cluster is back
+        await c.fsync(ino, a)                       # once per open file
+        with pytest.raises(GFSError):
+            await c.fsync(ino, b)
+        await c.flush(ino, reader)                  # a reader's close: nothing
+        with pytest.raises(GFSError):
+            await c.fsync(ino, reader)              # its fsync: as Linux's
+    run(cluster, test, failover_timeout=1.0, retries=1)

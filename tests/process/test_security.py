@@ -157,6 +157,44 @@ def test_a_daemon_will_not_start_with_a_secret_others_can_read(daemon: str,
     assert r.returncode == 2 and "does not exist" in r.stderr and "gfs secret init" in r.stderr
 
 
+def test_a_rotated_secret_is_read_again_without_restarts(tmp_path: Path) -> None:
+    """docs/security.md#rotating-the-secret, with no restart: the new key put
+    first (signing) beside the old one, then the old one removed; every
+    daemon follows within seconds, and the cluster keeps working."""
+    import time
+    from gfsfs.common.auth.private import write_private
+    c = make_cluster(tmp_path, secure=True)
+    try:
+        c.start()
+        old = c.secret()
+        assert old is not None and c.secret_file is not None
+        new = secrets.Secret.of(os.urandom(32))
+        body: dict[str, Any] = {"ino": 1}
+
+        def answered(secret: secrets.Secret) -> int:
+            return post(c.url, "getattr", body, signed(secret, "getattr", body)).status_code
+
+        write_private(c.secret_file, f"{new.keys[0].material.hex()}\n"
+                                     f"{old.keys[0].material.hex()}\n")
+        time.sleep(3)
+        assert answered(new) == 200 and answered(old) == 200
+        data = os.urandom(1 << 20)
+        with gfsfs.connect(c.url, secret_file=str(c.secret_file), short_circuit=False) as fs:
+            with fs.open("/rotated", "wb") as f:        # tokens of the new signing key
+                f.write(data)
+        write_private(c.secret_file, f"{new.keys[0].material.hex()}\n")
+        time.sleep(3)
+        assert answered(old) == 401 and answered(new) == 200
+        time.sleep(2)                   # heartbeats signed with the new key still count
+        report = msgpack.unpackb(post(c.url, "fsck", {}, signed(new, "fsck", {})).content)
+        assert (report["chunkds_alive"], report["chunkds_dead"]) == (3, 0), report
+        with gfsfs.connect(c.url, secret_file=str(c.secret_file), short_circuit=False) as fs:
+            with fs.open("/rotated", "rb") as f:
+                assert f.read() == data
+    finally:
+        c.stop()
+
+
 # ------------------------------------------------- refused before the body is read
 
 def raw_exchange(url: str, head: bytes, body: bytes = b"") -> bytes:
@@ -242,3 +280,49 @@ async def pooled_calls_across_a_restart(c: Cluster) -> None:
         assert "chunk_size" in await call(http, c.url, "statfs", {})
         async with httpx.AsyncClient(auth=Signing(Signer(c.secret()))) as streams:
             assert (await streams.get(f"{c.url}/metrics")).status_code == 200
+def test_a_request_replayed_after_a_restart_is_refused(tmp_path: Path) -> None:
+    """The nonces a daemon saw are not kept across its restart; a request
+    signed before the new process started is refused instead."""
+    c = make_cluster(tmp_path, chunkds=0, secure=True)
+    try:
+        c.start()
+        secret = c.secret()
+        assert secret is not None
+        body: dict[str, Any] = {"ino": 1}
+        captured = signed(secret, "getattr", body)
+        assert post(c.url, "getattr", body, captured).status_code == 200
+        assert post(c.url, "getattr", body, captured).status_code == 401    # a replay
+        c.restart_master(kill=True)     # at once: no margin of seconds before start-up
+        replayed = post(c.url, "getattr", body, captured)
+        assert replayed.status_code == 401 and msgpack.unpackb(replayed.content) == REFUSAL
+        assert post(c.url, "getattr", body, signed(secret, "getattr", body)).status_code == 200
+    finally:
+        c.stop()
+
+
+def test_every_daemon_answers_an_unsigned_16_mb_announcement_at_once(secured: Cluster) -> None:
+    """A caller without the secret cannot make a daemon read (and buffer) up
+    to max_request_bytes: the 401 comes from the headers, at once, and the
+    connection is closed; a signed request with a changed body is still
+    refused once its body is read."""
+    host, port = secured.url.split("//")[1].split(":")
+    targets = [(host, int(port))] + [(d.url.split("//")[1].split(":")[0],
+                                      int(d.url.rsplit(":", 1)[1])) for d in secured.servers]
+    for addr in targets:
+        with socket.create_connection(addr, timeout=5) as s:
+            s.sendall(b"POST /rpc/lookup HTTP/1.1\r\nhost: x\r\ncontent-type: application/msgpack"
+                      b"\r\ncontent-length: 16000000\r\n\r\n" + b"\x80" * 10)
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                piece = s.recv(4096)            # the 5 s timeout: the body is not awaited
+                if not piece:
+                    break
+                reply += piece
+            assert reply.startswith(b"HTTP/1.1 401"), (addr, reply[:200])
+            assert b"connection: close" in reply.lower(), reply[:300]
+    secret = secured.secret()
+    assert secret is not None
+    body = {"parent": 1, "name": b"x"}
+    headers = signed(secret, "lookup", body)
+    r = post(secured.url, "lookup", {"parent": 1, "name": b"y"}, headers)   # another body
+    assert r.status_code == 401 and msgpack.unpackb(r.content) == REFUSAL

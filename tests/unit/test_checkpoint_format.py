@@ -5,6 +5,7 @@ sequence number."""
 from __future__ import annotations
 
 import json
+import errno
 import os
 import stat
 from pathlib import Path
@@ -197,3 +198,26 @@ def test_failed_checkpoint_writer_raises(tmp_path: Path) -> None:
     os.rmdir(tmp_path / f"{CKPT_PREFIX}tmp")
     assert trio.run(m.checkpoint) == m.oplog.last_seq
     m.close()
+
+
+def test_a_hung_checkpoint_writer_is_killed(tmp_path: Path) -> None:
+    """A writer that never exits (a forked child can hang on a lock another
+    thread held at the fork) is killed after the timeout: ETIMEDOUT, no
+    half-written checkpoint left."""
+    import signal as _signal
+    import time as _time
+    from master.state.oplog import _reap_writer
+    pid = os.fork()
+    if pid == 0:                        # the "writer": hangs
+        try:
+            (tmp_path / f"{CKPT_PREFIX}tmp").write_bytes(b"half")
+            _time.sleep(60)
+        finally:
+            os._exit(0)
+    _time.sleep(0.2)
+    with pytest.raises(OSError) as info:
+        trio.run(_reap_writer, pid, tmp_path, 0.5)
+    assert info.value.errno == errno.ETIMEDOUT
+    assert not (tmp_path / f"{CKPT_PREFIX}tmp").exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, _signal.SIGKILL)   # gone (reaped)

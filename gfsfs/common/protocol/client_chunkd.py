@@ -37,10 +37,13 @@ the client asks ``append_lease`` for ``index + 1``. Otherwise it applies the
 record at that offset and sends ``apply`` with the same offset (and ``data``
 inline when it got it inline) to every secondary; it answers when all have
 applied. Errors as for ``commit``; on UNAVAILABLE the record may be on the
-primary and some secondaries (the client's retry appends it again further on:
-a duplicate).
+primary and some secondaries. ``record_id`` (random, the same on every attempt
+of one record) makes the retry land once: a primary that applied that record
+already (itself, or as a secondary of an earlier primary) re-sends ``apply`` of
+the same bytes at the same offset to its secondaries and answers that offset
+(chunkd/mutations/records.py); without it the retry appends a duplicate.
 
-``POST /rpc/apply {handle, version, offset, data_id, [sync]}`` -> ``{"length":
+``POST /rpc/apply {handle, version, offset, data_id, [sync], [record_id]}`` -> ``{"length":
 int}``: primary -> secondary (only a chunkd sends it), the same mutation in
 the primary's order. Instead of ``data_id`` it may carry ``data`` (bin): the
 bytes themselves (small writes and small record appends).
@@ -120,6 +123,7 @@ class AppendReq(Chunk, Payload):
     chunk_size: int
     min_offset: NotRequired[int]    # the primary appends no lower
     secondaries: NotRequired[list[str]]
+    record_id: NotRequired[int]     # the same on every attempt: a retry lands once
 
 
 class AppendReply(TypedDict, total=False):
@@ -133,6 +137,7 @@ class AppendReply(TypedDict, total=False):
 
 class ApplyReq(Chunk, Payload):
     offset: int
+    record_id: NotRequired[int]     # a record append's: remembered with its offset
 
 
 class TruncateReq(Chunk):
