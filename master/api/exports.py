@@ -128,7 +128,8 @@ class Exports:
             return set()
         verifier = self.m.security.verifier()
         proven = {e.name for e in table.exports if e.password is not None
-                  and _same(sessions.open_proof(e.password, path, ts, nonce), proof)}
+                  and hmac.compare_digest(sessions.open_proof(e.password, path, ts, nonce),
+                                          proof)}
         if proven and verifier is not None:
             verifier.remember_once(nonce, int(ts) / 1000)    # UNAUTHORIZED if replayed
         return proven
@@ -139,10 +140,6 @@ class Exports:
             ino = ns.lookup(ino, part.encode()).ino
         ns.get_dir(ino)                             # ENOTDIR if it is a file
         return ino
-
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a, b)
 
 
 def _ip(peer: str) -> str:

@@ -199,13 +199,11 @@ class ExportTable:
                 log.error("exports: keeping the last good rules: %s", exc)
         return self
 
-    def match(self, address: str, path: str, proven: set[str] | None = None,
-              trusted: bool = False) -> Export | None:
+    def match(self, address: str, path: str, proven: set[str] | None = None) -> Export | None:
         """The first export for ``path`` from ``address`` whose password
-        ``proven`` holds (export names), or that has none. ``trusted`` (a
-        caller holding the cluster secret): any address, no password."""
+        ``proven`` holds (export names), or that has none."""
         for e in self.exports:
-            if e.covers(path) and (trusted or (e.allows(address) and (
-                    e.password is None or (proven is not None and e.name in proven)))):
+            if e.covers(path) and e.allows(address) and (
+                    e.password is None or (proven is not None and e.name in proven)):
                 return e
         return None

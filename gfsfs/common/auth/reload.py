@@ -30,21 +30,15 @@ def _stamp(path: str) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def holders(security: Any, http: Any) -> list[Any]:
-    """What keeps a reference to the secret: the verifier, the token keys,
-    the signers of ``http`` (not an export session's signer)."""
-    out = [security.verifier(), security.tokens()]
-    if http is not None:
-        pool_signer = getattr(getattr(http, "rpc_pool", None), "signer", None)
-        auth_signer = getattr(getattr(http, "auth", None), "signer", None)
-        out += [s for s in (pool_signer, auth_signer)
-                if s is not None and not s.secret.signing.kid.startswith("S1.")]
-    return [h for h in out if h is not None]
+def signers(http: Any) -> list[Any]:
+    """The cluster-secret signers of ``http`` (not an export session's)."""
+    found = [getattr(getattr(http, "rpc_pool", None), "signer", None),
+             getattr(getattr(http, "auth", None), "signer", None)]
+    return [s for s in found if s is not None and not s.secret.signing.kid.startswith("S1.")]
 
 
-def use(secret: Secret, security: Any, targets: Iterable[Any]) -> None:
+def use(secret: Secret, targets: Iterable[Any]) -> None:
     """Verify and sign with ``secret`` from now on."""
-    security.secret = secret
     for target in targets:
         target.secret = secret
 
@@ -71,27 +65,17 @@ async def watch(path: str, on_change: Callable[[Secret], None],
 
 
 async def watch_security(security: Any, http: Any, period: float = PERIOD) -> None:
-    """:func:`watch` for a daemon: its Security and its http client's signers."""
+    """:func:`watch` for a daemon: its Security, verifier, token keys and the
+    signers of its http client."""
     if security.secret is None or not security.secret.path:
         return
-    await watch(security.secret.path,
-                lambda s: use(s, security, holders(security, http)), period)
+    await watch(security.secret.path, lambda s: use(s, [
+        security, *(t for t in (security.verifier(), security.tokens()) if t is not None),
+        *signers(http)]), period)
 
 
 async def watch_client(secret: Secret | None, http: Any, period: float = PERIOD) -> None:
     """:func:`watch` for a mount holding the secret: its http client's signers."""
     if secret is None or not secret.path:
         return
-
-    def on_change(new: Secret) -> None:
-        for signer in holders(_NoSecurity(), http):
-            signer.secret = new
-    await watch(secret.path, on_change, period)
-
-
-class _NoSecurity:
-    def verifier(self) -> None:
-        return None
-
-    def tokens(self) -> None:
-        return None
+    await watch(secret.path, lambda s: use(s, signers(http)), period)

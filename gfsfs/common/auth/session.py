@@ -26,6 +26,7 @@ proven by an HMAC of the password over the path, a timestamp and a nonce.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac as _hmac
 import ipaddress
@@ -71,9 +72,11 @@ def make_ticket(secret: Secret, export: str, fingerprint: str, root: int, addres
     return f"{body}.{_mac(key, body, fingerprint)}"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ticket(text: str) -> Ticket | None:
     """The fields of ``text`` (not yet checked: :func:`check_ticket`), None
-    if it is not a ticket."""
+    if it is not a ticket. Cached: every request of a session names the same
+    ticket, parsed at admission and again by the export guard."""
     if not text.startswith(PREFIX) or len(text) > MAX_TICKET:
         return None
     parts = text[len(PREFIX):].split(".")
