@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ from gfsfs.common.protocol import BLOCK_SIZE, INLINE_MAX
 from gfsfs.common.rpc import call, need, opt
 
 from chunkd.mutations.push import PushBuffers, check_addr, check_data_id
-from chunkd.mutations.records import RecordMemory
+from chunkd.mutations.records import Applied, RecordMemory
 from chunkd.storage.replicas import Replicas
 from chunkd.storage.store import MAX_CHUNK_BYTES, check_handle, check_version
 
@@ -167,8 +168,8 @@ class Mutations:
             length = self.store.length(a.handle) or 0
             seen = self.records.find(a.handle, a.record_id, data, length) \
                 if a.record_id else None
-            if seen is not None:        # a retry of a record this replica has: not twice
-                return await self._again(a, seen.offset, data)
+            if seen is not None and await self._still_here(a.handle, a.record_id, seen):
+                return await self._again(a, seen.offset, data)   # a retry: not twice
             offset = max(length, a.min_offset)
             if offset + len(data) > a.chunk_size:
                 return await self._pad(a, length)
@@ -179,6 +180,17 @@ class Mutations:
         if a.inline is None:
             self.buffers.discard(a.data_id)
         return {"offset": offset, "length": len(data)}
+
+    async def _still_here(self, handle: int, record_id: int, seen: Applied) -> bool:
+        """Whether this replica still holds the remembered record's bytes: a
+        record of a failed attempt may have been written over since (another
+        primary, which never had it, appended another record there) or the
+        replica replaced by a copy; then the retry is a new record."""
+        here = await self.replicas.read(handle, seen.offset, seen.length)
+        if zlib.crc32(here) == seen.crc:
+            return True
+        self.records.drop(handle, record_id)
+        return False
 
     async def _again(self, a: Append, offset: int, data: bytes) -> dict[str, Any]:
         """A record this replica applied at ``offset`` already: the same bytes

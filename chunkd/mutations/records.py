@@ -6,9 +6,12 @@ Every replica that applies a record (the primary picking its offset, each
 secondary told by ``apply``) remembers ``record_id -> (offset, length,
 crc32)`` for the chunk. A retry that reaches a primary which has the record
 already (it applied it itself, or as a secondary of an earlier primary)
-is not appended again: the primary sends ``apply`` of the same bytes at the
-same offset to its secondaries (idempotent: a replica that has them writes
-them again, one that missed them gets them) and answers the first offset.
+is not appended again, if its bytes are still there (the primary reads them
+back: a record of a failed attempt may since have been written over by
+another primary's record, which this replica applied as a secondary): the
+primary sends ``apply`` of the same bytes at the same offset to its
+secondaries (a replica that has them writes them again, one that missed
+them gets them) and answers the first offset. Otherwise it is a new record.
 
 The memory is bounded (:data:`PER_CHUNK` records per chunk, :data:`TOTAL`
 in all, oldest forgotten first) and not kept across a restart: a retry is
@@ -67,6 +70,11 @@ class RecordMemory:
                 or seen.crc != zlib.crc32(data):
             return None
         return seen
+
+    def drop(self, handle: int, record_id: int) -> None:
+        """Forget one record (its bytes are no longer where it was applied)."""
+        if self.chunks.get(handle, {}).pop(record_id, None) is not None:
+            self.count -= 1
 
     def cut(self, handle: int, length: int) -> None:
         """The chunk was truncated to ``length``: forget records beyond it."""

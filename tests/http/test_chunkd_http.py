@@ -295,3 +295,25 @@ def test_a_retried_record_append_lands_once() -> None:
         assert later == (200, {"offset": 5, "length": 5})
         assert c.servers[0].mutations.records.repeats == 1
     run(go)
+
+
+def test_a_remembered_record_overwritten_since_is_appended_anew() -> None:
+    """A record applied on one replica in a failed attempt, then overwritten
+    there by another primary's record at the same offset (that primary never
+    had it): the retry at the first replica must not answer the old offset
+    and write its bytes over the other record -- it is appended anew."""
+    rec = {"handle": 8, "version": 1, "chunk_size": 1 << 20, "data": b"record-R",
+           "record_id": 1}
+
+    async def go(c: Cluster) -> None:
+        await c.create(8, 1)
+        first = await c.rpc(ADDRS[0], "append", {**rec, "secondaries": [DEAD]})
+        assert first[0] == 503                  # R at 0 on cs1 only
+        other = await c.rpc(ADDRS[1], "append", {
+            **rec, "data": b"record-S", "record_id": 2, "secondaries": [ADDRS[0], ADDRS[2]]})
+        assert other == (200, {"offset": 0, "length": 8})     # S at 0 everywhere
+        retry = await c.rpc(ADDRS[0], "append", {**rec, "secondaries": ADDRS[1:]})
+        assert retry == (200, {"offset": 8, "length": 8})
+        for addr in ADDRS:
+            assert (await c.read(addr, 8, 0, 100)).content == b"record-Srecord-R", addr
+    run(go)
